@@ -1,0 +1,39 @@
+# The registry's two everyday commands (see README.md):
+#   make run    set up, migrate, load demo data and serve the API with its docs (SQLite)
+#   make test   set up and run the whole test suite (PostgreSQL too: set REGISTRY_TEST_DATABASE_URL)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+BIND ?= 127.0.0.1:8000
+
+.PHONY: install run test bench openapi clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/registry db upgrade
+	$(BIN)/registry demo-data
+	@echo
+	@echo "A submitter token for the demo site TOR (shown once):"
+	@$(BIN)/registry tokens issue --site TOR --role submitter --label "make run" | tail -n 1
+	@echo
+	@echo "API documentation: http://$(BIND)/docs/   (stop with Ctrl-C)"
+	REGISTRY_BIND=$(BIND) $(BIN)/gunicorn --config deploy/gunicorn.conf.py "registry:create_app()"
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+openapi: install
+	$(BIN)/registry openapi write openapi.yaml
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,31 @@
+"""The HER2+ MBC prolonged-remission registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+__version__ = "1.0.0"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the WSGI application: settings, database, auth, API, error handlers."""
+    from registry import api, auth, cli, db, errors
+    from registry.config import check_settings, default_database_url, settings_from_environment
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(settings_from_environment())
+    app.config.update(config or {})
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = default_database_url(app.instance_path)
+    check_settings(app.config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["REGISTRY_MAX_BODY_BYTES"]
+    app.config.update(api.api_settings(__version__))
+
+    db.init_app(app)
+    auth.init_app(app)
+    api.init_app(app)
+    errors.register_error_handlers(app)
+    cli.init_app(app)
+    return app

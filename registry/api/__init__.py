@@ -1,0 +1,108 @@
+"""HTTP layer: flask-smorest blueprints that parse, call one service and return.
+
+This module sets up the Api (OpenAPI generation, problem+json error responses in the spec, the
+JSON parser) and registers the blueprints.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+from typing import Any
+
+from flask import Flask, request
+from flask_smorest import Api
+from flask_smorest import Blueprint as SmorestBlueprint
+from flask_smorest.utils import prepare_response
+from flask_swagger_ui import get_swaggerui_blueprint
+from webargs import core
+from webargs.flaskparser import FlaskParser
+
+from registry.errors import PROBLEM_JSON, UnsupportedMediaType
+from registry.schemas.api import ProblemSchema
+
+API_PREFIX = "/api/v1"
+JSON_METHODS = ("POST", "PUT", "PATCH")
+
+
+class RegistryParser(FlaskParser):
+    """webargs parser that also turns over-deep JSON into a 400, not a crash."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not core.is_json(req.mimetype):
+            return core.missing
+        try:
+            return json.loads(req.get_data(cache=True))
+        except (ValueError, RecursionError) as error:
+            return self._handle_invalid_json_error(error, req)
+
+
+class Blueprint(SmorestBlueprint):
+    """A flask-smorest blueprint with the registry's parser."""
+
+    ARGUMENTS_PARSER = RegistryParser()
+
+
+class RegistryApi(Api):
+    """flask-smorest Api whose documented errors are RFC 9457 problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                prepare_response(response, self.spec, PROBLEM_JSON)
+            else:
+                prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
+
+    def _register_error_handlers(self) -> None:
+        """Errors are handled by registry.errors, not by flask-smorest's JSON handler."""
+
+
+def require_json_body() -> None:
+    """before_request: a body sent to the API must be application/json (415 otherwise)."""
+    if request.method in JSON_METHODS and request.path.startswith(API_PREFIX) \
+            and not core.is_json(request.mimetype):
+        raise UnsupportedMediaType("send the body as application/json")
+
+
+def api_settings(version: str) -> dict[str, Any]:
+    """Flask config keys of flask-smorest."""
+    return {
+        "API_TITLE": "HER2+ MBC prolonged-remission registry",
+        "API_VERSION": version,
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": API_PREFIX,
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "API_SPEC_OPTIONS": {
+            "info": {"description": (
+                "De-identified records of HER2-positive metastatic breast cancer patients in "
+                "prolonged remission on or after trastuzumab, submitted by partner sites; "
+                "pooled counts for study coordinators. Errors are RFC 9457 problem+json.")},
+            "servers": [{"url": "/"}],
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "a token issued with `registry tokens issue`"}}},
+            "security": [{"bearerAuth": []}],
+        },
+    }
+
+
+def init_app(app: Flask) -> RegistryApi:
+    """Create the Api, register every blueprint and the docs page."""
+    from registry.api import dictionary, operations, records
+
+    api = RegistryApi(app)
+    for module in (records, dictionary, operations):
+        api.register_blueprint(module.blp)
+    app.register_blueprint(get_swaggerui_blueprint(
+        "/docs", f"{API_PREFIX}/openapi.json",
+        config={"app_name": "HER2+ MBC registry API", "persistAuthorization": False}))
+    app.before_request(require_json_body)
+    return api

@@ -1,0 +1,36 @@
+"""The published data dictionary (any authenticated role)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from marshmallow import Schema, fields
+
+from registry.api import Blueprint
+from registry.auth import requires
+from registry.services.dictionary import record_dictionary
+from registry.vocabulary import ROLES
+
+blp = Blueprint("dictionary", __name__, url_prefix="/api/v1/dictionary",
+                description="The record dictionary, generated from the validating schema")
+
+
+class DictionarySchema(Schema):
+    """The record dictionary."""
+
+    version = fields.String()
+    time_origin = fields.String()
+    inclusion = fields.Dict()
+    fields_ = fields.List(fields.Dict(), data_key="fields")
+    derived_fields = fields.List(fields.Dict())
+    error_codes = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+@blp.route("", methods=["GET"])
+@requires(*ROLES)
+@blp.response(200, DictionarySchema)
+def get_dictionary() -> Any:
+    """Fields, types, allowed values, rules, code-system mappings and error codes"""
+    data = record_dictionary(current_app.config["REGISTRY_MIN_REMISSION_DAYS"])
+    return {**data, "fields_": data.pop("fields")}

@@ -1,0 +1,31 @@
+"""Liveness and readiness, for load balancers and orchestrators (no token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from registry.api import Blueprint
+from registry.auth import public
+from registry.schemas.api import HealthSchema
+from registry.services.health import readiness
+
+blp = Blueprint("operations", __name__, url_prefix="", description="Health of the service")
+
+
+@blp.route("/healthz", methods=["GET"])
+@public
+@blp.doc(security=[])
+@blp.response(200, HealthSchema)
+def healthz() -> Any:
+    """The process answers (no database involved)"""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz", methods=["GET"])
+@public
+@blp.doc(security=[])
+@blp.response(200, HealthSchema)
+@blp.alt_response(503, description="Not ready: the database does not answer or is not migrated")
+def readyz() -> Any:
+    """The database answers and its schema is at the newest migration"""
+    return readiness()

@@ -1,0 +1,126 @@
+"""Records of the caller's site: PUT, POST, GET, list, history, DELETE, batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+
+from registry.api import Blueprint
+from registry.auth import current_caller, requires
+from registry.errors import BadRequest
+from registry.schemas.api import (
+    BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema,
+    RecordListQuerySchema, RecordOutSchema, RecordPageSchema, SourceHeaderSchema,
+    WithdrawQuerySchema, WriteHeadersSchema,
+)
+from registry.schemas.record import PutRecordSchema, RecordSchema
+from registry.services import batches, records
+
+blp = Blueprint("records", __name__, url_prefix="/api/v1/records",
+                description="A site's records (submitter tokens only)")
+
+
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+def _if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise BadRequest('If-Match must be the ETag of a version, e.g. "3"',
+                         errors=[{"field": "If-Match", "code": "invalid_format",
+                                  "message": 'a version number in quotes, e.g. "3"'}])
+    return int(tag)
+
+
+@blp.route("/<subject_id>", methods=["PUT"])
+@requires("submitter")
+@blp.arguments(WriteHeadersSchema, location="headers")
+@blp.arguments(PutRecordSchema)
+@blp.response(200, RecordOutSchema, description="Updated, or unchanged")
+@blp.alt_response(201, schema=RecordOutSchema, description="Created")
+def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -> Any:
+    """Create or replace a record (idempotent)
+
+    201 when created, 200 when updated or unchanged. Send If-Match with the ETag of the
+    version you edited to be told (412) when someone else changed it first."""
+    outcome, record = records.put_record(
+        current_caller(), subject_id, body, if_match=_if_match(headers["if_match"]),
+        source=headers["source"])
+    return record, 201 if outcome == "created" else 200, _etag(record["version"])
+
+
+@blp.route("", methods=["POST"])
+@requires("submitter")
+@blp.arguments(SourceHeaderSchema, location="headers")
+@blp.arguments(RecordSchema)
+@blp.response(201, RecordOutSchema, description="Created")
+def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Create a record that does not exist yet (409 if it does)"""
+    record = records.create_record(current_caller(), body, source=headers["source"])
+    return record, 201, _etag(record["version"])
+
+
+@blp.route("", methods=["GET"])
+@requires("submitter")
+@blp.arguments(RecordListQuerySchema, location="query")
+@blp.response(200, RecordPageSchema)
+def list_records(query: dict[str, Any]) -> Any:
+    """List the site's records, a page at a time
+
+    Keyset-paginated: pass next_cursor back as cursor. With updated_since, only records changed
+    at or after that time."""
+    return records.list_records(current_caller(), limit=query["limit"], cursor=query["cursor"],
+                                updated_since=query["updated_since"])
+
+
+@blp.route("/<subject_id>", methods=["GET"])
+@requires("submitter")
+@blp.response(200, RecordOutSchema)
+def get_record(subject_id: str) -> Any:
+    """Read one of the site's records"""
+    record = records.get_record(current_caller(), subject_id)
+    return record, 200, _etag(record["version"])
+
+
+@blp.route("/<subject_id>/history", methods=["GET"])
+@requires("submitter")
+@blp.response(200, HistorySchema)
+def record_history(subject_id: str) -> Any:
+    """The versions of a record: number, time, source and changed fields"""
+    return records.record_history(current_caller(), subject_id)
+
+
+@blp.route("/<subject_id>", methods=["DELETE"])
+@requires("submitter")
+@blp.arguments(WithdrawQuerySchema, location="query")
+@blp.arguments(SourceHeaderSchema, location="headers")
+@blp.response(204, description="Withdrawn: the data and every version are erased")
+def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: str) -> Any:
+    """Withdraw a record (consent withdrawn)
+
+    Erases the record and all its versions and keeps a tombstone; a later PUT or POST of this
+    subject answers 409 subject_withdrawn."""
+    records.withdraw_record(current_caller(), subject_id, reason=query["reason"],
+                            source=headers["source"])
+    return None
+
+
+@blp.route("/batch", methods=["POST"])
+@requires("submitter")
+@blp.arguments(BatchQuerySchema, location="query")
+@blp.arguments(SourceHeaderSchema, location="headers")
+@blp.arguments(BatchRequestSchema)
+@blp.response(200, BatchResponseSchema)
+def submit_batch(query: dict[str, Any], headers: dict[str, Any], body: dict[str, Any]) -> Any:
+    """Submit many records at once
+
+    Each record gets an outcome: created, updated (with the changed fields), unchanged or
+    rejected (with its errors). dry_run=true writes nothing; atomic=true writes nothing unless
+    every record is accepted (422 otherwise)."""
+    return batches.submit_batch(
+        current_caller(), body["records"], dry_run=query["dry_run"], atomic=query["atomic"],
+        max_batch=current_app.config["REGISTRY_MAX_BATCH"], source=headers["source"])

@@ -1,0 +1,70 @@
+"""Who is calling: bearer token -> Caller. The only reader of the Authorization header.
+
+Every /api/v1 endpoint declares the roles it admits with @requires(...) or is marked @public;
+an endpoint with neither is refused (fail closed). Authentication and the role check run before
+the body is parsed, so a caller without the right never learns what the body would have met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, g, request
+
+from registry.errors import Forbidden, Unauthenticated
+from registry.services.tokens import Caller, resolve_token
+
+F = TypeVar("F", bound=Callable[..., Any])
+API_PREFIX = "/api/v1"
+# flask-smorest's blueprint serving openapi.json: the contract is public.
+PUBLIC_BLUEPRINTS = frozenset({"api-docs"})
+
+
+def requires(*roles: str) -> Callable[[F], F]:
+    """Mark a view as open to these roles only."""
+
+    def mark(view: F) -> F:
+        view._registry_roles = frozenset(roles)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def public(view: F) -> F:
+    """Mark a view as open without a token."""
+    view._registry_public = True  # type: ignore[attr-defined]
+    return view
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of this request."""
+    return g.caller
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send the header Authorization: Bearer <token>")
+    return token.strip()
+
+
+def authenticate_request() -> None:
+    """before_request: resolve the token and check the endpoint's roles."""
+    if not request.path.startswith(API_PREFIX) or request.endpoint is None \
+            or request.blueprint in PUBLIC_BLUEPRINTS:
+        return
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "_registry_public", False):
+        return
+    caller = resolve_token(_bearer_token())
+    g.caller = caller
+    roles = getattr(view, "_registry_roles", frozenset())
+    if caller.role not in roles:
+        raise Forbidden(f"a {caller.role} token may not use this endpoint")
+
+
+def init_app(app: Flask) -> None:
+    """Install the authentication hook."""
+    app.before_request(authenticate_request)

@@ -1,0 +1,69 @@
+"""Settings from the environment, with defaults that run out of the box on SQLite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Every setting the registry reads, its default and what it means. The README's settings table and
+# `registry settings` are produced from this list; keep the meaning to one line.
+SETTINGS: tuple[tuple[str, Any, str], ...] = (
+    ("DATABASE_URL", None,
+     "SQLAlchemy URL; default: SQLite file instance/registry.db. PostgreSQL: postgresql+psycopg://..."),
+    ("REGISTRY_MIN_REMISSION_DAYS", 730, "inclusion rule: minimum length of remission in days"),
+    ("REGISTRY_MAX_BATCH", 1000, "most records accepted in one POST /records/batch"),
+    ("REGISTRY_MAX_BODY_BYTES", 4 * 1024 * 1024,
+     "largest request body; larger ones answer 413 before parsing"),
+    ("REGISTRY_MIN_CELL_COUNT", 11, "smallest published aggregate count (never below 5)"),
+    ("REGISTRY_PERTURBATION", "on", "cell-key perturbation of aggregate counts: on or off"),
+    ("REGISTRY_QUERY_LIMIT", 7, "identical aggregate queries one user may ask in 30 days"),
+    ("REGISTRY_PUBLIC_URL", "https://registry.invalid",
+     "base of the problem type URIs in error bodies"),
+    ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
+    ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
+    ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
+)
+
+
+def _coerce(default: Any, raw: str) -> Any:
+    """Turn an environment string into the type of the setting's default."""
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    return raw
+
+
+def default_database_url(instance_path: str) -> str:
+    """The SQLite file used when no DATABASE_URL is set."""
+    Path(instance_path).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(instance_path) / 'registry.db'}"
+
+
+def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Read every registry setting from the environment, falling back to its default."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, default, _meaning in SETTINGS:
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            values[name] = default
+        elif default is None:
+            values[name] = raw
+        else:
+            try:
+                values[name] = _coerce(default, raw)
+            except ValueError as exc:
+                raise SystemExit(f"setting {name} must be a whole number") from exc
+    return values
+
+
+def check_settings(values: dict[str, Any]) -> None:
+    """Refuse settings that would break a promise of the registry."""
+    if values["REGISTRY_MIN_CELL_COUNT"] < 5:
+        raise SystemExit("REGISTRY_MIN_CELL_COUNT may not be below 5 (privacy.md section 2)")
+    if values["REGISTRY_PERTURBATION"] not in ("on", "off"):
+        raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
+    if values["REGISTRY_MAX_BATCH"] < 1:
+        raise SystemExit("REGISTRY_MAX_BATCH must be at least 1")

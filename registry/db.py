@@ -1,0 +1,121 @@
+"""Database access: the declarative base, engine and session set-up, and unit_of_work()."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+# Set before the first migration so every constraint has a stable, predictable name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Base of every model; carries the constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, timezone-aware."""
+    return datetime.now(timezone.utc)
+
+
+def _prepare_sqlite(engine: Engine) -> None:
+    """Make SQLite transactional in the way the registry relies on.
+
+    pysqlite's own transaction handling does not emit BEGIN for reads and breaks SAVEPOINT, so it
+    is switched off and every transaction starts with BEGIN IMMEDIATE: writers queue instead of
+    failing half-way, and the test suite's savepoint recipe works.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) -> Engine:
+    """Create the engine for `url`: parameters never appear in error messages or logs."""
+    parsed = make_url(url)
+    options: dict[str, Any] = {"hide_parameters": True, "future": True}
+    if parsed.get_backend_name() == "sqlite":
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(parsed, **options)
+        _prepare_sqlite(engine)
+        return engine
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if statement_timeout_ms:
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=5,
+        connect_args=connect_args,
+        **options,
+    )
+
+
+class Database:
+    """The engine and session factory of one app."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.session_factory = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """Name of the database dialect: 'sqlite' or 'postgresql'."""
+        return self.engine.dialect.name
+
+
+def init_app(app: Flask) -> Database:
+    """Attach a Database built from the app's settings."""
+    database = Database(
+        make_engine(
+            app.config["DATABASE_URL"],
+            statement_timeout_ms=app.config["REGISTRY_STATEMENT_TIMEOUT_MS"],
+            pool_size=app.config["REGISTRY_DB_POOL_SIZE"],
+        )
+    )
+    app.extensions["registry_db"] = database
+    return database
+
+
+def get_database() -> Database:
+    """The Database of the current app."""
+    return current_app.extensions["registry_db"]
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """A session in one transaction: committed when the block ends, rolled back on any error."""
+    session = get_database().session_factory()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()

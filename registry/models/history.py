@@ -1,0 +1,93 @@
+"""What happened to records: their versions, withdrawal tombstones and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from registry.db import Base, utcnow
+from registry.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def _source() -> Any:
+    return mapped_column(
+        Enum(*SOURCES, name="source", native_enum=False, create_constraint=True, length=16)
+    )
+
+
+class RecordVersion(Base):
+    """One state of a record, as written; erased with the record on withdrawal."""
+
+    __tablename__ = "record_versions"
+    __table_args__ = (UniqueConstraint("record_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    source: Mapped[str] = _source()
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
+    # Names of the fields that differ from the previous version (all fields for version 1).
+    changed_fields: Mapped[list[str]] = mapped_column(JSON)
+    # The submitted fields of this version, so any past state can be reconstructed.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Tombstone(Base):
+    """What remains of a withdrawn record: who it was at which site, when and why; no data."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (UniqueConstraint("site_id", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str] = mapped_column(
+        Enum(*WITHDRAWAL_REASONS, name="reason", native_enum=False, create_constraint=True,
+             length=24)
+    )
+
+
+class AuditEntry(Base):
+    """Append-only log of every change: who, when, which record, what kind, which fields; never
+    a value of the record."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_site_id_subject_id", "site_id", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(
+        Enum(*AUDIT_ACTIONS, name="action", native_enum=False, create_constraint=True, length=16)
+    )
+    source: Mapped[str] = _source()
+    version: Mapped[int | None]
+    changed_fields: Mapped[list[str]] = mapped_column(JSON)
+
+
+class QueryLogEntry(Base):
+    """One aggregate query: who asked what, against which data state, and what was released."""
+
+    __tablename__ = "query_log"
+    __table_args__ = (Index("ix_query_log_token_id_query", "token_id", "query"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"))
+    # The normalised query (endpoint and sorted parameters), compared for the repeat limit.
+    query: Mapped[str] = mapped_column(String(500))
+    snapshot: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    released: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -1,0 +1,197 @@
+"""Request and response shapes of the HTTP API (besides the record itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields
+from marshmallow.validate import OneOf, Range
+
+from registry.derived import DERIVED_FIELDS
+from registry.schemas.fields import Problem, _CodedField
+from registry.schemas.record import RecordSchema
+from registry.vocabulary import SOURCES, WITHDRAWAL_REASONS
+
+
+def _derived_field(kind: str, categories: tuple[str, ...], meaning: str) -> fields.Field:
+    metadata: dict[str, Any] = {"description": meaning}
+    if kind == "boolean":
+        return fields.Boolean(allow_none=True, metadata=metadata)
+    if kind == "integer":
+        return fields.Integer(allow_none=True, metadata=metadata)
+    if categories:
+        metadata["enum"] = list(categories)
+    return fields.String(metadata=metadata)
+
+
+DerivedSchema = Schema.from_dict(
+    {name: _derived_field(*spec) for name, spec in DERIVED_FIELDS.items()}, name="Derived")
+DerivedSchema.__doc__ = "Fields the registry computes from the record on every write."
+
+
+class RecordOutSchema(RecordSchema):
+    """A stored record: the submitted fields, the derived fields, version and times."""
+
+    derived = fields.Nested(DerivedSchema, dump_only=True)
+    version = fields.Integer(dump_only=True, metadata={"description": "1 for a new record, "
+                                                                      "+1 on every change"})
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+class RecordPageSchema(Schema):
+    """One page of the site's records."""
+
+    records = fields.List(fields.Nested(RecordOutSchema))
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "pass as `cursor` for the next page; null on the last page"})
+
+
+class RecordListQuerySchema(Schema):
+    """Query parameters of GET /records."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000),
+                           metadata={"description": "records per page, 1 to 1000"})
+    cursor = fields.String(load_default=None, metadata={"description": "next_cursor of the "
+                                                                       "previous page"})
+    updated_since = fields.AwareDateTime(load_default=None, metadata={
+        "description": "only records changed at or after this time (ISO 8601 with a zone)"})
+
+
+class VersionSchema(Schema):
+    """One version of a record."""
+
+    version = fields.Integer()
+    created_at = fields.DateTime()
+    source = fields.String(metadata={"enum": list(SOURCES)})
+    changed_fields = fields.List(fields.String())
+
+
+class HistorySchema(Schema):
+    """The versions of a record, oldest first."""
+
+    subject_id = fields.String()
+    versions = fields.List(fields.Nested(VersionSchema))
+
+
+class WithdrawQuerySchema(Schema):
+    """Query parameters of DELETE /records/{subject_id}."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = fields.String(load_default="consent_withdrawn", validate=OneOf(WITHDRAWAL_REASONS),
+                           metadata={"description": "why the record is withdrawn"})
+
+
+class SourceHeaderSchema(Schema):
+    """Headers a client may send to say where a write comes from."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    source = fields.String(data_key="X-Registry-Source", load_default="api",
+                           validate=OneOf(SOURCES),
+                           metadata={"description": "api (default) or redcap-sync"})
+
+
+class WriteHeadersSchema(SourceHeaderSchema):
+    """Headers of PUT /records/{subject_id}."""
+
+    if_match = fields.String(data_key="If-Match", load_default=None, metadata={
+        "description": 'the version being replaced, as its ETag ("3"); 412 if it is stale'})
+
+
+class RawRecords(_CodedField, fields.List):
+    """The records of a batch: checked to be a list here, each validated on its own later so
+    that one bad record does not sink the others. Documented as a list of records."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail("invalid_type", "must be a list of records")
+        return value
+
+
+class BatchRequestSchema(Schema):
+    """The body of POST /records/batch."""
+
+    error_messages = {"type": Problem("invalid_type", "the body must be a JSON object")}
+
+    records = RawRecords(fields.Nested(RecordSchema), required=True,
+                         metadata={"description": "up to REGISTRY_MAX_BATCH records"})
+
+
+class BatchQuerySchema(Schema):
+    """Query parameters of POST /records/batch."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    dry_run = fields.Boolean(load_default=False, metadata={
+        "description": "validate and report what would happen; write nothing"})
+    atomic = fields.Boolean(load_default=False, metadata={
+        "description": "all or nothing: one rejected record and nothing is written (422)"})
+
+
+class FieldErrorSchema(Schema):
+    """One problem with a submitted value: which field, which rule; never the value."""
+
+    field = fields.String()
+    code = fields.String(metadata={"description": "stable machine-readable rule name"})
+    message = fields.String(metadata={"description": "what is expected"})
+
+
+class BatchResultSchema(Schema):
+    """The outcome of one record of a batch."""
+
+    index = fields.Integer()
+    subject_id = fields.String(allow_none=True)
+    outcome = fields.String(metadata={"enum": ["created", "updated", "unchanged", "rejected"]})
+    version = fields.Integer()
+    changes = fields.Dict(keys=fields.String(), values=fields.Dict(), metadata={
+        "description": "for updates: {field: {old, new}}"})
+    errors = fields.List(fields.Nested(FieldErrorSchema))
+
+
+class BatchSummarySchema(Schema):
+    """How many records had each outcome."""
+
+    created = fields.Integer()
+    updated = fields.Integer()
+    unchanged = fields.Integer()
+    rejected = fields.Integer()
+
+
+class BatchResponseSchema(Schema):
+    """What a batch did (or, in a dry run, would do) with each record."""
+
+    dry_run = fields.Boolean()
+    atomic = fields.Boolean()
+    summary = fields.Nested(BatchSummarySchema)
+    results = fields.List(fields.Nested(BatchResultSchema))
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, the body of every error."""
+
+    type = fields.String(metadata={"description": "URI of the kind of problem"})
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    code = fields.String(metadata={"description": "for 409: the conflict's machine-readable name"})
+    errors = fields.List(fields.Nested(FieldErrorSchema), metadata={
+        "description": "for 400 and 422: one entry per problem"})
+    summary = fields.Nested(BatchSummarySchema, metadata={"description": "for a rejected batch"})
+    results = fields.List(fields.Nested(BatchResultSchema),
+                          metadata={"description": "for a rejected batch"})
+
+
+class HealthSchema(Schema):
+    """Liveness or readiness."""
+
+    status = fields.String()
+    database = fields.String()
+    schema_revision = fields.String()

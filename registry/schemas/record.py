@@ -1,0 +1,345 @@
+"""The record schema: every field and rule of record.md and privacy.md section 1.
+
+This schema is the one source of truth: the API validates with it, and the published dictionary,
+the REDCap data dictionary, the aggregate catalogue and the OpenAPI spec are generated from it.
+Field metadata: `description`; `dimension` (may be an aggregate dimension); `coding` (mapping to
+standard code systems); `required_when` (a conditional requirement, in words); `unit`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from typing import Any
+
+from flask import current_app, has_app_context
+from marshmallow import EXCLUDE, Schema, ValidationError, validates_schema
+
+from registry import vocabulary as v
+from registry.schemas.fields import Code, CodeList, Problem, SubjectId, WholeNumber
+from registry.schemas.identifiers import is_identifier_field_name, printable_field_name
+
+DICTIONARY_VERSION = "1.0.0"
+DEFAULT_MIN_REMISSION_DAYS = 730
+MAX_DAY = 18262  # 50 years
+DAY_FIELDS = (
+    "primary_dx_day", "trastuzumab_start_day", "remission_start_day", "trastuzumab_stop_day",
+    "trastuzumab_resume_day", "progression_day", "last_followup_day",
+)
+# Keys the registry sets itself; a body that sends them is refused (mass assignment).
+READ_ONLY_KEYS = frozenset({
+    "id", "version", "site", "site_id", "site_code", "derived", "created_at", "updated_at",
+    "cell_key", "withdrawn", "source",
+})
+
+
+def _this_year() -> int:
+    return date.today().year
+
+
+def _day(minimum: int = -MAX_DAY, maximum: int = MAX_DAY, **kwargs: Any) -> WholeNumber:
+    metadata = {"unit": "days from metastatic diagnosis", **kwargs.pop("metadata", {})}
+    return WholeNumber(minimum, maximum, metadata=metadata, **kwargs)
+
+
+def _optional(field_class: type, *args: Any, **kwargs: Any) -> Any:
+    """An optional field: null and absent mean the same (not given)."""
+    return field_class(*args, required=False, allow_none=True, load_default=None, **kwargs)
+
+
+class RecordFieldsSchema(Schema):
+    """The submitted fields of a record, without subject_id (which a PUT takes from the URL)."""
+
+    class Meta:
+        unknown = EXCLUDE  # unknown keys are reported by reject_unknown_fields, not dropped
+        ordered = True
+
+    error_messages = {
+        "type": Problem("invalid_type", "the record must be a JSON object"),
+    }
+
+    met_dx_year = WholeNumber(
+        v.FIRST_MET_DX_YEAR, _this_year, required=True,
+        metadata={"description": "year of the diagnosis of metastatic disease (day 0); the only "
+                                 "calendar value of the record, 1998 to the current year",
+                  "dimension": False})
+    age_at_met_dx = WholeNumber(
+        18, 90, required=True, above_code="age_not_top_coded",
+        above_message="ages over 89 are sent as 90",
+        metadata={"description": "age in years at metastatic diagnosis; 90 means 90 or older",
+                  "unit": "years"})
+    sex = Code(v.SEX, required=True, metadata={"description": "sex", "dimension": False})
+    her2_ihc = Code(v.HER2_IHC, required=True, metadata={
+        "description": "HER2 immunohistochemistry score (ASCO/CAP 2018)", "dimension": True,
+        "coding": {"system": "NAACCR", "item": 3850, "name": "HER2 IHC Summary",
+                   "guideline": "ASCO/CAP 2018 HER2 testing"}})
+    her2_ish = Code(v.HER2_ISH, required=True, metadata={
+        "description": "HER2 in situ hybridisation result; HER2-positive means IHC 3+ or ISH "
+                       "amplified", "dimension": True,
+        "coding": {"system": "NAACCR", "item": 3855, "name": "HER2 Overall Summary",
+                   "guideline": "ASCO/CAP 2018 HER2 testing"}})
+    her2_tested_on = _optional(Code, v.HER2_TESTED_ON, metadata={
+        "description": "tissue on which HER2 was tested", "dimension": True})
+    er_status = Code(v.RECEPTOR_STATUS, required=True, metadata={
+        "description": "oestrogen-receptor status", "dimension": True,
+        "coding": {"system": "NAACCR", "item": 3827, "name": "Estrogen Receptor Summary"}})
+    pr_status = Code(v.RECEPTOR_STATUS, required=True, metadata={
+        "description": "progesterone-receptor status", "dimension": True,
+        "coding": {"system": "NAACCR", "item": 3915, "name": "Progesterone Receptor Summary"}})
+    histology = _optional(Code, v.HISTOLOGY, metadata={
+        "description": "histological type of the primary tumour", "dimension": True})
+    presentation = Code(v.PRESENTATION, required=True, metadata={
+        "description": "de novo metastatic disease, or recurrence after early breast cancer",
+        "dimension": True})
+    primary_dx_day = _optional(_day, -MAX_DAY, -1, metadata={
+        "description": "day of the diagnosis of the primary (early) breast cancer",
+        "required_when": "presentation is recurrent; must be absent for de_novo"})
+    prior_adjuvant_trastuzumab = Code(v.YES_NO_UNKNOWN, required=True, metadata={
+        "description": "trastuzumab given in the adjuvant setting before metastasis; de_novo "
+                       "requires no", "dimension": True})
+    metastatic_sites = CodeList(v.METASTATIC_SITES, non_empty=True, required=True, metadata={
+        "description": "sites of metastatic disease at metastatic diagnosis (at least one)"})
+    lesion_count = _optional(Code, v.LESION_COUNT, metadata={
+        "description": "number of metastatic lesions (proxy for oligometastatic disease)",
+        "dimension": True})
+    ecog_at_met_dx = _optional(WholeNumber, 0, 4, metadata={
+        "description": "ECOG performance status at metastatic diagnosis; null = unknown",
+        "coding": {"system": "LOINC", "code": "89247-1",
+                   "answers": {"0": "LA9622-7", "1": "LA9623-5", "2": "LA9624-3",
+                               "3": "LA9625-0", "4": "LA9626-8"},
+                   "profile": "mCODE ECOGPerformanceStatus"}})
+    first_line_anti_her2 = Code(v.FIRST_LINE_ANTI_HER2, required=True, metadata={
+        "description": "anti-HER2 therapy of the first metastatic line", "dimension": True})
+    first_line_chemotherapy = Code(v.FIRST_LINE_CHEMOTHERAPY, required=True, metadata={
+        "description": "chemotherapy of the first metastatic line", "dimension": True})
+    later_anti_her2 = _optional(CodeList, v.LATER_ANTI_HER2, metadata={
+        "description": "anti-HER2 agents given after the first line; empty or absent = none"})
+    local_therapy_metastases = _optional(CodeList, v.LOCAL_THERAPY_METASTASES, metadata={
+        "description": "local therapy of metastases; empty or absent = none"})
+    primary_tumour_surgery = _optional(Code, v.YES_NO, metadata={
+        "description": "surgery of the primary tumour in de novo disease",
+        "required_when": "only for de_novo presentation", "dimension": True})
+    endocrine_maintenance = Code(v.ENDOCRINE_MAINTENANCE, required=True, metadata={
+        "description": "endocrine maintenance therapy; ER and PR both negative requires "
+                       "not_applicable", "dimension": True})
+    trastuzumab_start_day = _day(-30, 3650, required=True, metadata={
+        "description": "day trastuzumab was started for metastatic disease"})
+    best_response = Code(v.BEST_RESPONSE, required=True, metadata={
+        "description": "best response to first-line therapy; the registry includes "
+                       "complete_response and ned_after_local_therapy only",
+        "coding": {"system": "RECIST 1.1",
+                   "map": {"complete_response": "CR", "partial_response": "PR",
+                           "stable_disease": "SD", "progressive_disease": "PD",
+                           "not_evaluable": "NE",
+                           "ned_after_local_therapy": "CR after local therapy"}}})
+    remission_start_day = _day(0, MAX_DAY, required=True, metadata={
+        "description": "day remission (or no evidence of disease) was first documented; on or "
+                       "after the trastuzumab start"})
+    response_assessment = _optional(Code, v.RESPONSE_ASSESSMENT, metadata={
+        "description": "how the remission was assessed", "dimension": True})
+    maintenance_status = Code(v.MAINTENANCE_STATUS, required=True, metadata={
+        "description": "trastuzumab maintenance: ongoing, discontinued, or interrupted and "
+                       "resumed", "dimension": True})
+    trastuzumab_stop_day = _optional(_day, metadata={
+        "description": "day trastuzumab was stopped; after its start",
+        "required_when": "maintenance_status is discontinued or interrupted_resumed; absent when "
+                         "ongoing"})
+    discontinuation_reason = _optional(Code, v.DISCONTINUATION_REASON, metadata={
+        "description": "why trastuzumab was stopped",
+        "required_when": "a trastuzumab_stop_day is given; absent when ongoing",
+        "dimension": True})
+    trastuzumab_resume_day = _optional(_day, metadata={
+        "description": "day trastuzumab was resumed; after the stop",
+        "required_when": "maintenance_status is interrupted_resumed; absent otherwise"})
+    lvef_baseline_pct = _optional(WholeNumber, 10, 90, metadata={
+        "description": "left-ventricular ejection fraction before trastuzumab", "unit": "%"})
+    lvef_nadir_pct = _optional(WholeNumber, 5, 90, metadata={
+        "description": "lowest LVEF on trastuzumab; not above the baseline", "unit": "%"})
+    cardiac_event = Code(v.CARDIAC_EVENT, required=True, metadata={
+        "description": "worst cardiac event on trastuzumab", "dimension": True})
+    progression_day = _optional(_day, metadata={
+        "description": "day of progression after the remission started; null = no progression"})
+    disease_status_last = Code(v.DISEASE_STATUS, required=True, metadata={
+        "description": "disease status at the last follow-up; progressing requires a "
+                       "progression_day", "dimension": True,
+        "coding": {"profile": "mCODE CancerDiseaseStatus", "system": "SNOMED CT",
+                   "map": {"ned": "260415000", "stable": "359746009",
+                           "responding": "268910001", "progressing": "271299001",
+                           "unknown": "709137006"}}})
+    last_followup_day = _day(0, MAX_DAY, required=True, metadata={
+        "description": "day of the last follow-up; on or after every other day of the record"})
+    vital_status = Code(v.VITAL_STATUS, required=True, metadata={
+        "description": "vital status at the last follow-up", "dimension": True})
+    cause_of_death = _optional(Code, v.CAUSE_OF_DEATH, metadata={
+        "description": "cause of death", "required_when": "vital_status is dead; absent when "
+                                                          "alive", "dimension": True})
+
+    def __init__(self, *args: Any, min_remission_days: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.min_remission_days = min_remission_days
+
+    def remission_threshold(self) -> int:
+        """The inclusion threshold in days: the schema's own, else the app's setting."""
+        if self.min_remission_days is not None:
+            return self.min_remission_days
+        if has_app_context():
+            return int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"])
+        return DEFAULT_MIN_REMISSION_DAYS
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def reject_unknown_fields(self, data: dict[str, Any], original: Any, **_: Any) -> None:
+        """Refuse keys the schema does not know; identifier-like names get their own code."""
+        if not isinstance(original, dict):
+            return
+        errors: dict[str, list[Problem]] = defaultdict(list)
+        for key in original:
+            if key in self.fields:
+                continue
+            name = printable_field_name(key)
+            if isinstance(key, str) and key in READ_ONLY_KEYS:
+                errors[name].append(Problem("read_only_field", "is set by the registry and may "
+                                                               "not be sent"))
+            elif isinstance(key, str) and is_identifier_field_name(key):
+                errors[name].append(Problem("prohibited_field", "looks like an identifier; the "
+                                                                "registry accepts no identifiers"))
+            else:
+                errors[name].append(Problem("unknown_field", "is not a field of the record; see "
+                                                             "GET /api/v1/dictionary"))
+        if errors:
+            raise ValidationError(dict(errors))
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def check_record_rules(self, data: dict[str, Any], original: Any, **_: Any) -> None:
+        """The rules of record.md that relate several fields, and the inclusion rules."""
+        if not isinstance(original, dict):
+            return
+        errors = check_rules(data, original, self.remission_threshold())
+        if errors:
+            raise ValidationError(errors)
+
+
+class RecordSchema(RecordFieldsSchema):
+    """A record with its subject_id, as sent to POST /records and in a batch."""
+
+    class Meta(RecordFieldsSchema.Meta):
+        pass
+
+    subject_id = SubjectId(required=True, metadata={
+        "description": "the site's pseudonym for the patient: random letters (16 or more) or an "
+                       "HMAC in letters; no identifier, date or run of 6 digits"})
+
+
+class PutRecordSchema(RecordFieldsSchema):
+    """The body of PUT /records/{subject_id}: subject_id may be repeated, and must then match."""
+
+    class Meta(RecordFieldsSchema.Meta):
+        pass
+
+    subject_id = SubjectId(required=False, metadata={
+        "description": "optional; when sent it must equal the subject_id of the URL"})
+
+
+def check_rules(data: dict[str, Any], original: dict[str, Any],
+                min_remission_days: int) -> dict[str, list[Problem]]:
+    """Cross-field rules of record.md; a rule is checked only when its fields are valid."""
+    errors: dict[str, list[Problem]] = defaultdict(list)
+
+    def fail(field: str, code: str, message: str) -> None:
+        errors[field].append(Problem(code, message))
+
+    def given(field: str) -> bool:  # sent, whether valid or not
+        return original.get(field) is not None
+
+    def valid(*fields: str) -> bool:  # every field sent and valid
+        return all(data.get(field) is not None for field in fields)
+
+    def require(field: str, why: str) -> None:
+        if not given(field):
+            fail(field, "required", f"is required when {why}")
+
+    def forbid(field: str, why: str) -> None:
+        if given(field):
+            fail(field, "not_allowed_here", f"must be absent when {why}")
+
+    # HER2-positive disease only.
+    if valid("her2_ihc", "her2_ish") and not (
+            data["her2_ihc"] == "3+" or data["her2_ish"] == "amplified"):
+        fail("her2_ihc", "not_her2_positive",
+             "the registry includes HER2-positive disease only: her2_ihc 3+ or her2_ish amplified")
+
+    presentation = data.get("presentation")
+    if presentation == "recurrent":
+        require("primary_dx_day", "presentation is recurrent")
+        forbid("primary_tumour_surgery", "presentation is recurrent (it is for de_novo only)")
+    elif presentation == "de_novo":
+        forbid("primary_dx_day", "presentation is de_novo")
+        if valid("prior_adjuvant_trastuzumab") and data["prior_adjuvant_trastuzumab"] != "no":
+            fail("prior_adjuvant_trastuzumab", "not_allowed_here",
+                 "must be no when presentation is de_novo")
+
+    if data.get("er_status") == data.get("pr_status") == "negative" and \
+            valid("endocrine_maintenance") and data["endocrine_maintenance"] != "not_applicable":
+        fail("endocrine_maintenance", "not_allowed_here",
+             "must be not_applicable when ER and PR are both negative")
+
+    if valid("best_response") and data["best_response"] not in v.REMISSION_RESPONSES:
+        fail("best_response", "not_in_remission", "the registry includes patients in remission "
+             "only: complete_response or ned_after_local_therapy")
+
+    if valid("remission_start_day", "trastuzumab_start_day") and \
+            data["remission_start_day"] < data["trastuzumab_start_day"]:
+        fail("remission_start_day", "day_order", "must be on or after trastuzumab_start_day")
+
+    status = data.get("maintenance_status")
+    if status == "ongoing":
+        for field in ("trastuzumab_stop_day", "discontinuation_reason", "trastuzumab_resume_day"):
+            forbid(field, "maintenance_status is ongoing")
+    elif status in ("discontinued", "interrupted_resumed"):
+        require("trastuzumab_stop_day", f"maintenance_status is {status}")
+        if status == "interrupted_resumed":
+            require("trastuzumab_resume_day", "maintenance_status is interrupted_resumed")
+        else:
+            forbid("trastuzumab_resume_day", "maintenance_status is discontinued")
+    if given("trastuzumab_stop_day") and status != "ongoing":
+        require("discontinuation_reason", "a trastuzumab_stop_day is given")
+    if valid("trastuzumab_stop_day", "trastuzumab_start_day") and \
+            data["trastuzumab_stop_day"] <= data["trastuzumab_start_day"]:
+        fail("trastuzumab_stop_day", "day_order", "must be after trastuzumab_start_day")
+    if valid("trastuzumab_resume_day", "trastuzumab_stop_day") and \
+            data["trastuzumab_resume_day"] <= data["trastuzumab_stop_day"]:
+        fail("trastuzumab_resume_day", "day_order", "must be after trastuzumab_stop_day")
+
+    if valid("lvef_nadir_pct", "lvef_baseline_pct") and \
+            data["lvef_nadir_pct"] > data["lvef_baseline_pct"]:
+        fail("lvef_nadir_pct", "out_of_range", "must not be above lvef_baseline_pct")
+
+    if valid("progression_day", "remission_start_day") and \
+            data["progression_day"] <= data["remission_start_day"]:
+        fail("progression_day", "day_order", "must be after remission_start_day")
+    if data.get("disease_status_last") == "progressing":
+        require("progression_day", "disease_status_last is progressing")
+
+    if valid("last_followup_day"):
+        later = [field for field in DAY_FIELDS if field != "last_followup_day"
+                 and valid(field) and data[field] > data["last_followup_day"]]
+        if later:
+            fail("last_followup_day", "day_order",
+                 "must be on or after every other day of the record (" + ", ".join(later) + ")")
+
+    if data.get("vital_status") == "dead":
+        require("cause_of_death", "vital_status is dead")
+    elif data.get("vital_status") == "alive":
+        forbid("cause_of_death", "vital_status is alive")
+
+    progression_ok = not given("progression_day") or valid("progression_day")
+    if valid("remission_start_day", "last_followup_day") and progression_ok:
+        end = data.get("progression_day")
+        end = data["last_followup_day"] if end is None else end
+        if end - data["remission_start_day"] < min_remission_days:
+            fail("remission_start_day", "remission_too_short",
+                 f"the registry includes remissions of at least {min_remission_days} days: "
+                 "(progression_day or last_followup_day) - remission_start_day")
+    return dict(errors)
+
+
+SUBMITTED_FIELDS: tuple[str, ...] = tuple(RecordFieldsSchema().fields)

@@ -1,0 +1,363 @@
+"""Records of one site: validate, create, replace, read, list, history and withdraw.
+
+Every write goes through plan_writes() and apply_writes(), whether it comes as one PUT, a POST or
+a batch, so the rules for outcomes, versions and the audit log live in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from marshmallow import ValidationError
+from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.db import unit_of_work, utcnow
+from registry.derived import derive
+from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
+from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
+from registry.models.record import CELL_KEY_MODULUS
+from registry.schemas.fields import problems_to_list
+from registry.schemas.record import SUBMITTED_FIELDS, RecordSchema
+from registry.services.tokens import Caller
+
+RECORDS = Record.__table__
+T = TypeVar("T")
+# Attempts of a write that lost a race to create the same subject (unique constraint).
+WRITE_ATTEMPTS = 3
+
+
+# --- mapping between the record as sent and the row as stored ---------------------------------
+
+def canonical(data: dict[str, Any]) -> dict[str, Any]:
+    """The submitted fields in a fixed form: every field present, absent = None, lists as []."""
+    record = {name: data.get(name) for name in SUBMITTED_FIELDS}
+    for name in LIST_FIELDS:
+        record[name] = record[name] or []
+    return record
+
+
+def row_values(record: dict[str, Any]) -> dict[str, Any]:
+    """Column values of a canonical record, derived fields included."""
+    values = {name: value for name, value in record.items() if name not in LIST_FIELDS}
+    for name, codes in LIST_FIELDS.items():
+        chosen = set(record[name])
+        values.update({flag_column(name, code): code in chosen for code in codes})
+    values.update(derive(record))
+    return values
+
+
+def record_from_row(row: Any) -> dict[str, Any]:
+    """The canonical submitted fields of a stored row (ORM object or Core row)."""
+    get = row._mapping.__getitem__ if isinstance(row, Row) else row.__getattribute__
+    record = {name: get(name) for name in SUBMITTED_FIELDS if name not in LIST_FIELDS}
+    for name, codes in LIST_FIELDS.items():
+        record[name] = [code for code in codes if get(flag_column(name, code))]
+    return {name: record[name] for name in SUBMITTED_FIELDS}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def record_view(subject_id: str, record: dict[str, Any], version: int, created_at: datetime,
+                updated_at: datetime) -> dict[str, Any]:
+    """What the API shows of a stored record."""
+    return {"subject_id": subject_id, **record, "derived": derive(record), "version": version,
+            "created_at": _aware(created_at), "updated_at": _aware(updated_at)}
+
+
+def changes_between(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Field-by-field differences of two canonical records."""
+    return {name: {"old": old[name], "new": new[name]}
+            for name in SUBMITTED_FIELDS if old[name] != new[name]}
+
+
+# --- validation --------------------------------------------------------------------------------
+
+_schema = RecordSchema()
+
+
+def validate_record(raw: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """Validate one record with subject_id: (canonical data, []) or (None, errors)."""
+    try:
+        return canonical(_schema.load(raw)), []
+    except ValidationError as error:
+        return None, problems_to_list(error.messages)
+
+
+# --- planning and applying writes --------------------------------------------------------------
+
+@dataclass
+class PlannedWrite:
+    """What one submitted record will do: its outcome and everything needed to write it."""
+
+    index: int
+    subject_id: str | None
+    outcome: str  # created | updated | unchanged | rejected
+    record: dict[str, Any] | None = None
+    existing: Any = None  # the stored row, if any
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    version: int | None = None
+
+    def result(self) -> dict[str, Any]:
+        """The per-record line of a batch response."""
+        line: dict[str, Any] = {"index": self.index, "subject_id": self.subject_id,
+                                "outcome": self.outcome}
+        if self.outcome == "rejected":
+            line["errors"] = self.errors
+        else:
+            line["version"] = self.version
+        if self.outcome == "updated":
+            line["changes"] = self.changes
+        return line
+
+
+def rejected(index: int, subject_id: str | None, errors: list[dict[str, str]]) -> PlannedWrite:
+    """A record that will not be written."""
+    return PlannedWrite(index, subject_id, "rejected", errors=errors)
+
+
+def plan_writes(session: Session, site_id: int, items: list[tuple[int, str, dict[str, Any]]],
+                *, lock: bool) -> list[PlannedWrite]:
+    """Decide the outcome of each valid (index, subject_id, record) against what is stored.
+
+    With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
+    concurrent writer waits instead of overwriting."""
+    subjects = [subject_id for _, subject_id, _ in items]
+    stored_query = select(RECORDS).where(RECORDS.c.site_id == site_id,
+                                         RECORDS.c.subject_id.in_(subjects))
+    if lock:
+        stored_query = stored_query.with_for_update()
+    stored = {row.subject_id: row for row in session.execute(stored_query)}
+    withdrawn = set(session.scalars(select(Tombstone.subject_id).where(
+        Tombstone.site_id == site_id, Tombstone.subject_id.in_(subjects))))
+    plans = []
+    for index, subject_id, record in items:
+        if subject_id in withdrawn:
+            plans.append(rejected(index, subject_id, [{
+                "field": "subject_id", "code": "subject_withdrawn",
+                "message": "this subject was withdrawn and may not be submitted again"}]))
+            continue
+        row = stored.get(subject_id)
+        if row is None:
+            plans.append(PlannedWrite(index, subject_id, "created", record, version=1))
+            continue
+        changes = changes_between(record_from_row(row), record)
+        outcome = "updated" if changes else "unchanged"
+        plans.append(PlannedWrite(index, subject_id, outcome, record, row, changes,
+                                  version=row.version + (1 if changes else 0)))
+    return plans
+
+
+def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite],
+                 source: str) -> None:
+    """Write created and updated records with their versions and audit entries, in bulk."""
+    now = utcnow()
+    created = [plan for plan in plans if plan.outcome == "created"]
+    updated = [plan for plan in plans if plan.outcome == "updated"]
+    if not created and not updated:
+        return
+    ids: dict[str, int] = {}
+    if created:
+        rows = [{**row_values(plan.record), "site_id": caller.site_id,
+                 "subject_id": plan.subject_id, "version": 1,
+                 "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
+                 "created_at": now, "updated_at": now} for plan in created]
+        result = session.execute(insert(RECORDS).returning(RECORDS.c.id, RECORDS.c.subject_id),
+                                 rows)
+        ids.update({subject_id: record_id for record_id, subject_id in result})
+    if updated:
+        session.execute(
+            update(Record),
+            [{**row_values(plan.record), "id": plan.existing.id, "version": plan.version,
+              "updated_at": now} for plan in updated],
+        )
+        ids.update({plan.subject_id: plan.existing.id for plan in updated})
+    written = created + updated
+    session.execute(insert(RecordVersion), [
+        {"record_id": ids[plan.subject_id], "version": plan.version, "created_at": now,
+         "source": source, "token_id": caller.token_id,
+         "changed_fields": list(plan.changes) if plan.outcome == "updated"
+         else list(SUBMITTED_FIELDS),
+         "data": plan.record} for plan in written])
+    session.execute(insert(AuditEntry), [
+        {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
+         "subject_id": plan.subject_id,
+         "action": "create" if plan.outcome == "created" else "update", "source": source,
+         "version": plan.version,
+         "changed_fields": list(plan.changes) if plan.outcome == "updated"
+         else list(SUBMITTED_FIELDS)} for plan in written])
+
+
+def retrying_races(work: Callable[[], T]) -> T:
+    """Run a write again when it lost a race to create the same subject."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            return work()
+        except IntegrityError:
+            if attempt == WRITE_ATTEMPTS - 1:
+                raise Conflict("write_conflict", "the record was changed concurrently; retry")
+    raise AssertionError("unreachable")
+
+
+# --- single-record operations ------------------------------------------------------------------
+
+def _checked_subject(subject_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with the subject_id of the URL, refusing a different one in the body."""
+    sent = body.get("subject_id")
+    if sent is not None and sent != subject_id:
+        raise RecordInvalid([{"field": "subject_id", "code": "not_allowed_here",
+                              "message": "must equal the subject_id of the URL, or be left out"}])
+    return {**body, "subject_id": subject_id}
+
+
+def _validated(raw: dict[str, Any]) -> dict[str, Any]:
+    record, errors = validate_record(raw)
+    if errors:
+        raise RecordInvalid(errors)
+    return record
+
+
+def _view_of(plan: PlannedWrite) -> dict[str, Any]:
+    now = utcnow()
+    if plan.existing is None:
+        return record_view(plan.subject_id, plan.record, 1, now, now)
+    updated_at = now if plan.outcome == "updated" else plan.existing.updated_at
+    return record_view(plan.subject_id, plan.record, plan.version, plan.existing.created_at,
+                       updated_at)
+
+
+def put_record(caller: Caller, subject_id: str, body: dict[str, Any], *,
+               if_match: int | None = None, source: str = "api") -> tuple[str, dict[str, Any]]:
+    """Create or replace a record (idempotent): returns the outcome and the stored record."""
+    record = _validated(_checked_subject(subject_id, body))
+
+    def work() -> tuple[str, dict[str, Any]]:
+        with unit_of_work() as session:
+            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record)], lock=True)
+            if plan.outcome == "rejected":
+                raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
+                                                    "submitted again")
+            if if_match is not None and (plan.existing is None
+                                         or plan.existing.version != if_match):
+                raise PreconditionFailed("If-Match does not name the current version; GET the "
+                                         "record and apply the change again")
+            apply_writes(session, caller, [plan], source)
+            return plan.outcome, _view_of(plan)
+
+    return retrying_races(work)
+
+
+def create_record(caller: Caller, body: dict[str, Any], *, source: str = "api"
+                  ) -> dict[str, Any]:
+    """Create a record that must not exist yet."""
+    record = _validated(body)
+    subject_id = body["subject_id"]
+
+    def work() -> dict[str, Any]:
+        with unit_of_work() as session:
+            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record)], lock=True)
+            if plan.outcome == "rejected":
+                raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
+                                                    "submitted again")
+            if plan.outcome != "created":
+                raise Conflict("record_exists", "a record with this subject_id exists; use PUT "
+                                                "to replace it")
+            apply_writes(session, caller, [plan], source)
+            return _view_of(plan)
+
+    return retrying_races(work)
+
+
+def _stored(session: Session, caller: Caller, subject_id: str) -> Record:
+    record = session.scalar(select(Record).where(Record.site_id == caller.site_id,
+                                                 Record.subject_id == subject_id))
+    if record is None:
+        raise NotFound("no record with this subject_id at your site")
+    return record
+
+
+def get_record(caller: Caller, subject_id: str) -> dict[str, Any]:
+    """One of the caller's site's records."""
+    with unit_of_work() as session:
+        row = _stored(session, caller, subject_id)
+        return record_view(row.subject_id, record_from_row(row), row.version, row.created_at,
+                           row.updated_at)
+
+
+def _encode_cursor(record_id: int) -> str:
+    return base64.urlsafe_b64encode(f"r{record_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("r"):
+            raise ValueError
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("cursor is not one this registry gave out; start again without it",
+                         errors=[{"field": "cursor", "code": "invalid_cursor",
+                                  "message": "use next_cursor of the previous page"}]) from None
+
+
+def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
+                 updated_since: datetime | None = None) -> dict[str, Any]:
+    """A page of the site's records in a stable order, and the cursor of the next page."""
+    query = select(Record).where(Record.site_id == caller.site_id)
+    if cursor:
+        query = query.where(Record.id > _decode_cursor(cursor))
+    if updated_since is not None:
+        query = query.where(Record.updated_at >= _aware(updated_since))
+    with unit_of_work() as session:
+        rows = list(session.scalars(query.order_by(Record.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "records": [record_view(row.subject_id, record_from_row(row), row.version,
+                                row.created_at, row.updated_at) for row in rows],
+        "next_cursor": _encode_cursor(rows[-1].id) if more else None,
+    }
+
+
+def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
+    """The versions of a record: number, time, source and which fields changed."""
+    with unit_of_work() as session:
+        record = _stored(session, caller, subject_id)
+        versions = session.execute(
+            select(RecordVersion.version, RecordVersion.created_at, RecordVersion.source,
+                   RecordVersion.changed_fields)
+            .where(RecordVersion.record_id == record.id).order_by(RecordVersion.version))
+        return {"subject_id": subject_id, "versions": [
+            {"version": version, "created_at": _aware(created_at), "source": source,
+             "changed_fields": changed} for version, created_at, source, changed in versions]}
+
+
+def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_withdrawn",
+                    source: str = "api") -> None:
+    """Withdrawal of consent: erase the record and all its versions, keep a tombstone."""
+    with unit_of_work() as session:
+        record = session.scalar(select(Record).where(
+            Record.site_id == caller.site_id, Record.subject_id == subject_id
+        ).with_for_update())
+        if record is None:
+            already = session.scalar(select(Tombstone.id).where(
+                Tombstone.site_id == caller.site_id, Tombstone.subject_id == subject_id))
+            if already is not None:
+                return  # withdrawing twice is the same as once
+            raise NotFound("no record with this subject_id at your site")
+        session.execute(delete(RecordVersion).where(RecordVersion.record_id == record.id))
+        session.execute(delete(Record).where(Record.id == record.id))
+        session.add(Tombstone(site_id=caller.site_id, subject_id=subject_id, reason=reason))
+        session.add(AuditEntry(token_id=caller.token_id, site_id=caller.site_id,
+                               subject_id=subject_id, action="withdraw", source=source,
+                               version=None, changed_fields=[]))
