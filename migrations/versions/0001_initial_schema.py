@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('cell_key', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('submission_digest', sa.String(length=64), nullable=True),
     sa.Column('met_dx_year', sa.Integer(), nullable=False),
     sa.Column('age_at_met_dx', sa.Integer(), nullable=False),
     sa.Column('sex', sa.Enum('female', 'male', 'unknown', name='sex', native_enum=False, create_constraint=True), nullable=False),

@@ -62,6 +62,9 @@ class Record(Base):
     cell_key: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # SHA-256 of the last accepted batch submission as sent, under the rules then in force: a
+    # resent identical record is recognised as unchanged without validating it again.
+    submission_digest: Mapped[str | None] = mapped_column(String(64))
 
     # Submitted fields, in the order of record.md.
     met_dx_year: Mapped[int]

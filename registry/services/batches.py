@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work
 from registry.errors import BatchRejected, PayloadTooLarge
 from registry.schemas.fields import check_subject_id
+from registry.models import Record
 from registry.services.records import (
-    PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, validate_record,
+    PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, submission_digest,
+    validate_record,
 )
 from registry.services.tokens import Caller
 
@@ -27,17 +31,38 @@ def _printable_subject(raw: Any) -> str | None:
     return subject_id
 
 
+def _resent_unchanged(session: Session, site_id: int, digests: dict[str, str]
+                      ) -> dict[str, int]:
+    """Subjects whose stored record came from exactly this submission: subject -> version."""
+    if not digests:
+        return {}
+    stored = session.execute(select(Record.subject_id, Record.submission_digest, Record.version)
+                             .where(Record.site_id == site_id,
+                                    Record.subject_id.in_(list(digests))))
+    return {subject_id: version for subject_id, digest, version in stored
+            if digest is not None and digest == digests[subject_id]}
+
+
 def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: bool,
                  max_batch: int, source: str = "api") -> dict[str, Any]:
     """Validate every record, decide its outcome, and write the valid ones in one transaction
-    (none of them when `dry_run`, or when `atomic` and anything was rejected)."""
+    (none of them when `dry_run`, or when `atomic` and anything was rejected).
+
+    A record identical to the submission its stored version came from is unchanged; it is
+    recognised by digest, without validating or comparing it field by field again."""
     if len(records) > max_batch:
         raise PayloadTooLarge(f"a batch holds at most {max_batch} records; split it")
+    subjects = [_printable_subject(raw) for raw in records]
+    digests = {subject_id: submission_digest(raw) for subject_id, raw in zip(subjects, records)
+               if subject_id is not None}
+    with unit_of_work() as session:
+        resent = _resent_unchanged(session, caller.site_id,
+                                   {s: d for s, d in digests.items() if d is not None})
+
     early: list[PlannedWrite] = []
-    valid: list[tuple[int, str, dict[str, Any]]] = []
+    valid: list[tuple[int, str, dict[str, Any], str | None]] = []
     seen: set[str] = set()
-    for index, raw in enumerate(records):
-        subject_id = _printable_subject(raw)
+    for index, (subject_id, raw) in enumerate(zip(subjects, records)):
         if subject_id is not None and subject_id in seen:
             early.append(rejected(index, subject_id, [{
                 "field": "subject_id", "code": "duplicate_in_batch",
@@ -45,11 +70,14 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
             continue
         if subject_id is not None:
             seen.add(subject_id)
+        if subject_id in resent:
+            early.append(PlannedWrite(index, subject_id, "unchanged", version=resent[subject_id]))
+            continue
         record, errors = validate_record(raw)
         if errors:
             early.append(rejected(index, subject_id, errors))
         else:
-            valid.append((index, subject_id, record))
+            valid.append((index, subject_id, record, digests.get(subject_id)))
 
     def work() -> dict[str, Any]:
         with unit_of_work() as session:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
@@ -25,7 +27,7 @@ from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, 
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
 from registry.models.record import CELL_KEY_MODULUS
 from registry.schemas.fields import problems_to_list
-from registry.schemas.record import SUBMITTED_FIELDS, RecordSchema
+from registry.schemas.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
 from registry.services.tokens import Caller
 
 RECORDS = Record.__table__
@@ -93,6 +95,19 @@ def validate_record(raw: Any) -> tuple[dict[str, Any] | None, list[dict[str, str
         return None, problems_to_list(error.messages)
 
 
+def submission_digest(raw: Any) -> str | None:
+    """SHA-256 of a record as sent, under the rules in force (dictionary version, inclusion
+    threshold, current year); None for something that is not a JSON object."""
+    if not isinstance(raw, dict):
+        return None
+    rules = f"{DICTIONARY_VERSION}|{_schema.remission_threshold()}|{date.today().year}|"
+    try:
+        text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256((rules + text).encode()).hexdigest()
+
+
 # --- planning and applying writes --------------------------------------------------------------
 
 @dataclass
@@ -107,6 +122,7 @@ class PlannedWrite:
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
     version: int | None = None
+    digest: str | None = None  # submission_digest of the record as sent, when known
 
     def result(self) -> dict[str, Any]:
         """The per-record line of a batch response."""
@@ -126,13 +142,15 @@ def rejected(index: int, subject_id: str | None, errors: list[dict[str, str]]) -
     return PlannedWrite(index, subject_id, "rejected", errors=errors)
 
 
-def plan_writes(session: Session, site_id: int, items: list[tuple[int, str, dict[str, Any]]],
-                *, lock: bool) -> list[PlannedWrite]:
-    """Decide the outcome of each valid (index, subject_id, record) against what is stored.
+def plan_writes(session: Session, site_id: int,
+                items: list[tuple[int, str, dict[str, Any], str | None]], *, lock: bool
+                ) -> list[PlannedWrite]:
+    """Decide the outcome of each valid (index, subject_id, record, digest) against what is
+    stored.
 
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
-    subjects = [subject_id for _, subject_id, _ in items]
+    subjects = [item[1] for item in items]
     stored_query = select(RECORDS).where(RECORDS.c.site_id == site_id,
                                          RECORDS.c.subject_id.in_(subjects))
     if lock:
@@ -141,7 +159,7 @@ def plan_writes(session: Session, site_id: int, items: list[tuple[int, str, dict
     withdrawn = set(session.scalars(select(Tombstone.subject_id).where(
         Tombstone.site_id == site_id, Tombstone.subject_id.in_(subjects))))
     plans = []
-    for index, subject_id, record in items:
+    for index, subject_id, record, digest in items:
         if subject_id in withdrawn:
             plans.append(rejected(index, subject_id, [{
                 "field": "subject_id", "code": "subject_withdrawn",
@@ -149,12 +167,13 @@ def plan_writes(session: Session, site_id: int, items: list[tuple[int, str, dict
             continue
         row = stored.get(subject_id)
         if row is None:
-            plans.append(PlannedWrite(index, subject_id, "created", record, version=1))
+            plans.append(PlannedWrite(index, subject_id, "created", record, version=1,
+                                      digest=digest))
             continue
         changes = changes_between(record_from_row(row), record)
         outcome = "updated" if changes else "unchanged"
         plans.append(PlannedWrite(index, subject_id, outcome, record, row, changes,
-                                  version=row.version + (1 if changes else 0)))
+                                  version=row.version + (1 if changes else 0), digest=digest))
     return plans
 
 
@@ -171,6 +190,7 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
         rows = [{**row_values(plan.record), "site_id": caller.site_id,
                  "subject_id": plan.subject_id, "version": 1,
                  "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
+                 "submission_digest": plan.digest,
                  "created_at": now, "updated_at": now} for plan in created]
         result = session.execute(insert(RECORDS).returning(RECORDS.c.id, RECORDS.c.subject_id),
                                  rows)
@@ -179,17 +199,17 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
         session.execute(
             update(Record),
             [{**row_values(plan.record), "id": plan.existing.id, "version": plan.version,
-              "updated_at": now} for plan in updated],
+              "updated_at": now, "submission_digest": plan.digest} for plan in updated],
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
     written = created + updated
-    session.execute(insert(RecordVersion), [
+    session.execute(insert(RecordVersion.__table__), [
         {"record_id": ids[plan.subject_id], "version": plan.version, "created_at": now,
          "source": source, "token_id": caller.token_id,
          "changed_fields": list(plan.changes) if plan.outcome == "updated"
          else list(SUBMITTED_FIELDS),
          "data": plan.record} for plan in written])
-    session.execute(insert(AuditEntry), [
+    session.execute(insert(AuditEntry.__table__), [
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
          "subject_id": plan.subject_id,
          "action": "create" if plan.outcome == "created" else "update", "source": source,
@@ -243,7 +263,8 @@ def put_record(caller: Caller, subject_id: str, body: dict[str, Any], *,
 
     def work() -> tuple[str, dict[str, Any]]:
         with unit_of_work() as session:
-            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record)], lock=True)
+            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record, None)],
+                                  lock=True)
             if plan.outcome == "rejected":
                 raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
                                                     "submitted again")
@@ -265,7 +286,8 @@ def create_record(caller: Caller, body: dict[str, Any], *, source: str = "api"
 
     def work() -> dict[str, Any]:
         with unit_of_work() as session:
-            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record)], lock=True)
+            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record, None)],
+                                  lock=True)
             if plan.outcome == "rejected":
                 raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
                                                     "submitted again")

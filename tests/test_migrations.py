@@ -1,0 +1,75 @@
+"""Migrations: empty -> head -> base -> head on this session's kind of database, and the
+models agree with what the migrations build."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
+from conftest import TEST_DATABASE_URL, is_postgres
+from registry.db import Base, make_engine
+from registry.services.health import alembic_config, newest_revision
+
+
+@pytest.fixture()
+def scratch_database_url(tmp_path) -> Iterator[str]:  # noqa: ANN001
+    """An empty database of the same kind as the suite's, dropped afterwards."""
+    if TEST_DATABASE_URL and is_postgres(TEST_DATABASE_URL):
+        name = f"registry_migrations_{uuid.uuid4().hex[:8]}"
+        server = make_engine(TEST_DATABASE_URL).execution_options(isolation_level="AUTOCOMMIT")
+        with server.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(False)
+        finally:
+            with server.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            server.dispose()
+    else:
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+
+
+def table_names(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_round_trip(scratch_database_url: str) -> None:
+    config = alembic_config(scratch_database_url)
+    command.upgrade(config, "head")
+    expected = set(Base.metadata.tables) | {"alembic_version"}
+    assert table_names(scratch_database_url) == expected
+    command.downgrade(config, "base")
+    assert table_names(scratch_database_url) <= {"alembic_version"}
+    command.upgrade(config, "head")
+    assert table_names(scratch_database_url) == expected
+    engine = make_engine(scratch_database_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == \
+            newest_revision()
+    engine.dispose()
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert differences == [], "models changed without a migration: run `registry db revision`"
+
+
+def test_there_is_one_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1

@@ -1,0 +1,221 @@
+"""The records API of api.md: PUT, POST, GET, list, history, DELETE, ETag and If-Match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import without_subject
+from registry.db import unit_of_work
+from registry.models import AuditEntry, Record, RecordVersion, Tombstone
+
+URL = "/api/v1/records"
+
+
+def put(client, headers, record: dict[str, Any], **extra_headers: str):  # noqa: ANN001, ANN201
+    subject_id, body = without_subject(record)
+    return client.put(f"{URL}/{subject_id}", json=body, headers={**headers, **extra_headers})
+
+
+def count(model: type, **where: Any) -> int:
+    with unit_of_work() as session:
+        query = select(func.count()).select_from(model)
+        for name, value in where.items():
+            query = query.where(getattr(model, name) == value)
+        return session.scalar(query)
+
+
+def test_put_creates_then_replaces_then_reports_unchanged(client, site_a, example_record):
+    created = put(client, site_a, example_record)
+    assert created.status_code == 201
+    assert created.json["version"] == 1 and created.headers["ETag"] == '"1"'
+
+    same = put(client, site_a, example_record)
+    assert same.status_code == 200 and same.json["version"] == 1
+    assert count(RecordVersion) == 1, "an unchanged PUT must not write a version"
+
+    example_record["last_followup_day"] = 3400
+    changed = put(client, site_a, example_record)
+    assert changed.status_code == 200
+    assert changed.json["version"] == 2 and changed.headers["ETag"] == '"2"'
+    assert changed.json["derived"]["remission_days"] == 3200
+    assert count(RecordVersion) == 2
+    assert count(AuditEntry, action="update") == 1
+
+
+def test_put_may_repeat_the_subject_id_but_not_contradict_it(client, site_a, example_record):
+    subject_id, body = without_subject(example_record)
+    same = client.put(f"{URL}/{subject_id}", json={**body, "subject_id": subject_id},
+                      headers=site_a)
+    assert same.status_code == 201
+    other = client.put(f"{URL}/{subject_id}", json={**body, "subject_id": "TOR-otherpseudonym"},
+                       headers=site_a)
+    assert other.status_code == 422
+    assert other.json["errors"][0] == {"field": "subject_id", "code": "not_allowed_here",
+                                       "message": other.json["errors"][0]["message"]}
+
+
+def test_if_match_guards_against_lost_updates(client, site_a, example_record):
+    put(client, site_a, example_record)
+    example_record["last_followup_day"] = 3400
+    assert put(client, site_a, example_record, **{"If-Match": '"1"'}).status_code == 200
+    example_record["last_followup_day"] = 3500
+    stale = put(client, site_a, example_record, **{"If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert stale.mimetype == "application/problem+json"
+    assert client.get(f"{URL}/TOR-7f3a9c2e", headers=site_a).json["last_followup_day"] == 3400
+    assert put(client, site_a, example_record, **{"If-Match": 'W/"2"'}).status_code == 200
+
+
+def test_if_match_on_a_missing_record_fails_and_creates_nothing(client, site_a, example_record):
+    response = put(client, site_a, example_record, **{"If-Match": '"1"'})
+    assert response.status_code == 412
+    assert count(Record) == 0
+
+
+def test_malformed_if_match_is_a_bad_request(client, site_a, example_record):
+    response = put(client, site_a, example_record, **{"If-Match": "yesterday"})
+    assert response.status_code == 400
+    assert response.json["errors"][0]["field"] == "If-Match"
+
+
+def test_post_creates_only(client, site_a, example_record):
+    first = client.post(URL, json=example_record, headers=site_a)
+    assert first.status_code == 201 and first.json["subject_id"] == "TOR-7f3a9c2e"
+    again = client.post(URL, json=example_record, headers=site_a)
+    assert again.status_code == 409 and again.json["code"] == "record_exists"
+    assert count(Record) == 1
+
+
+def test_get_returns_fields_derived_version_and_times(client, site_a, example_record):
+    put(client, site_a, example_record)
+    record = client.get(f"{URL}/TOR-7f3a9c2e", headers=site_a).json
+    submitted = {k: v for k, v in example_record.items() if k != "metastatic_sites"}
+    assert {k: record[k] for k in submitted} == submitted
+    assert record["metastatic_sites"] == ["bone", "liver"]  # stored in dictionary order
+    assert record["primary_tumour_surgery"] is None  # absent optional fields read as null
+    assert set(record["derived"]) >= {"hr_status", "remission_band", "off_trastuzumab_band"}
+    assert record["created_at"] and record["updated_at"] and record["version"] == 1
+    assert "site_id" not in record and "cell_key" not in record and "id" not in record
+
+
+def test_get_of_a_missing_record_is_404_problem(client, site_a):
+    response = client.get(f"{URL}/TOR-doesnotexist", headers=site_a)
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert response.json["status"] == 404 and response.json["type"].endswith("/not-found")
+
+
+def _many(example_record: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [{**example_record, "subject_id": f"TOR-subject{letters[i // 26]}{letters[i % 26]}"}
+            for i in range(n)]
+
+
+def test_list_is_keyset_paginated_and_complete(client, site_a, example_record):
+    for record in _many(example_record, 7):
+        assert put(client, site_a, record).status_code == 201
+    seen, cursor = [], None
+    while True:
+        query = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = client.get(URL, query_string=query, headers=site_a).json
+        seen += [record["subject_id"] for record in page["records"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(r["subject_id"] for r in _many(example_record, 7))
+    assert len(seen) == len(set(seen)) == 7
+
+
+def test_list_filters_by_updated_since(client, site_a, example_record):
+    first, second = _many(example_record, 2)
+    put(client, site_a, first)
+    stamp = client.get(f"{URL}/{first['subject_id']}", headers=site_a).json["updated_at"]
+    put(client, site_a, second)
+    later = client.get(f"{URL}/{second['subject_id']}", headers=site_a).json["updated_at"]
+    listed = client.get(URL, query_string={"updated_since": later}, headers=site_a).json
+    assert [r["subject_id"] for r in listed["records"]] == [second["subject_id"]]
+    listed = client.get(URL, query_string={"updated_since": stamp}, headers=site_a).json
+    assert len(listed["records"]) == 2
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 1001}, {"cursor": "not-a-cursor"},
+                                   {"updated_since": "2026-13-45"}])
+def test_list_rejects_bad_parameters_with_400_or_422(client, site_a, query):
+    response = client.get(URL, query_string=query, headers=site_a)
+    assert response.status_code in (400, 422)
+    assert response.mimetype == "application/problem+json"
+    assert response.json["errors"]
+
+
+def test_history_lists_versions_with_changed_fields_and_source(client, site_a, example_record):
+    put(client, site_a, example_record)
+    example_record["vital_status"] = "dead"
+    example_record["cause_of_death"] = "other"
+    put(client, site_a, example_record, **{"X-Registry-Source": "redcap-sync"})
+    history = client.get(f"{URL}/TOR-7f3a9c2e/history", headers=site_a).json
+    assert [v["version"] for v in history["versions"]] == [1, 2]
+    assert history["versions"][1]["source"] == "redcap-sync"
+    assert history["versions"][1]["changed_fields"] == ["vital_status", "cause_of_death"]
+    assert history["versions"][0]["source"] == "api"
+
+
+def test_withdrawal_erases_data_and_versions_keeps_tombstone(client, site_a, example_record):
+    put(client, site_a, example_record)
+    example_record["last_followup_day"] = 3400
+    put(client, site_a, example_record)
+    response = client.delete(f"{URL}/TOR-7f3a9c2e", headers=site_a)
+    assert response.status_code == 204 and response.data == b""
+    assert count(Record) == 0 and count(RecordVersion) == 0
+    assert count(Tombstone, subject_id="TOR-7f3a9c2e", reason="consent_withdrawn") == 1
+    assert count(AuditEntry, action="withdraw") == 1
+    assert client.get(f"{URL}/TOR-7f3a9c2e", headers=site_a).status_code == 404
+    again = put(client, site_a, example_record)
+    assert again.status_code == 409 and again.json["code"] == "subject_withdrawn"
+    posted = client.post(URL, json=example_record, headers=site_a)
+    assert posted.status_code == 409 and posted.json["code"] == "subject_withdrawn"
+    assert count(Record) == 0
+    # Withdrawing again is harmless and writes nothing more.
+    assert client.delete(f"{URL}/TOR-7f3a9c2e", headers=site_a).status_code == 204
+    assert count(AuditEntry, action="withdraw") == 1
+
+
+def test_withdrawal_reason_is_recorded_and_checked(client, site_a, example_record):
+    put(client, site_a, example_record)
+    bad = client.delete(f"{URL}/TOR-7f3a9c2e?reason=bored", headers=site_a)
+    assert bad.status_code == 422
+    ok = client.delete(f"{URL}/TOR-7f3a9c2e?reason=deleted_at_source", headers=site_a)
+    assert ok.status_code == 204
+    assert count(Tombstone, reason="deleted_at_source") == 1
+
+
+def test_withdrawing_a_record_never_submitted_is_404(client, site_a):
+    assert client.delete(f"{URL}/TOR-neverseenbefore", headers=site_a).status_code == 404
+    assert count(Tombstone) == 0
+
+
+def test_audit_log_records_who_when_what_but_no_values(client, site_a, example_record):
+    put(client, site_a, example_record)
+    example_record["last_followup_day"] = 3456
+    put(client, site_a, example_record)
+    with unit_of_work() as session:
+        entries = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [(e.action, e.version, e.source) for e in entries] == [
+            ("create", 1, "api"), ("update", 2, "api")]
+        assert entries[1].changed_fields == ["last_followup_day"]
+        assert all(e.token_id is not None and e.subject_id == "TOR-7f3a9c2e" for e in entries)
+        assert "3456" not in repr([e.changed_fields for e in entries])
+
+
+def test_audit_log_is_append_only_in_the_database(client, site_a, example_record):
+    from sqlalchemy import delete, update
+    from sqlalchemy.exc import DatabaseError
+
+    put(client, site_a, example_record)
+    for statement in (update(AuditEntry).values(action="update"), delete(AuditEntry)):
+        with pytest.raises(DatabaseError):
+            with unit_of_work() as session:
+                session.execute(statement)
+    assert count(AuditEntry) == 1
