@@ -82,7 +82,7 @@ def measure(kind: str) -> list[Figure]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run B1 and B2 on SQLite and PostgreSQL; exit 1 if a bar is missed."""
-    kinds = (argv or sys.argv[1:]) or ["sqlite", "postgresql"]
+    kinds = (sys.argv[1:] if argv is None else argv) or ["sqlite", "postgresql"]
     figures = [figure for kind in kinds for figure in measure(kind)]
     print_table(figures)
     return 0 if all(figure.passed for figure in figures) else 1

@@ -21,6 +21,10 @@ blp = Blueprint("records", __name__, url_prefix="/api/v1/records",
                 description="A site's records (submitter tokens only)")
 
 
+ETAG_HEADER = {"ETag": {"description": 'the record\'s version, e.g. "3"; send it back as If-Match',
+                        "schema": {"type": "string"}}}
+
+
 def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
@@ -40,8 +44,8 @@ def _if_match(value: str | None) -> int | None:
 @requires("submitter")
 @blp.arguments(WriteHeadersSchema, location="headers")
 @blp.arguments(PutRecordSchema)
-@blp.response(200, RecordOutSchema, description="Updated, or unchanged")
-@blp.alt_response(201, schema=RecordOutSchema, description="Created")
+@blp.response(200, RecordOutSchema, description="Updated, or unchanged", headers=ETAG_HEADER)
+@blp.alt_response(201, schema=RecordOutSchema, description="Created", headers=ETAG_HEADER)
 def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -> Any:
     """Create or replace a record (idempotent)
 
@@ -57,7 +61,7 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
 @requires("submitter")
 @blp.arguments(SourceHeaderSchema, location="headers")
 @blp.arguments(RecordSchema)
-@blp.response(201, RecordOutSchema, description="Created")
+@blp.response(201, RecordOutSchema, description="Created", headers=ETAG_HEADER)
 def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Create a record that does not exist yet (409 if it does)"""
     record = records.create_record(current_caller(), body, source=headers["source"])
@@ -79,7 +83,7 @@ def list_records(query: dict[str, Any]) -> Any:
 
 @blp.route("/<subject_id>", methods=["GET"])
 @requires("submitter")
-@blp.response(200, RecordOutSchema)
+@blp.response(200, RecordOutSchema, headers=ETAG_HEADER)
 def get_record(subject_id: str) -> Any:
     """Read one of the site's records"""
     record = records.get_record(current_caller(), subject_id)
