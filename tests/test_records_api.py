@@ -219,3 +219,17 @@ def test_audit_log_is_append_only_in_the_database(client, site_a, example_record
             with unit_of_work() as session:
                 session.execute(statement)
     assert count(AuditEntry) == 1
+
+
+@pytest.mark.parametrize("subject_id, code", [("4165550199", "identifier_like"),
+                                              ("TOR-2012-05-01", "date_not_allowed"),
+                                              ("ab", "invalid_format")])
+def test_subject_id_in_the_url_obeys_the_identifier_rules(client, site_a, example_record,
+                                                           subject_id, code):
+    _, body = without_subject(example_record)
+    response = client.put(f"{URL}/{subject_id}", json=body, headers=site_a)
+    assert response.status_code == 422
+    assert response.json["errors"][0]["field"] == "subject_id"
+    assert response.json["errors"][0]["code"] == code
+    assert subject_id not in response.get_data(as_text=True)
+    assert count(Record) == 0

@@ -26,7 +26,7 @@ from registry.derived import derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
 from registry.models.record import CELL_KEY_MODULUS
-from registry.schemas.fields import problems_to_list
+from registry.schemas.fields import check_subject_id, problems_to_list
 from registry.schemas.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
 from registry.services.tokens import Caller
 
@@ -231,20 +231,17 @@ def retrying_races(work: Callable[[], T]) -> T:
 
 # --- single-record operations ------------------------------------------------------------------
 
-def _checked_subject(subject_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The body with the subject_id of the URL, refusing a different one in the body."""
-    sent = body.get("subject_id")
+def _checked_subject(subject_id: str, record: dict[str, Any]) -> None:
+    """Refuse a subject_id in the URL that breaks the identifier rules, or that differs from
+    the one repeated in the body."""
+    try:
+        check_subject_id(subject_id)
+    except ValidationError as error:
+        raise RecordInvalid(problems_to_list({"subject_id": error.messages})) from None
+    sent = record.get("subject_id")
     if sent is not None and sent != subject_id:
         raise RecordInvalid([{"field": "subject_id", "code": "not_allowed_here",
                               "message": "must equal the subject_id of the URL, or be left out"}])
-    return {**body, "subject_id": subject_id}
-
-
-def _validated(raw: dict[str, Any]) -> dict[str, Any]:
-    record, errors = validate_record(raw)
-    if errors:
-        raise RecordInvalid(errors)
-    return record
 
 
 def _view_of(plan: PlannedWrite) -> dict[str, Any]:
@@ -256,10 +253,9 @@ def _view_of(plan: PlannedWrite) -> dict[str, Any]:
                        updated_at)
 
 
-def put_record(caller: Caller, subject_id: str, body: dict[str, Any], *,
-               if_match: int | None = None, source: str = "api") -> tuple[str, dict[str, Any]]:
-    """Create or replace a record (idempotent): returns the outcome and the stored record."""
-    record = _validated(_checked_subject(subject_id, body))
+def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: str,
+               check: Callable[[PlannedWrite], None]) -> tuple[str, dict[str, Any]]:
+    """Write one record after `check` has accepted its plan; a withdrawn subject is a 409."""
 
     def work() -> tuple[str, dict[str, Any]]:
         with unit_of_work() as session:
@@ -268,36 +264,37 @@ def put_record(caller: Caller, subject_id: str, body: dict[str, Any], *,
             if plan.outcome == "rejected":
                 raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
                                                     "submitted again")
-            if if_match is not None and (plan.existing is None
-                                         or plan.existing.version != if_match):
-                raise PreconditionFailed("If-Match does not name the current version; GET the "
-                                         "record and apply the change again")
+            check(plan)
             apply_writes(session, caller, [plan], source)
             return plan.outcome, _view_of(plan)
 
     return retrying_races(work)
 
 
-def create_record(caller: Caller, body: dict[str, Any], *, source: str = "api"
+def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
+               if_match: int | None = None, source: str = "api") -> tuple[str, dict[str, Any]]:
+    """Create or replace a record (idempotent) from validated fields: returns the outcome and
+    the stored record."""
+    _checked_subject(subject_id, record)
+
+    def check(plan: PlannedWrite) -> None:
+        if if_match is not None and (plan.existing is None or plan.existing.version != if_match):
+            raise PreconditionFailed("If-Match does not name the current version; GET the "
+                                     "record and apply the change again")
+
+    return _write_one(caller, subject_id, canonical(record), source, check)
+
+
+def create_record(caller: Caller, record: dict[str, Any], *, source: str = "api"
                   ) -> dict[str, Any]:
-    """Create a record that must not exist yet."""
-    record = _validated(body)
-    subject_id = body["subject_id"]
+    """Create a record, from validated fields, that must not exist yet."""
 
-    def work() -> dict[str, Any]:
-        with unit_of_work() as session:
-            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record, None)],
-                                  lock=True)
-            if plan.outcome == "rejected":
-                raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
-                                                    "submitted again")
-            if plan.outcome != "created":
-                raise Conflict("record_exists", "a record with this subject_id exists; use PUT "
-                                                "to replace it")
-            apply_writes(session, caller, [plan], source)
-            return _view_of(plan)
+    def check(plan: PlannedWrite) -> None:
+        if plan.outcome != "created":
+            raise Conflict("record_exists", "a record with this subject_id exists; use PUT "
+                                            "to replace it")
 
-    return retrying_races(work)
+    return _write_one(caller, record["subject_id"], canonical(record), source, check)[1]
 
 
 def _stored(session: Session, caller: Caller, subject_id: str) -> Record:
