@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import JSON, MetaData, Table, create_engine, event, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -70,6 +71,9 @@ def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) 
         connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
     return create_engine(
         parsed,
+        # psycopg's own executemany (pipeline mode) beats one giant multi-row INSERT, whose
+        # text psycopg would parse again for every batch.
+        use_insertmanyvalues=False,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -119,3 +123,26 @@ def unit_of_work() -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+# From this many rows on, PostgreSQL inserts go through COPY, an order of magnitude faster than
+# executemany for the wide rows of a batch.
+COPY_THRESHOLD = 50
+
+
+def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows that all have the same keys, within the session's transaction."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
+        session.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    as_json = {name for name in names if isinstance(table.c[name].type, JSON)}
+    columns = ", ".join(f'"{name}"' for name in names)
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([json.dumps(row[name]) if name in as_json else row[name]
+                                for name in names])

@@ -17,11 +17,11 @@ from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.db import unit_of_work, utcnow
+from registry.db import bulk_insert, unit_of_work, utcnow
 from registry.derived import derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
@@ -192,9 +192,12 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
                  "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
                  "submission_digest": plan.digest,
                  "created_at": now, "updated_at": now} for plan in created]
-        result = session.execute(insert(RECORDS).returning(RECORDS.c.id, RECORDS.c.subject_id),
-                                 rows)
-        ids.update({subject_id: record_id for record_id, subject_id in result})
+        bulk_insert(session, RECORDS, rows)
+        # Read the new ids back: neither COPY nor psycopg's executemany return them.
+        new_ids = session.execute(select(RECORDS.c.subject_id, RECORDS.c.id).where(
+            RECORDS.c.site_id == caller.site_id,
+            RECORDS.c.subject_id.in_([plan.subject_id for plan in created])))
+        ids.update({subject_id: record_id for subject_id, record_id in new_ids})
     if updated:
         session.execute(
             update(Record),
@@ -203,13 +206,13 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
     written = created + updated
-    session.execute(insert(RecordVersion.__table__), [
+    bulk_insert(session, RecordVersion.__table__, [
         {"record_id": ids[plan.subject_id], "version": plan.version, "created_at": now,
          "source": source, "token_id": caller.token_id,
          "changed_fields": list(plan.changes) if plan.outcome == "updated"
          else list(SUBMITTED_FIELDS),
          "data": plan.record} for plan in written])
-    session.execute(insert(AuditEntry.__table__), [
+    bulk_insert(session, AuditEntry.__table__, [
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
          "subject_id": plan.subject_id,
          "action": "create" if plan.outcome == "created" else "update", "source": source,
