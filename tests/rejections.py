@@ -44,7 +44,7 @@ def renderings(value: Any) -> list[str]:
 
 def assert_rejected(response: Any, expected: Iterable[tuple[str, str]],
                     hidden: Iterable[Any] = ()) -> list[dict[str, str]]:
-    """422 problem+json listing exactly the expected (field, code) pairs, echoing no hidden value."""
+    """422 problem+json with exactly the expected (field, code) pairs, echoing no hidden value."""
     text = response.get_data(as_text=True)
     assert response.status_code == 422, text
     assert response.mimetype == "application/problem+json"
