@@ -158,7 +158,8 @@ class RecordFieldsSchema(Schema):
     cardiac_event = Code(v.CARDIAC_EVENT, required=True, metadata={
         "description": "worst cardiac event on trastuzumab", "dimension": True})
     progression_day = _optional(_day, metadata={
-        "description": "day of progression after the remission started; null = no progression"})
+        "description": "day of progression after the remission started; null = no progression",
+        "required_when": "disease_status_last is progressing"})
     disease_status_last = Code(v.DISEASE_STATUS, required=True, metadata={
         "description": "disease status at the last follow-up; progressing requires a "
                        "progression_day", "dimension": True,
