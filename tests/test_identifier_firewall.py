@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import random
 import string
 
 import pytest
+from sqlalchemy import func, select
 
 from conftest import EXAMPLE_RECORD
-from registry.schemas.fields import check_subject_id
+from registry.db import unit_of_work
+from registry.models import RecordVersion, Tombstone
+from registry.schemas.fields import Code, CodeList, SubjectId, WholeNumber, check_subject_id
+from registry.schemas.record import RecordSchema
 from rejections import VIAS, assert_rejected, changed, submit
 
 SECRET = "Zq-Secret-Value-4417"  # stands for any identifying value a site might send by mistake
@@ -208,3 +213,46 @@ def test_registry_owned_keys_cannot_change_a_stored_record(client, site_a):
         ("version", "read_only_field"), ("site", "read_only_field"),
         ("derived", "read_only_field"), ("created_at", "read_only_field")])
     assert client.get("/api/v1/records/TOR-7f3a9c2e", headers=site_a).json == before
+
+
+def test_no_free_text_field():
+    """Every field is a number in a range, a closed code, a list of codes, or the subject_id."""
+    for name, field in RecordSchema().fields.items():
+        assert isinstance(field, (Code, CodeList, WholeNumber, SubjectId)), name
+        assert isinstance(field, SubjectId) == (name == "subject_id")
+
+
+def test_refused_values_are_not_logged(client, site_a, caplog):
+    caplog.set_level(logging.DEBUG)
+    record = {**EXAMPLE_RECORD, "subject_id": "TOR-416-555-0199", "patient_name": SECRET,
+              "notes": SECRET, "sex": "2012-05-01", "age_at_met_dx": 91}
+    assert submit(client, site_a, record, "post").status_code == 422
+    accepted = {**EXAMPLE_RECORD, "subject_id": "TOR-zqloggedornot"}
+    assert submit(client, site_a, accepted, "post").status_code == 201
+    for value in (SECRET, "416-555-0199", "2012-05-01", "zqloggedornot"):
+        assert value not in caplog.text
+
+
+def test_a_site_sees_its_own_records_only(client, site_a, site_b, coordinator, steward):
+    assert submit(client, site_a, dict(EXAMPLE_RECORD)).status_code == 201
+    subject_id = EXAMPLE_RECORD["subject_id"]
+    assert client.get(f"/api/v1/records/{subject_id}", headers=site_b).status_code == 404
+    assert client.get("/api/v1/records", headers=site_b).json["records"] == []
+    for headers in (coordinator, steward):
+        assert client.get(f"/api/v1/records/{subject_id}", headers=headers).status_code == 403
+        assert client.get("/api/v1/records", headers=headers).status_code == 403
+
+
+def test_withdrawal_erases_the_record_and_keeps_it_out(client, site_a):
+    subject_id = EXAMPLE_RECORD["subject_id"]
+    assert submit(client, site_a, dict(EXAMPLE_RECORD)).status_code == 201
+    assert submit(client, site_a, {**EXAMPLE_RECORD, "age_at_met_dx": 53}).status_code == 200
+    assert client.delete(f"/api/v1/records/{subject_id}", headers=site_a).status_code == 204
+    assert client.get(f"/api/v1/records/{subject_id}", headers=site_a).status_code == 404
+    assert client.get(f"/api/v1/records/{subject_id}/history",
+                      headers=site_a).status_code == 404
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(RecordVersion)) == 0
+        assert session.scalar(select(func.count()).select_from(Tombstone)) == 1
+    again = submit(client, site_a, dict(EXAMPLE_RECORD))
+    assert again.status_code == 409 and again.json["code"] == "subject_withdrawn"
