@@ -12,6 +12,14 @@ from conftest import without_subject
 ABSENT = object()  # in a change set: remove the field from the record
 VIAS = ("put", "post")
 
+# Variants of record.md's example (recurrent, discontinued, alive), as change sets.
+DE_NOVO = {"presentation": "de_novo", "primary_dx_day": ABSENT, "prior_adjuvant_trastuzumab": "no"}
+ONGOING = {"maintenance_status": "ongoing", "trastuzumab_stop_day": ABSENT,
+           "discontinuation_reason": ABSENT}
+INTERRUPTED = {"maintenance_status": "interrupted_resumed", "trastuzumab_stop_day": 1517,
+               "discontinuation_reason": "cardiac_toxicity", "trastuzumab_resume_day": 1789}
+DEAD = {"vital_status": "dead", "cause_of_death": "breast_cancer"}
+
 
 def changed(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """A copy of `record` with `changes` applied (ABSENT removes a field)."""

@@ -13,12 +13,7 @@ from registry import vocabulary as v
 from registry.derived import DERIVED_FIELDS, derive
 from registry.schemas.record import RecordSchema
 from registry.services.records import canonical
-from rejections import ABSENT, changed, submit
-
-ONGOING = {"maintenance_status": "ongoing", "trastuzumab_stop_day": ABSENT,
-           "discontinuation_reason": ABSENT}
-INTERRUPTED = {"maintenance_status": "interrupted_resumed", "trastuzumab_stop_day": 1517,
-               "discontinuation_reason": "cardiac_toxicity", "trastuzumab_resume_day": 1789}
+from rejections import INTERRUPTED, ONGOING, changed, submit
 
 
 def derived(changes: dict[str, Any], min_remission_days: int = 730) -> dict[str, Any]:

@@ -16,15 +16,11 @@ from conftest import EXAMPLE_RECORD
 from registry import vocabulary as v
 from registry.schemas.fields import Code, CodeList
 from registry.schemas.record import RecordSchema
-from rejections import ABSENT, VIAS, assert_rejected, changed, submit
+from rejections import (
+    ABSENT, DE_NOVO, DEAD, INTERRUPTED, ONGOING, VIAS, assert_rejected, changed, submit,
+)
 
 THIS_YEAR = date.today().year
-DE_NOVO = {"presentation": "de_novo", "primary_dx_day": ABSENT, "prior_adjuvant_trastuzumab": "no"}
-ONGOING = {"maintenance_status": "ongoing", "trastuzumab_stop_day": ABSENT,
-           "discontinuation_reason": ABSENT}
-INTERRUPTED = {"maintenance_status": "interrupted_resumed", "trastuzumab_stop_day": 1517,
-               "discontinuation_reason": "cardiac_toxicity", "trastuzumab_resume_day": 1789}
-DEAD = {"vital_status": "dead", "cause_of_death": "breast_cancer"}
 
 # record.md, "Submitted fields": the allowed codes of each enum field, copied from the spec.
 RECORD_MD_CODES: dict[str, tuple[str, ...]] = {
