@@ -16,8 +16,8 @@ _DATE_SHAPES = [
                re.I),  # May 1, 2012; Sept. 3, 2012
     re.compile(r"(?<!\d)(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)"),  # 20120501
     # Month and year alone are a date element too (HIPAA Safe Harbor keeps only the year).
-    re.compile(r"(?<!\d)(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])(?!\d)"),  # 2012-05
-    re.compile(r"(?<!\d)(?:0?[1-9]|1[0-2])[-/.](?:19|20)\d{2}(?!\d)"),  # 05/2012
+    re.compile(r"(?<!\d)(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])(?![A-Za-z0-9])"),  # 2012-05
+    re.compile(r"(?<!\d)(?:0?[1-9]|1[0-2])[-/.](?:19|20)\d{2}(?![A-Za-z0-9])"),  # 05/2012
     re.compile(r"(?<![a-z])(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,6}\.?"
                r"[-/., ]{0,2}(?:19|20)\d{2}(?!\d)", re.I),  # May 2012, Sept. 2012
 ]
