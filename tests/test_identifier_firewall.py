@@ -136,12 +136,22 @@ def test_a_field_name_holding_an_identifier_is_not_echoed(client, site_a, name):
     assert_rejected(response, [("(unnamed field)", "unknown_field")], hidden=(name,))
 
 
-@pytest.mark.parametrize("position", sorted(DATE_POSITIONS))
 @pytest.mark.parametrize("date", DATES)
-def test_date_in_any_string_position_is_refused(client, site_a, date, position):
-    record = changed(EXAMPLE_RECORD, DATE_POSITIONS[position](date))
+def test_date_in_any_string_position_is_refused(client, site_a, date):
+    """The date sits in every kind of position at once: one date_not_allowed for each."""
+    record = dict(EXAMPLE_RECORD)
+    for place in DATE_POSITIONS.values():
+        record = changed(record, place(date))
     assert_rejected(submit(client, site_a, record, "post"),
-                    [(POSITION_FIELDS[position], "date_not_allowed")], hidden=(date,))
+                    [(field, "date_not_allowed") for field in POSITION_FIELDS.values()],
+                    hidden=(date,))
+
+
+@pytest.mark.parametrize("position", sorted(DATE_POSITIONS))
+def test_a_date_alone_is_refused_in_each_position(client, site_a, position):
+    record = changed(EXAMPLE_RECORD, DATE_POSITIONS[position]("2012-05-01"))
+    assert_rejected(submit(client, site_a, record, "post"),
+                    [(POSITION_FIELDS[position], "date_not_allowed")], hidden=("2012-05-01",))
 
 
 @pytest.mark.parametrize("subject_id", IDENTIFIER_LIKE_IDS)
