@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-from registry.schemas.identifiers import DIGIT_RUN, identifier_kind, looks_like_date
+from registry.schemas.identifiers import identifier_kind, looks_like_date
 
 
 class Problem(str):
@@ -174,10 +174,9 @@ def check_subject_id(value: Any) -> None:
     """Raise a coded ValidationError unless `value` is an acceptable subject_id."""
     if not isinstance(value, str):
         raise _CodedField.fail("invalid_type", "must be a string")
-    kind = identifier_kind(value)
-    # A date wins over a bare run of digits (20120501), not over a shape such as an SSN.
-    if looks_like_date(value) and kind in (None, DIGIT_RUN):
+    if looks_like_date(value):
         raise _CodedField.fail("date_not_allowed", "must not contain a date")
+    kind = identifier_kind(value)
     if kind:
         raise _CodedField.fail(
             "identifier_like",
