@@ -158,7 +158,8 @@ class RecordFieldsSchema(Schema):
     cardiac_event = Code(v.CARDIAC_EVENT, required=True, metadata={
         "description": "worst cardiac event on trastuzumab", "dimension": True})
     progression_day = _optional(_day, metadata={
-        "description": "day of progression after the remission started; null = no progression"})
+        "description": "day of progression after the remission started; null = no progression",
+        "required_when": "disease_status_last is progressing"})
     disease_status_last = Code(v.DISEASE_STATUS, required=True, metadata={
         "description": "disease status at the last follow-up; progressing requires a "
                        "progression_day", "dimension": True,
@@ -335,7 +336,9 @@ def check_rules(data: dict[str, Any], original: dict[str, Any],
     if valid("remission_start_day", "last_followup_day") and progression_ok:
         end = data.get("progression_day")
         end = data["last_followup_day"] if end is None else end
-        if end - data["remission_start_day"] < min_remission_days:
+        length = end - data["remission_start_day"]
+        # A remission that ends before it starts is a day_order problem, reported above.
+        if 0 <= length < min_remission_days and not (length == 0 and given("progression_day")):
             fail("remission_start_day", "remission_too_short",
                  f"the registry includes remissions of at least {min_remission_days} days: "
                  "(progression_day or last_followup_day) - remission_start_day")
