@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from registry.redcap.dictionary import HEADER, dictionary_rows
@@ -208,10 +208,15 @@ class FakeRedcap:
                    if record_id in self.modified and self.modified[record_id] >= since]
         if fault and fault.kind == "missing_rows" and ids:
             ids = ids[1:]
+        return self.flat_rows(ids, wanted_fields or None)
+
+    def flat_rows(self, ids: list[str], wanted_fields: set[str] | None = None
+                  ) -> list[dict[str, Any]]:
+        """The flat export rows of these records, as REDCap sends them."""
         rows = []
         for record_id in ids:
             for row in self.records.get(record_id, []):
-                shown = self._columns({**row, "record_id": record_id}, wanted_fields or None)
+                shown = self._columns({**row, "record_id": record_id}, wanted_fields)
                 if self.hashed_ids:
                     shown["record_id"] = hashlib.md5(record_id.encode()).hexdigest()
                 rows.append(shown)
@@ -223,11 +228,19 @@ def _error(message: str, status: int) -> Response:
                     content_type="application/json; charset=utf-8")
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: the test output stays readable."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class ServerThread:
     """A WSGI app served on 127.0.0.1 in a background thread."""
 
     def __init__(self, app: Any) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, app, threaded=True,
+                                  request_handler=_QuietHandler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

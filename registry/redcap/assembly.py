@@ -70,11 +70,8 @@ class _Reader:
         visits = []
         for order, row in enumerate(self.rows):
             text = str(row.get(VISIT_DATE, "") or "")
-            if text and _DATE.match(text):
-                try:
-                    when = date.fromisoformat(text)
-                except ValueError:
-                    continue
+            when = self.parse_date(VISIT_DATE, text) if text else None
+            if when is not None:
                 instance = row.get("redcap_repeat_instance")
                 visits.append((when, instance if isinstance(instance, int) else 0, order, row))
         return max(visits, key=lambda visit: visit[:3])[3] if visits else None
