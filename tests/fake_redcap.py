@@ -163,36 +163,44 @@ class FakeRedcap:
         return [entry for entry in self.log
                 if form.get("logtype") in (None, "record") and entry["timestamp"] >= begin[:16]]
 
-    def _columns(self, row: dict[str, Any], wanted: set[str] | None) -> dict[str, Any]:
+    def _layout(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """(field, form, type, checkbox codes) of every exported field, in dictionary order."""
+        return [(meta["field_name"], meta["form_name"], meta["field_type"],
+                 tuple(choice.split(",")[0].strip()
+                       for choice in meta["select_choices_or_calculations"].split("|"))
+                 if meta["field_type"] == "checkbox" else ())
+                for meta in self.metadata if meta["field_type"] != "descriptive"]
+
+    def _columns(self, row: dict[str, Any], wanted: set[str] | None,
+                 layout: list[tuple[str, str, str, tuple[str, ...]]]) -> dict[str, Any]:
         """Every export column of the project for one row: entered values or ""."""
         out: dict[str, Any] = {}
-        for meta in self.metadata:
-            name = meta["field_name"]
-            if meta["field_type"] == "descriptive" or (wanted and name not in wanted):
+        repeating = row.get("redcap_repeat_instrument", "")
+        filled: set[str] = set()
+        for name, form_name, field_type, codes in layout:
+            if wanted and name not in wanted:
                 continue
             if name == "record_id":
                 out[name] = row["record_id"]
                 if self.longitudinal:
                     out["redcap_event_name"] = row.get("redcap_event_name", self.events[0])
-                out["redcap_repeat_instrument"] = row.get("redcap_repeat_instrument", "")
+                out["redcap_repeat_instrument"] = repeating
                 out["redcap_repeat_instance"] = row.get("redcap_repeat_instance", "")
                 continue
-            repeating = row.get("redcap_repeat_instrument", "")
-            applies = (repeating == meta["form_name"]) or (
-                not repeating and meta["form_name"] != self.repeating_form)
-            if meta["field_type"] == "checkbox":
+            applies = (repeating == form_name) or (
+                not repeating and form_name != self.repeating_form)
+            if row.get(name):
+                filled.add(form_name)
+            if field_type == "checkbox":
                 ticked = set(row.get(name, []))
-                for choice in meta["select_choices_or_calculations"].split("|"):
-                    code = choice.split(",")[0].strip()
+                for code in codes:
                     out[f"{name}___{code.lower()}"] = ("1" if code in ticked else "0") \
                         if applies else ""
             else:
                 out[name] = str(row.get(name, "")) if applies else ""
-        if not wanted:
-            for form_name in dict.fromkeys(meta["form_name"] for meta in self.metadata):
-                out[f"{form_name}_complete"] = "2" if any(
-                    meta["form_name"] == form_name and row.get(meta["field_name"])
-                    for meta in self.metadata if meta["field_name"] != "record_id") else ""
+        for form_name in dict.fromkeys(form for _, form, _, _ in layout):
+            if not wanted or f"{form_name}_complete" in wanted:
+                out[f"{form_name}_complete"] = "2" if form_name in filled else ""
         return out
 
     def _records(self, form: Any, fault: Fault | None) -> Any:
@@ -214,9 +222,10 @@ class FakeRedcap:
                   ) -> list[dict[str, Any]]:
         """The flat export rows of these records, as REDCap sends them."""
         rows = []
+        layout = self._layout()
         for record_id in ids:
             for row in self.records.get(record_id, []):
-                shown = self._columns({**row, "record_id": record_id}, wanted_fields)
+                shown = self._columns({**row, "record_id": record_id}, wanted_fields, layout)
                 if self.hashed_ids:
                     shown["record_id"] = hashlib.md5(record_id.encode()).hexdigest()
                 rows.append(shown)

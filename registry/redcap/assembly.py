@@ -54,6 +54,15 @@ class _Reader:
         self.rows = rows
         self.problems: list[dict[str, str]] = []
         self.visit = self._latest_visit()
+        # checkbox field -> codes ticked in any row (a field is present when a column is)
+        self.boxes: dict[str, set[str]] = {}
+        for row in rows:
+            for key, value in row.items():
+                if "___" in key:
+                    name, _, code = key.partition("___")
+                    ticked = self.boxes.setdefault(name, set())
+                    if str(value) == "1":
+                        ticked.add(code)
 
     def parse_date(self, name: str, text: str) -> date | None:
         """A YYYY-MM-DD value, or None with a `malformed_date` problem (legacy values)."""
@@ -102,12 +111,9 @@ class _Reader:
 
     def ticked(self, field: RedcapField) -> list[str] | None:
         """The codes ticked in a checkbox field, or None when no row holds the field."""
-        prefix = f"{field.name}___"
-        columns = {key for row in self.rows for key in row if key.startswith(prefix)}
-        if not columns:
+        ticked = self.boxes.get(field.name)
+        if ticked is None:
             return None
-        ticked = {key[len(prefix):] for key in columns
-                  if any(str(row.get(key, "")) == "1" for row in self.rows)}
         known = {code.lower(): value for code, value in field.codes}
         if ticked - set(known):
             self.problems.append(_problem(field.name, "invalid_choice", "has a ticked box that "

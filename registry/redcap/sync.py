@@ -149,15 +149,28 @@ def _changed_records(client: RedcapClient, report: Report, since: datetime | Non
     return changed, deleted
 
 
-def _read(client: RedcapClient, record_ids: list[str], progress: bool
-          ) -> dict[str, list[dict[str, Any]]]:
-    rows_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], report: Report,
+          progress: bool) -> list[dict[str, Any]]:
+    """Export, assemble, de-identify and validate every record; the valid ones, to send.
+
+    Each exported batch is turned into records at once, so the raw rows (with their dates)
+    never pile up in memory."""
+    to_send = []
     with tqdm(total=len(record_ids), unit="record", desc="REDCap", disable=not progress) as bar:
         for rows in client.export(record_ids):
+            rows_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
                 rows_of[str(row[client.id_field])].append(row)
-            bar.update(len({str(row[client.id_field]) for row in rows}))
-    return rows_of
+            for record_id, record_rows in rows_of.items():
+                subject = subject_id(config.site_secret, record_id, config.subject_prefix)
+                record, problems = build_record(record_rows, subject)
+                if record is None:
+                    report.add(subject, "invalid", errors=problems, refused_by="sync")
+                else:
+                    to_send.append(record)
+            report.counts["read"] += len(rows_of)
+            bar.update(len(rows_of))
+    return to_send
 
 
 def _push(registry: RegistryClient, config: SyncConfig, records: list[dict[str, Any]],
@@ -219,16 +232,7 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
         raise SyncAborted("REDCap returned hashed record ids: the token's user has "
                           "de-identified export rights. Give the sync's REDCap user 'Full Data "
                           "Set' export rights; nothing leaves the site un-de-identified")
-    rows_of = _read(client, record_ids, progress)  # everything, before anything is sent
-    report.counts["read"] = len(rows_of)
-    to_send = []
-    for record_id in record_ids:
-        subject = subject_id(config.site_secret, record_id, config.subject_prefix)
-        record, problems = build_record(rows_of[record_id], subject)
-        if record is None:
-            report.add(subject, "invalid", errors=problems, refused_by="sync")
-        else:
-            to_send.append(record)
+    to_send = _read(client, config, record_ids, report, progress)  # all, before any is sent
     _push(registry, config, to_send, report, dry_run, progress)
     present = set(record_ids)
     for record_id in deleted:
