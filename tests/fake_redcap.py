@@ -127,7 +127,10 @@ class FakeRedcap:
             "project": lambda: {"project_id": "17", "is_longitudinal": int(self.longitudinal),
                                 "has_repeating_instruments_or_events": 1},
             "exportFieldNames": self._field_names,
-            "event": lambda: [{"unique_event_name": name} for name in self.events],
+            "event": lambda: [{"unique_event_name": name} for name in self.events]
+            if self.longitudinal else _error("You cannot export events for classic projects",
+                                             400),
+            "formEventMapping": self._form_events,
             "repeatingFormsEvents": lambda: [{"event_name": self.events[-1],
                                               "form_name": self.repeating_form}],
             "record": lambda: self._records(form, fault),
@@ -141,6 +144,14 @@ class FakeRedcap:
         if isinstance(answer, Response):
             return answer
         return Response(json.dumps(answer), 200, content_type="application/json; charset=utf-8")
+
+    def _form_events(self) -> Any:
+        if not self.longitudinal:
+            return _error("You cannot export form/event mappings for classic projects", 400)
+        forms = dict.fromkeys(row["form_name"] for row in self.metadata)
+        return [{"arm_num": 1, "unique_event_name": event, "form": form}
+                for event in self.events for form in forms
+                if (form == self.repeating_form) == (event == self.events[-1])]
 
     def _field_names(self) -> list[dict[str, str]]:
         names = []

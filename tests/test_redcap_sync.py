@@ -19,6 +19,7 @@ from registry.redcap.client import looks_hashed
 from registry.redcap.config import ConfigError, load_config
 from registry.redcap.sync import run
 from registry.schemas.fields import check_subject_id
+from registry.schemas.record import DICTIONARY_VERSION
 from registry.services.records import record_from_row, validate_record
 from tests.fake_redcap import Fault, FakeRedcap, ServerThread, site_rows
 from tests.redcap_support import (
@@ -323,3 +324,50 @@ def test_assembly_reports_conflicts_and_takes_the_latest_visit(example_record):
     built, problems = build_record(rows, "abcdefghabcdefgh")
     assert built is None and problems[0]["code"] == "conflicting_values"
     assert looks_hashed(["0cc175b9c0f1b6a831c399e269772661"]) and not looks_hashed(["12"])
+
+
+def test_hashed_ids_in_an_incremental_run_also_abort(site):
+    assert site.sync().exit_code == 0
+    record_id, record, day_zero = site.records[0]
+    site.fake.save(record_id, site_rows({**record, "lvef_baseline_pct": None,
+                                         "lvef_nadir_pct": None}, day_zero))
+    site.fake.hashed_ids = True
+    report = site.sync()
+    assert report.exit_code == 2 and "de-identified export rights" in report.failure
+
+
+def test_a_project_on_another_dictionary_version_is_refused(registry, tmp_path):
+    site = Site(registry, tmp_path, count=2)
+    try:
+        marker = next(row for row in site.fake.metadata
+                      if row["field_name"] == "registry_dictionary_version")
+        marker["field_annotation"] = "REGISTRY_DICTIONARY_VERSION=0.9.0"
+        report = site.sync()
+        assert report.exit_code == 2 and "import the current dictionary" in report.failure
+        marker["field_annotation"] = f"REGISTRY_DICTIONARY_VERSION={DICTIONARY_VERSION}"
+        site.fake.metadata = [row for row in site.fake.metadata
+                              if row["field_name"] != "lesion_count"]
+        report = site.sync()
+        assert report.exit_code == 2 and "lesion_count" in report.failure
+        assert site.stored() == {}
+    finally:
+        site.close()
+
+
+def test_the_fake_speaks_like_redcap_to_pycap(site):
+    import redcap
+
+    project = redcap.Project(site.environ["REDCAP_API_URL"], site.fake.token)
+    assert project.is_longitudinal and project.def_field == "record_id"
+    rows = project.export_records(records=[site.records[0][0]])
+    assert {row["redcap_repeat_instance"] for row in rows} == {"", 1, 2}
+    assert all(isinstance(value, str) for row in rows for key, value in row.items()
+               if key != "redcap_repeat_instance")
+    assert project.export_repeating_instruments_events() == [
+        {"event_name": "follow_up_arm_1", "form_name": "follow_up"}]
+    names = project.export_field_names()
+    assert {"original_field_name": "her2_ihc", "choice_value": "",
+            "export_field_name": "her2_ihc"} in names
+    bad = redcap.Project(site.environ["REDCAP_API_URL"], "A" * 32)
+    with pytest.raises(redcap.RedcapError):
+        bad.export_metadata()

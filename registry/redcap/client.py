@@ -22,6 +22,9 @@ import requests
 
 T = TypeVar("T")
 HASHED_ID = re.compile(r"^[0-9a-f]{32}$")
+HASHED_MESSAGE = (
+    "REDCap returned hashed record ids: the token's user has de-identified export rights. Give "
+    "the sync's REDCap user 'Full Data Set' export rights; the sync de-identifies at the site")
 _LOG_ACTION = re.compile(r"^\s*(create|created|update|updated|delete|deleted)\s+record\b"
                          r"(?:\s*\([^)]*\))?\s+(\S.*?)\s*$", re.I)
 
@@ -175,6 +178,8 @@ class RedcapClient:
             rows = self._rows(self._call("record export", lambda: self.project.export_records(
                 records=batch)), "record export")
             returned = {str(row.get(id_field, "")) for row in rows}
+            if looks_hashed(sorted(returned)) and not looks_hashed(batch):
+                raise RedcapFailure(HASHED_MESSAGE)
             missing = len(set(batch) - returned)
             if missing:
                 raise RedcapFailure(f"record export: {missing} of {len(batch)} requested records "

@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from registry.redcap.assembly import build_record, subject_id
-from registry.redcap.client import RedcapClient, RedcapFailure, looks_hashed
+from registry.redcap.client import HASHED_MESSAGE, RedcapClient, RedcapFailure, looks_hashed
 from registry.redcap.config import SyncConfig
 from registry.redcap.dictionary import metadata_version, redcap_fields
 from registry.redcap.registry_client import RegistryClient, RegistryFailure
@@ -215,6 +215,10 @@ def run(config: SyncConfig, *, dry_run: bool = False, full: bool = False,
         except (RedcapFailure, RegistryFailure, SyncAborted) as error:
             report.failure = str(error)
             log.error("sync failed: %s", error)
+        except Exception as error:  # noqa: BLE001 - a bug must still end in a report
+            # Only the kind of error: its message could quote a value.
+            report.failure = f"internal error ({type(error).__name__}); nothing more was sent"
+            log.error("sync failed with an internal error (%s)", type(error).__name__)
     finally:
         lock.close()
     return report
@@ -229,9 +233,7 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
         previous - timedelta(minutes=config.overlap_minutes)
     record_ids, deleted = _changed_records(client, report, since)
     if looks_hashed(record_ids + deleted):
-        raise SyncAborted("REDCap returned hashed record ids: the token's user has "
-                          "de-identified export rights. Give the sync's REDCap user 'Full Data "
-                          "Set' export rights; nothing leaves the site un-de-identified")
+        raise SyncAborted(HASHED_MESSAGE)
     to_send = _read(client, config, record_ids, report, progress)  # all, before any is sent
     _push(registry, config, to_send, report, dry_run, progress)
     present = set(record_ids)
