@@ -47,8 +47,10 @@ def _baseline(app, token: str, records: list[dict]) -> float:
     return time.perf_counter() - started
 
 
-def main() -> int:
-    """Measure B1 and B5 on the same records; print a table; 1 when the bar is missed."""
+def main(argv: list[str] | None = None) -> int:
+    """Measure B1 and B5 on the same records; print a table; 1 when the bar is missed.
+
+    (No options: `argv` is accepted for `python -m benchmarks`.)"""
     database = os.environ.get("REGISTRY_BENCH_DATABASE_URL", "")
     if database:
         import tests.conftest as conftest
@@ -106,4 +108,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

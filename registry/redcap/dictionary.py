@@ -17,10 +17,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from marshmallow import fields as ma_fields
-
-from registry.schemas.fields import Code, CodeList, WholeNumber
 from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.services.dictionary import field_type
 
 HEADER = (
     "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
@@ -64,6 +62,8 @@ CODE_LABELS = {
     "trastuzumab_pertuzumab": "trastuzumab + pertuzumab",
     "asymptomatic_lvef_decline": "asymptomatic LVEF decline",
 }
+# The published dictionary's type of a field -> the kind of REDCap field it becomes.
+_KINDS = {"list of codes": "codes", "code": "code", "integer": "integer"}
 _REDCAP_CODE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -95,16 +95,6 @@ class RedcapField:
         return dict(self.codes).get(code)
 
 
-def _kind(field: ma_fields.Field) -> str:
-    if isinstance(field, CodeList):
-        return "codes"
-    if isinstance(field, Code):
-        return "code"
-    if isinstance(field, WholeNumber):
-        return "integer"
-    raise TypeError(f"no REDCap field type for {type(field).__name__}")
-
-
 def redcap_name(registry_name: str) -> str:
     """The REDCap variable of a registry field (`*_day` -> `*_date`, met_dx_year -> met_dx_date)."""
     if registry_name == "met_dx_year":
@@ -122,7 +112,7 @@ def redcap_fields() -> tuple[RedcapField, ...]:
     for name, field in RecordFieldsSchema().fields.items():
         form = FORM_STARTS.get(name, form)
         target = redcap_name(name)
-        kind = "date" if target.endswith("_date") else _kind(field)
+        kind = "date" if target.endswith("_date") else _KINDS[field_type(field)]
         codes = tuple((redcap_code(value), value) for value in getattr(field, "choices", ()))
         found.append(RedcapField(target, name, form, kind, codes, bool(field.required)))
     return tuple(found)
