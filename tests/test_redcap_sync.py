@@ -371,3 +371,20 @@ def test_the_fake_speaks_like_redcap_to_pycap(site):
     bad = redcap.Project(site.environ["REDCAP_API_URL"], "A" * 32)
     with pytest.raises(redcap.RedcapError):
         bad.export_metadata()
+
+
+def test_redcap_error_messages_lose_record_ids_and_dates():
+    from registry.redcap.client import _scrub
+
+    text = _scrub("The following records were not found: pt0001, 17 (since 2020-01-01)")
+    assert "pt0001" not in text and "17" not in text and "2020" not in text
+    assert text.startswith("The following records were not found")
+
+
+def test_an_unknown_time_zone_is_refused(tmp_path):
+    environ = {"REDCAP_API_URL": "http://127.0.0.1:1/api/", "REDCAP_API_TOKEN": "A" * 32,
+               "REGISTRY_URL": "http://127.0.0.1:2", "REGISTRY_TOKEN": "t",
+               "REGISTRY_SITE_SECRET": "s" * 32}
+    assert load_config(None, environ=environ).redcap_timezone == ""
+    with pytest.raises(ConfigError, match="IANA"):
+        load_config(None, environ=environ, redcap_timezone="Mars/Olympus")

@@ -131,14 +131,15 @@ def assemble(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str,
         if field.kind == "codes":
             record[field.registry_name] = reader.ticked(field)
             continue
+        if field.name == MET_DX_DATE:
+            record[field.registry_name] = day_zero.year if day_zero else None
+            continue
         text = reader.value(field)
         if text is None:
             continue
         if field.kind == "date":
-            when = text if field.name == MET_DX_DATE else reader.parse_date(field.name, text)
-            if field.name == MET_DX_DATE:
-                record["met_dx_year"] = day_zero.year if day_zero else None
-            elif when is not None and day_zero is not None:
+            when = reader.parse_date(field.name, text)
+            if when is not None and day_zero is not None:
                 record[field.registry_name] = (when - day_zero).days
         elif field.kind == "code":
             value = field.registry_value(text)

@@ -3,7 +3,7 @@
 Only 5xx answers, timeouts and dropped connections are retried (with exponential backoff); a
 400/401/403 is final. Any answer that is not the JSON expected (an HTML page with status 200,
 an error object, a list of something else) is a failure. REDCap's own error messages are passed
-on with every number blanked out, since they can quote a record id.
+on with every word that holds a digit blanked out, since they can quote a record id.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class RedcapFailure(Exception):
 
 
 def _scrub(text: str) -> str:
-    """A REDCap message fit for a report: short, and with every number blanked out."""
-    return re.sub(r"\d+", "#", text)[:200]
+    """A REDCap message fit for a report: short, and every word holding a digit blanked out
+    (record ids, dates and numbers)."""
+    return re.sub(r"[^\s,;:'\"]*\d[^\s,;:'\"]*", "#", text)[:200]
 
 
 def _error_message(response: requests.Response) -> str:

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SECRETS = ("redcap_api_token", "registry_token", "site_secret")
 # Environment variable of each setting that may come from the environment.
@@ -66,6 +67,12 @@ class SyncConfig:
         if len(self.site_secret) < 32:
             raise ConfigError("REGISTRY_SITE_SECRET must be at least 32 characters (e.g. "
                               "`openssl rand -hex 32`); keep it at the site, never change it")
+        if self.redcap_timezone:
+            try:
+                ZoneInfo(self.redcap_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError("redcap_timezone must be an IANA time zone, e.g. "
+                                  "America/Toronto") from None
         if not 1 <= self.batch_size <= 1000 or not 1 <= self.push_batch_size <= 1000:
             raise ConfigError("batch_size and push_batch_size must be 1 to 1000")
 
