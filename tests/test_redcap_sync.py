@@ -388,3 +388,14 @@ def test_an_unknown_time_zone_is_refused(tmp_path):
     assert load_config(None, environ=environ).redcap_timezone == ""
     with pytest.raises(ConfigError, match="IANA"):
         load_config(None, environ=environ, redcap_timezone="Mars/Olympus")
+
+
+@pytest.mark.parametrize("action, verb, record", [
+    ("Update record 12", "update", "12"), ("Created Record (API) 7-a", "create", "7-a"),
+    ("Deleted Record pt00001 (API)", "delete", "pt00001"), ("Lock/Unlock Record 3", None, None),
+])
+def test_logging_actions_are_read_whatever_the_server_version(action, verb, record):
+    from registry.redcap.client import _LOG_ACTION
+
+    match = _LOG_ACTION.match(action)
+    assert (match.group(1).lower()[:6], match.group(2)) == (verb, record) if verb else not match

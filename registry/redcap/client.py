@@ -25,8 +25,9 @@ HASHED_ID = re.compile(r"^[0-9a-f]{32}$")
 HASHED_MESSAGE = (
     "REDCap returned hashed record ids: the token's user has de-identified export rights. Give "
     "the sync's REDCap user 'Full Data Set' export rights; the sync de-identifies at the site")
+# "Update record 12", "Created Record (API) 12", "Deleted Record 12 (API)": the verb and the id.
 _LOG_ACTION = re.compile(r"^\s*(create|created|update|updated|delete|deleted)\s+record\b"
-                         r"(?:\s*\([^)]*\))?\s+(\S.*?)\s*$", re.I)
+                         r"(?:\s*\([^)]*\))?\s+(\S+)(?:\s*\([^)]*\))?\s*$", re.I)
 
 
 class RedcapFailure(Exception):
