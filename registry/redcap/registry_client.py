@@ -35,7 +35,8 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: Any
                  ) -> requests.Response:
-        what = f"{method} {path.split('?')[0].split('/records/')[0]}/records"
+        # Named without the subject_id: a report says which call failed, not for whom.
+        what = f"{method} /records{'/batch' if path.startswith('/records/batch') else ''}"
         for attempt in range(self.retries + 1):
             wait = self.backoff * 2 ** attempt
             try:
