@@ -399,3 +399,13 @@ def test_logging_actions_are_read_whatever_the_server_version(action, verb, reco
 
     match = _LOG_ACTION.match(action)
     assert (match.group(1).lower()[:6], match.group(2)) == (verb, record) if verb else not match
+
+
+def test_a_registry_refusal_fails_the_run_and_keeps_the_watermark(site):
+    from dataclasses import replace
+
+    refused = run(replace(site.config, registry_token="not-a-token"))
+    assert refused.exit_code == 2 and "401" in refused.failure
+    assert "not-a-token" not in json.dumps(refused.as_dict())
+    assert not (site.config.state_dir / "state.json").exists() and site.stored() == {}
+    assert site.sync().counts["created"] == len(site.records)
