@@ -103,7 +103,19 @@ class FakeRedcap:
         return None
 
     def respond(self, request: Request) -> Response:
-        """Answer one API request."""
+        """Answer one API request; errors come in returnFormat, else format, else XML."""
+        response = self._answer(request)
+        form = request.form
+        error_format = form.get("returnFormat") or form.get("format") or "xml"
+        if response.status_code >= 400 and error_format == "xml" and \
+                response.mimetype == "application/json":
+            message = json.loads(response.get_data())["error"]
+            return Response(f'<?xml version="1.0" encoding="UTF-8" ?>\n<hash>\n  <error>'
+                            f'{message}</error>\n</hash>', response.status_code,
+                            content_type="text/xml; charset=utf-8")
+        return response
+
+    def _answer(self, request: Request) -> Response:
         if request.method != "POST":
             return _error("The API only accepts POST requests", 405)
         form = request.form
@@ -119,9 +131,8 @@ class FakeRedcap:
         if fault and fault.kind == "html":
             return Response("<html><body>REDCap is down for maintenance</body></html>", 200,
                             content_type="text/html; charset=utf-8")
-        if form.get("format", "xml") != "json":
-            return Response("<?xml version='1.0'?><error>only json in the fake</error>", 400,
-                            content_type="text/xml")
+        if form.get("format", "xml") != "json" and content != "version":
+            return _error("this fake answers format=json only", 400)
         handler = {
             "metadata": lambda: self.metadata,
             "project": lambda: {"project_id": "17", "is_longitudinal": int(self.longitudinal),
@@ -135,7 +146,7 @@ class FakeRedcap:
                                               "form_name": self.repeating_form}],
             "record": lambda: self._records(form, fault),
             "log": lambda: self._log(form),
-            "version": lambda: "14.5.0",
+            "version": lambda: Response("14.5.0", 200, content_type="text/html"),
         }.get(content)
         if handler is None:
             return _error("The value of the parameter \"content\" is not valid", 400)

@@ -368,6 +368,14 @@ def test_the_fake_speaks_like_redcap_to_pycap(site):
     names = project.export_field_names()
     assert {"original_field_name": "her2_ihc", "choice_value": "",
             "export_field_name": "her2_ihc"} in names
+    import requests
+
+    no_format = requests.post(site.environ["REDCAP_API_URL"], data={"token": "B" * 32,
+                                                                    "content": "metadata"})
+    assert no_format.status_code == 403 and "<error>" in no_format.text
+    json_errors = requests.post(site.environ["REDCAP_API_URL"], data={
+        "token": "B" * 32, "content": "metadata", "format": "csv", "returnFormat": "json"})
+    assert json_errors.json() == {"error": "You do not have permissions to use the API"}
     bad = redcap.Project(site.environ["REDCAP_API_URL"], "A" * 32)
     with pytest.raises(redcap.RedcapError):
         bad.export_metadata()
