@@ -394,6 +394,8 @@ def test_an_unknown_time_zone_is_refused(tmp_path):
                "REGISTRY_URL": "http://127.0.0.1:2", "REGISTRY_TOKEN": "t",
                "REGISTRY_SITE_SECRET": "s" * 32}
     assert load_config(None, environ=environ).redcap_timezone == ""
+    with pytest.raises(ConfigError, match="subject_prefix"):
+        load_config(None, environ=environ, subject_prefix="TOR-123456")
     with pytest.raises(ConfigError, match="IANA"):
         load_config(None, environ=environ, redcap_timezone="Mars/Olympus")
 

@@ -67,6 +67,9 @@ class SyncConfig:
         if len(self.site_secret) < 32:
             raise ConfigError("REGISTRY_SITE_SECRET must be at least 32 characters (e.g. "
                               "`openssl rand -hex 32`); keep it at the site, never change it")
+        if not re.fullmatch(r"[A-Za-z]{0,24}[-_.]?", self.subject_prefix):
+            raise ConfigError("subject_prefix must be a few letters, optionally ending in '-', "
+                              "'_' or '.' (e.g. TOR-), so that subject ids stay valid")
         if self.redcap_timezone:
             try:
                 ZoneInfo(self.redcap_timezone)
