@@ -176,7 +176,20 @@ def openapi_print() -> None:
     click.echo(openapi_text(), nl=False)
 
 
-COMMANDS = (db_cli, sites_cli, tokens_cli, demo_data, openapi_cli)
+redcap_cli = AppGroup("redcap", help="The REDCap data dictionary sites import.")
+
+
+@redcap_cli.command("dictionary")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def redcap_dictionary(path: Path) -> None:
+    """Write the REDCap data dictionary (CSV) to PATH."""
+    from registry.redcap.dictionary import dictionary_csv
+
+    path.write_text(dictionary_csv())
+    click.echo(f"wrote {path}")
+
+
+COMMANDS = (db_cli, sites_cli, tokens_cli, demo_data, openapi_cli, redcap_cli)
 
 
 def init_app(app: Flask) -> None:

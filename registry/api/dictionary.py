@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app
 from marshmallow import Schema, fields
 
 from registry.api import Blueprint
 from registry.auth import requires
+from registry.redcap.dictionary import dictionary_csv
 from registry.services.dictionary import record_dictionary
 from registry.vocabulary import ROLES
 
@@ -34,3 +35,17 @@ def get_dictionary() -> Any:
     """Fields, types, allowed values, rules, code-system mappings and error codes"""
     data = record_dictionary(current_app.config["REGISTRY_MIN_REMISSION_DAYS"])
     return {**data, "fields_": data.pop("fields")}
+
+
+@blp.route("/redcap.csv", methods=["GET"])
+@requires(*ROLES)
+@blp.response(200, {"type": "string"}, content_type="text/csv",
+              description="REDCap's 18-column data dictionary CSV")
+def get_redcap_dictionary() -> Any:
+    """The REDCap data dictionary a site imports into its project
+
+    Generated from the same schema the API validates with: dates are `date_ymd` identifier
+    fields at the site, lists are checkboxes, and a descriptive field carries the dictionary
+    version that registry-redcap-sync checks."""
+    return Response(dictionary_csv(), mimetype="text/csv", headers={
+        "Content-Disposition": 'attachment; filename="registry_data_dictionary.csv"'})

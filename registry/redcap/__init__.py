@@ -1,0 +1,1 @@
+"""REDCap at the sites: the data dictionary they import and registry-redcap-sync."""

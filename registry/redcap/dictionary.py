@@ -1,0 +1,207 @@
+"""The REDCap data dictionary a site imports, generated from the record schema.
+
+Conventions (redcap.md): a REDCap field has the registry field's name, except that every `*_day`
+field is a date `*_date` (`date_ymd`, an identifier at the site) and `met_dx_year` is collected
+as `met_dx_date`, the date of metastatic diagnosis (day 0). Codes become radio buttons, lists
+become checkboxes. A choice code is the registry's value when REDCap allows it (letters, digits,
+underscore); otherwise `+` is written `plus` ("3+" -> "3plus") and any other character `_`.
+The sync reads the site's REDCap through the same table (`redcap_fields()`), so the two sides
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.services.dictionary import field_type
+
+HEADER = (
+    "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
+    "Choices, Calculations, OR Slider Labels", "Field Note",
+    "Text Validation Type OR Show Slider Number", "Text Validation Min", "Text Validation Max",
+    "Identifier?", "Branching Logic (Show field only if...)", "Required Field?",
+    "Custom Alignment", "Question Number (surveys only)", "Matrix Group Name", "Matrix Ranking?",
+    "Field Annotation",
+)
+RECORD_ID = "record_id"
+MET_DX_DATE = "met_dx_date"
+VERSION_FIELD = "registry_dictionary_version"
+VERSION_TAG = "REGISTRY_DICTIONARY_VERSION="
+FOLLOW_UP_FORM = "follow_up"
+# Instruments, each starting at a field of the schema (in schema order). The follow-up instrument
+# may be made repeating (or placed in repeating events); the sync takes its latest visit.
+FORM_STARTS = {"met_dx_year": "diagnosis", "first_line_anti_her2": "treatment",
+               "progression_day": FOLLOW_UP_FORM}
+SECTION_HEADERS = {
+    "diagnosis": "Metastatic diagnosis (day 0). Dates stay at the site: the registry receives "
+                 "days from the date of metastatic diagnosis and its year only.",
+    "treatment": "First-line treatment, remission and trastuzumab maintenance.",
+    FOLLOW_UP_FORM: "Follow-up visit. Add one instance per visit: the registry takes the status "
+                    "of the latest visit and the earliest progression date.",
+}
+# Branching logic for the conditional fields of record.md (those with `required_when`):
+# field -> (the field it depends on, the values that show it).
+BRANCHING: dict[str, tuple[str, tuple[str, ...]]] = {
+    "primary_dx_day": ("presentation", ("recurrent",)),
+    "primary_tumour_surgery": ("presentation", ("de_novo",)),
+    "trastuzumab_stop_day": ("maintenance_status", ("discontinued", "interrupted_resumed")),
+    "discontinuation_reason": ("maintenance_status", ("discontinued", "interrupted_resumed")),
+    "trastuzumab_resume_day": ("maintenance_status", ("interrupted_resumed",)),
+    "cause_of_death": ("vital_status", ("dead",)),
+}
+# Labels for codes whose plain spelling would read badly; every other code reads as itself.
+CODE_LABELS = {
+    "t_dm1": "T-DM1 (trastuzumab emtansine)", "t_dxd": "T-DXd (trastuzumab deruxtecan)",
+    "ct": "CT", "pet_ct": "PET-CT", "mri": "MRI", "cns": "CNS (brain or leptomeningeal)",
+    "ned": "NED (no evidence of disease)", "ned_after_local_therapy": "NED after local therapy",
+    "trastuzumab_pertuzumab": "trastuzumab + pertuzumab",
+    "asymptomatic_lvef_decline": "asymptomatic LVEF decline",
+}
+# The published dictionary's type of a field -> the kind of REDCap field it becomes.
+_KINDS = {"list of codes": "codes", "code": "code", "integer": "integer"}
+_REDCAP_CODE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def redcap_code(value: str) -> str:
+    """The REDCap choice code of a registry code ("3+" -> "3plus")."""
+    if _REDCAP_CODE.match(value):
+        return value
+    return re.sub(r"[^A-Za-z0-9_]", "_", value.replace("+", "plus"))
+
+
+def code_label(value: str) -> str:
+    """The human-readable label of a code."""
+    return CODE_LABELS.get(value, value.replace("_", " "))
+
+
+@dataclass(frozen=True)
+class RedcapField:
+    """One REDCap field and the registry field it feeds."""
+
+    name: str  # REDCap variable name
+    registry_name: str  # registry field name (met_dx_year for met_dx_date)
+    form: str
+    kind: str  # date | code | codes | integer
+    codes: tuple[tuple[str, str], ...] = ()  # (REDCap code, registry value)
+    required: bool = False
+
+    def registry_value(self, code: str) -> str | None:
+        """The registry value of a REDCap code, or None for a code the dictionary lacks."""
+        return dict(self.codes).get(code)
+
+
+def redcap_name(registry_name: str) -> str:
+    """The REDCap variable of a registry field (`*_day` -> `*_date`, met_dx_year -> met_dx_date)."""
+    if registry_name == "met_dx_year":
+        return MET_DX_DATE
+    if registry_name.endswith("_day"):
+        return registry_name.removesuffix("_day") + "_date"
+    return registry_name
+
+
+@cache
+def redcap_fields() -> tuple[RedcapField, ...]:
+    """Every registry field as its REDCap field, in the schema's order."""
+    found = []
+    form = ""
+    for name, field in RecordFieldsSchema().fields.items():
+        form = FORM_STARTS.get(name, form)
+        target = redcap_name(name)
+        kind = "date" if target.endswith("_date") else _KINDS[field_type(field)]
+        codes = tuple((redcap_code(value), value) for value in getattr(field, "choices", ()))
+        found.append(RedcapField(target, name, form, kind, codes, bool(field.required)))
+    return tuple(found)
+
+
+def _branching(registry_name: str) -> str:
+    if registry_name not in BRANCHING:
+        return ""
+    controller, values = BRANCHING[registry_name]
+    return " or ".join(f"[{redcap_name(controller)}] = '{redcap_code(value)}'"
+                       for value in values)
+
+
+def _row(field: RedcapField, section: str) -> dict[str, str]:
+    schema_field = RecordFieldsSchema().fields[field.registry_name]
+    meta = schema_field.metadata
+    description = meta.get("description", field.registry_name)
+    row = dict.fromkeys(HEADER, "")
+    row["Variable / Field Name"] = field.name
+    row["Form Name"] = field.form
+    row["Section Header"] = section
+    row["Required Field?"] = "y" if field.required else ""
+    row["Branching Logic (Show field only if...)"] = _branching(field.registry_name)
+    notes = []
+    if field.kind == "date":
+        row["Field Type"] = "text"
+        row["Text Validation Type OR Show Slider Number"] = "date_ymd"
+        row["Identifier?"] = "y"
+        if field.name == MET_DX_DATE:
+            description = "date of the diagnosis of metastatic disease (day 0)"
+            notes.append("the registry receives its year only; every other date is sent as "
+                         "days from this date")
+        else:
+            description = re.sub(r"^day\b", "date", description)
+            notes.append("sent to the registry as days from the metastatic diagnosis date "
+                         f"({schema_field.minimum} to {schema_field.upper_bound()})")
+    elif field.kind in ("code", "codes"):
+        row["Field Type"] = "checkbox" if field.kind == "codes" else "radio"
+        row["Choices, Calculations, OR Slider Labels"] = " | ".join(
+            f"{code}, {code_label(value)}" for code, value in field.codes)
+    else:
+        row["Field Type"] = "text"
+        row["Text Validation Type OR Show Slider Number"] = "integer"
+        row["Text Validation Min"] = str(schema_field.minimum)
+        row["Text Validation Max"] = str(schema_field.upper_bound())
+        if "unit" in meta:
+            notes.append(meta["unit"])
+    if "required_when" in meta:
+        notes.append("required when " + meta["required_when"])
+    row["Field Label"] = description[:1].upper() + description[1:]
+    row["Field Note"] = "; ".join(notes)
+    return row
+
+
+def dictionary_rows() -> list[dict[str, str]]:
+    """The rows of the REDCap data dictionary: record_id, the version marker, every field."""
+    first = dict.fromkeys(HEADER, "")
+    first.update({"Variable / Field Name": RECORD_ID, "Form Name": "diagnosis",
+                  "Field Type": "text", "Field Label": "Record ID", "Identifier?": "y",
+                  "Field Note": "never sent: the registry receives an HMAC of it"})
+    version = dict.fromkeys(HEADER, "")
+    version.update({"Variable / Field Name": VERSION_FIELD, "Form Name": "diagnosis",
+                    "Field Type": "descriptive",
+                    "Field Label": f"HER2+ MBC registry data dictionary version "
+                                   f"{DICTIONARY_VERSION}",
+                    "Field Annotation": f"{VERSION_TAG}{DICTIONARY_VERSION}"})
+    rows = [first, version]
+    seen_forms: set[str] = set()
+    for field in redcap_fields():
+        section = "" if field.form in seen_forms else SECTION_HEADERS[field.form]
+        seen_forms.add(field.form)
+        rows.append(_row(field, section))
+    return rows
+
+
+def dictionary_csv() -> str:
+    """The REDCap data dictionary as CSV text, ready for REDCap's Data Dictionary upload."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HEADER, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(dictionary_rows())
+    return buffer.getvalue()
+
+
+def metadata_version(metadata: list[dict[str, str]]) -> str | None:
+    """The registry dictionary version recorded in a REDCap project's exported metadata."""
+    for row in metadata:
+        if row.get("field_name") == VERSION_FIELD:
+            annotation = row.get("field_annotation", "")
+            match = re.search(re.escape(VERSION_TAG) + r"(\S+)", annotation)
+            return match.group(1) if match else None
+    return None

@@ -1,0 +1,331 @@
+"""A fake REDCap server speaking the API protocol of redcap.md, with injectable faults.
+
+REDCap is licensed software with no open emulator; this WSGI app answers what the sync asks the
+way real servers do: one POST endpoint, form-encoded, `content` dispatch, token check, JSON
+errors with 400/403, flat rows (one per record x event x repeat instance) whose values are all
+strings ("" = blank) except an integer `redcap_repeat_instance`, checkboxes as `field___code`,
+`dateRangeBegin` that sees creations and changes but not deletions, and a logging export.
+Faults: 500, timeout (a slow answer), HTML with 200, missing rows, hashed record ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from registry.redcap.dictionary import HEADER, dictionary_rows
+
+METADATA_KEYS = (
+    "field_name", "form_name", "section_header", "field_type", "field_label",
+    "select_choices_or_calculations", "field_note", "text_validation_type_or_show_slider_number",
+    "text_validation_min", "text_validation_max", "identifier", "branching_logic",
+    "required_field", "custom_alignment", "question_number", "matrix_group_name",
+    "matrix_ranking", "field_annotation",
+)
+
+
+def registry_metadata() -> list[dict[str, str]]:
+    """The registry's dictionary as REDCap's metadata export shows it after an import."""
+    return [dict(zip(METADATA_KEYS, (row[column] for column in HEADER)))
+            for row in dictionary_rows()]
+
+
+@dataclass
+class Fault:
+    """A fault to inject: kind in 500 | timeout | html | missing_rows | forbidden."""
+
+    kind: str
+    content: str = "record"  # which API content it hits
+    times: int = 1  # how many requests it hits; -1 = every one
+
+
+@dataclass
+class FakeRedcap:
+    """The state of one fake REDCap project and its server."""
+
+    token: str = "0123456789ABCDEF0123456789ABCDEF"
+    longitudinal: bool = True
+    events: tuple[str, ...] = ("baseline_arm_1", "follow_up_arm_1")
+    repeating_form: str = "follow_up"
+    logging_right: bool = True
+    hashed_ids: bool = False
+    slow_seconds: float = 3.0
+    metadata: list[dict[str, str]] = field(default_factory=registry_metadata)
+    faults: list[Fault] = field(default_factory=list)
+    # record id -> list of rows holding only the fields entered (strings); row keys include
+    # redcap_event_name, redcap_repeat_instrument and redcap_repeat_instance when they apply.
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    modified: dict[str, datetime] = field(default_factory=dict)
+    log: list[dict[str, str]] = field(default_factory=list)
+    requests: list[dict[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- the project's data, as a site would edit it -------------------------------------------
+
+    def save(self, record_id: str, rows: list[dict[str, Any]]) -> None:
+        """Create or replace a record (rows of entered values), logging it as REDCap does."""
+        with self.lock:
+            action = "Update record" if record_id in self.records else "Create record"
+            self.records[record_id] = [dict(row) for row in rows]
+            self._touch(record_id, action)
+
+    def delete(self, record_id: str) -> None:
+        """Delete a record: it vanishes from exports; only the log tells."""
+        with self.lock:
+            del self.records[record_id]
+            self.modified.pop(record_id, None)
+            self._touch(record_id, "Delete record")
+
+    def _touch(self, record_id: str, action: str) -> None:
+        now = datetime.now().replace(microsecond=0)
+        self.modified[record_id] = now
+        self.log.append({"timestamp": now.strftime("%Y-%m-%d %H:%M"), "username": "site_dm",
+                         "action": f"{action} {record_id}", "details": "(fields)"})
+
+    # --- the API ------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self.respond(Request(environ))(environ, start_response)
+
+    def _fault(self, content: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.content == content and fault.times != 0:
+                fault.times -= 1 if fault.times > 0 else 0
+                return fault
+        return None
+
+    def respond(self, request: Request) -> Response:
+        """Answer one API request; errors come in returnFormat, else format, else XML."""
+        response = self._answer(request)
+        form = request.form
+        error_format = form.get("returnFormat") or form.get("format") or "xml"
+        if response.status_code >= 400 and error_format == "xml" and \
+                response.mimetype == "application/json":
+            message = json.loads(response.get_data())["error"]
+            return Response(f'<?xml version="1.0" encoding="UTF-8" ?>\n<hash>\n  <error>'
+                            f'{message}</error>\n</hash>', response.status_code,
+                            content_type="text/xml; charset=utf-8")
+        return response
+
+    def _answer(self, request: Request) -> Response:
+        if request.method != "POST":
+            return _error("The API only accepts POST requests", 405)
+        form = request.form
+        self.requests.append({key: value for key, value in form.items() if key != "token"})
+        if form.get("token") != self.token:
+            return _error("You do not have permissions to use the API", 403)
+        content = form.get("content", "")
+        fault = self._fault(content)
+        if fault and fault.kind == "500":
+            return _error("An internal error occurred", 500)
+        if fault and fault.kind == "timeout":
+            time.sleep(self.slow_seconds)
+        if fault and fault.kind == "html":
+            return Response("<html><body>REDCap is down for maintenance</body></html>", 200,
+                            content_type="text/html; charset=utf-8")
+        if form.get("format", "xml") != "json" and content != "version":
+            return _error("this fake answers format=json only", 400)
+        handler = {
+            "metadata": lambda: self.metadata,
+            "project": lambda: {"project_id": "17", "is_longitudinal": int(self.longitudinal),
+                                "has_repeating_instruments_or_events": 1},
+            "exportFieldNames": self._field_names,
+            "event": lambda: [{"unique_event_name": name} for name in self.events]
+            if self.longitudinal else _error("You cannot export events for classic projects",
+                                             400),
+            "formEventMapping": self._form_events,
+            "repeatingFormsEvents": lambda: [{"event_name": self.events[-1],
+                                              "form_name": self.repeating_form}],
+            "record": lambda: self._records(form, fault),
+            "log": lambda: self._log(form),
+            "version": lambda: Response("14.5.0", 200, content_type="text/html"),
+        }.get(content)
+        if handler is None:
+            return _error("The value of the parameter \"content\" is not valid", 400)
+        with self.lock:
+            answer = handler()
+        if isinstance(answer, Response):
+            return answer
+        return Response(json.dumps(answer), 200, content_type="application/json; charset=utf-8")
+
+    def _form_events(self) -> Any:
+        if not self.longitudinal:
+            return _error("You cannot export form/event mappings for classic projects", 400)
+        forms = dict.fromkeys(row["form_name"] for row in self.metadata)
+        return [{"arm_num": 1, "unique_event_name": event, "form": form}
+                for event in self.events for form in forms
+                if (form == self.repeating_form) == (event == self.events[-1])]
+
+    def _field_names(self) -> list[dict[str, str]]:
+        names = []
+        for row in self.metadata:
+            if row["field_type"] == "checkbox":
+                for choice in row["select_choices_or_calculations"].split("|"):
+                    code = choice.split(",")[0].strip()
+                    names.append({"original_field_name": row["field_name"],
+                                  "choice_value": code,
+                                  "export_field_name": f"{row['field_name']}___{code.lower()}"})
+            elif row["field_type"] != "descriptive":
+                names.append({"original_field_name": row["field_name"], "choice_value": "",
+                              "export_field_name": row["field_name"]})
+        return names
+
+    def _log(self, form: Any) -> Any:
+        if not self.logging_right:
+            return _error("You do not have Logging privileges in this project", 403)
+        begin = form.get("beginTime", "")
+        return [entry for entry in self.log
+                if form.get("logtype") in (None, "record") and entry["timestamp"] >= begin[:16]]
+
+    def _layout(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """(field, form, type, checkbox codes) of every exported field, in dictionary order."""
+        return [(meta["field_name"], meta["form_name"], meta["field_type"],
+                 tuple(choice.split(",")[0].strip()
+                       for choice in meta["select_choices_or_calculations"].split("|"))
+                 if meta["field_type"] == "checkbox" else ())
+                for meta in self.metadata if meta["field_type"] != "descriptive"]
+
+    def _columns(self, row: dict[str, Any], wanted: set[str] | None,
+                 layout: list[tuple[str, str, str, tuple[str, ...]]]) -> dict[str, Any]:
+        """Every export column of the project for one row: entered values or ""."""
+        out: dict[str, Any] = {}
+        repeating = row.get("redcap_repeat_instrument", "")
+        filled: set[str] = set()
+        for name, form_name, field_type, codes in layout:
+            if wanted and name not in wanted:
+                continue
+            if name == "record_id":
+                out[name] = row["record_id"]
+                if self.longitudinal:
+                    out["redcap_event_name"] = row.get("redcap_event_name", self.events[0])
+                out["redcap_repeat_instrument"] = repeating
+                out["redcap_repeat_instance"] = row.get("redcap_repeat_instance", "")
+                continue
+            applies = (repeating == form_name) or (
+                not repeating and form_name != self.repeating_form)
+            if row.get(name):
+                filled.add(form_name)
+            if field_type == "checkbox":
+                ticked = set(row.get(name, []))
+                for code in codes:
+                    out[f"{name}___{code.lower()}"] = ("1" if code in ticked else "0") \
+                        if applies else ""
+            else:
+                out[name] = str(row.get(name, "")) if applies else ""
+        for form_name in dict.fromkeys(form for _, form, _, _ in layout):
+            if not wanted or f"{form_name}_complete" in wanted:
+                out[f"{form_name}_complete"] = "2" if form_name in filled else ""
+        return out
+
+    def _records(self, form: Any, fault: Fault | None) -> Any:
+        if form.get("type", "flat") != "flat":
+            return _error("only flat exports in the fake", 400)
+        wanted_ids = [value for key, value in form.items() if key.startswith("records[")]
+        wanted_fields = {value for key, value in form.items() if key.startswith("fields[")}
+        begin = form.get("dateRangeBegin")
+        ids = wanted_ids or list(self.records)
+        if begin:
+            since = datetime.strptime(begin, "%Y-%m-%d %H:%M:%S")
+            ids = [record_id for record_id in ids
+                   if record_id in self.modified and self.modified[record_id] >= since]
+        if fault and fault.kind == "missing_rows" and ids:
+            ids = ids[1:]
+        return self.flat_rows(ids, wanted_fields or None)
+
+    def flat_rows(self, ids: list[str], wanted_fields: set[str] | None = None
+                  ) -> list[dict[str, Any]]:
+        """The flat export rows of these records, as REDCap sends them."""
+        rows = []
+        layout = self._layout()
+        for record_id in ids:
+            for row in self.records.get(record_id, []):
+                shown = self._columns({**row, "record_id": record_id}, wanted_fields, layout)
+                if self.hashed_ids:
+                    shown["record_id"] = hashlib.md5(record_id.encode()).hexdigest()
+                rows.append(shown)
+        return rows
+
+
+def _error(message: str, status: int) -> Response:
+    return Response(json.dumps({"error": message}), status,
+                    content_type="application/json; charset=utf-8")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: the test output stays readable."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class ServerThread:
+    """A WSGI app served on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True,
+                                  request_handler=_QuietHandler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def site_rows(record: dict[str, Any], day_zero: Any, *, longitudinal: bool = True,
+              events: tuple[str, str] = ("baseline_arm_1", "follow_up_arm_1"),
+              earlier_visits: int = 1) -> list[dict[str, Any]]:
+    """How a site's REDCap holds a registry record: real dates, a baseline row and repeating
+    follow-up visits (the last one holding the record's follow-up values)."""
+    from datetime import timedelta
+
+    from registry.redcap.dictionary import FOLLOW_UP_FORM, redcap_fields
+
+    baseline: dict[str, Any] = {}
+    final_visit: dict[str, Any] = {}
+    for spec in redcap_fields():
+        value = record.get(spec.registry_name)
+        if spec.name == "met_dx_date":
+            value = day_zero.isoformat()
+        elif value is None or value == []:
+            continue
+        elif spec.kind == "date":
+            value = (day_zero + timedelta(days=value)).isoformat()
+        elif spec.kind == "code":
+            value = {v: c for c, v in spec.codes}[value]
+        elif spec.kind == "codes":
+            value = [{v: c for c, v in spec.codes}[item] for item in value]
+        (final_visit if spec.form == FOLLOW_UP_FORM else baseline)[spec.name] = value
+    if longitudinal:
+        baseline["redcap_event_name"] = events[0]
+    rows = [baseline]
+    last = record["last_followup_day"]
+    start = record["remission_start_day"]
+    for instance in range(1, earlier_visits + 1):
+        # an earlier visit, between remission and the last follow-up, before any progression
+        day = start + (min(last, record.get("progression_day") or last) - start) * instance \
+            // (earlier_visits + 2)
+        rows.append({"last_followup_date": (day_zero + timedelta(days=day)).isoformat(),
+                     "disease_status_last": "ned", "vital_status": "alive",
+                     "redcap_repeat_instrument": FOLLOW_UP_FORM,
+                     "redcap_repeat_instance": instance})
+    final_visit.update({"redcap_repeat_instrument": FOLLOW_UP_FORM,
+                        "redcap_repeat_instance": earlier_visits + 1})
+    rows.append(final_visit)
+    if longitudinal:
+        for row in rows[1:]:
+            row["redcap_event_name"] = events[1]
+    return rows

@@ -1,0 +1,421 @@
+"""registry-redcap-sync end to end: a fake REDCap and a real registry, both on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from registry.db import unit_of_work
+from registry.models import Record, RecordVersion, Tombstone
+from registry.models import Site as Site_
+from registry.redcap.assembly import build_record, subject_id
+from registry.redcap.cli import main
+from registry.redcap.client import looks_hashed
+from registry.redcap.config import ConfigError, load_config
+from registry.redcap.sync import run
+from registry.schemas.fields import check_subject_id
+from registry.schemas.record import DICTIONARY_VERSION
+from registry.services.records import record_from_row, validate_record
+from tests.fake_redcap import Fault, FakeRedcap, ServerThread, site_rows
+from tests.redcap_support import (
+    environment_of, load_project, new_site, registry_server, source_records,
+)
+
+DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}")
+FAST = {"pause_seconds": 0, "backoff_seconds": 0.01, "timeout_seconds": 1, "retries": 2,
+        "batch_size": 7, "push_batch_size": 10}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry served on loopback with its own database, shared by this module."""
+    with registry_server(tmp_path_factory.mktemp("registry")) as served:
+        yield served
+
+
+class Site:
+    """One site: its fake REDCap, its registry token, its sync settings."""
+
+    counter = 0
+
+    def __init__(self, registry: Any, tmp_path: Path, count: int = 12, **fake: Any) -> None:
+        app, self.capture, url = registry
+        self.app = app
+        Site.counter += 1
+        self.code = f"S{Site.counter:02d}"
+        self.fake = FakeRedcap(**fake)
+        self.server = ServerThread(self.fake).__enter__()
+        self.records = source_records(count, seed=Site.counter)
+        load_project(self.fake, self.records)
+        self.environ = environment_of(tmp_path / "state", self.server.url, url,
+                                      new_site(app, self.code), self.fake.token)
+        self.config = load_config(None, environ=self.environ, **FAST)
+
+    def sync(self, **options: Any):
+        return run(self.config, **options)
+
+    def subject(self, record_id: str) -> str:
+        return subject_id(self.config.site_secret, record_id)
+
+    def stored(self) -> dict[str, dict[str, Any]]:
+        with self.app.app_context(), unit_of_work() as session:
+            rows = session.scalars(select(Record).join(Site_, Site_.id == Record.site_id)
+                                   .where(Site_.code == self.code))
+            return {row.subject_id: record_from_row(row) for row in rows}
+
+    def versions(self) -> int:
+        with self.app.app_context(), unit_of_work() as session:
+            return session.scalar(select(func.count()).select_from(RecordVersion).join(
+                Record, Record.id == RecordVersion.record_id).join(
+                Site_, Site_.id == Record.site_id).where(Site_.code == self.code))
+
+    def close(self) -> None:
+        self.server.__exit__()
+
+
+@pytest.fixture()
+def site(registry, tmp_path):
+    made = Site(registry, tmp_path)
+    yield made
+    made.close()
+
+
+def expected(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the registry stores it (lists in the dictionary's order)."""
+    canonical, errors = validate_record({**record, "subject_id": "a" * 16})
+    assert errors == []
+    return canonical
+
+
+def test_longitudinal_project_with_repeats_and_checkboxes_arrives_de_identified(site):
+    report = site.sync()
+    assert report.failure is None and report.exit_code == 0
+    assert report.counts["created"] == len(site.records)
+    assert report.change_detection == "full"
+    stored = site.stored()
+    for record_id, record, _ in site.records:
+        assert stored[site.subject(record_id)] == expected(record)
+    # the rows really were longitudinal, with a repeating instrument and checkboxes
+    exported = [request for request in site.fake.requests if request["content"] == "record"]
+    assert exported and all(request["format"] == "json" for request in exported)
+
+
+def test_second_run_writes_nothing_and_edits_new_and_deleted_records_arrive(site):
+    assert site.sync().exit_code == 0
+    versions = site.versions()
+    again = site.sync()
+    assert again.exit_code == 0 and again.change_detection == "logging"
+    assert again.counts["created"] == again.counts["updated"] == 0
+    assert site.versions() == versions
+
+    edited_id, edited, day_zero = site.records[0]
+    edited = {**edited, "lvef_baseline_pct": 71, "lvef_nadir_pct": 60}
+    site.fake.save(edited_id, site_rows(edited, day_zero))
+    new_id, new, new_zero = source_records(1, seed=999)[0]
+    new_id = "ptnew1"
+    site.fake.save(new_id, site_rows(new, new_zero))
+    gone_id = site.records[1][0]
+    site.fake.delete(gone_id)
+
+    report = site.sync()
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["updated"] == 1 and report.counts["created"] == 1
+    assert report.counts["withdrawn"] == 1
+    stored = site.stored()
+    assert stored[site.subject(edited_id)]["lvef_baseline_pct"] == 71
+    assert site.subject(new_id) in stored and site.subject(gone_id) not in stored
+    with site.app.app_context(), unit_of_work() as session:
+        reason = session.scalar(select(Tombstone.reason).where(
+            Tombstone.subject_id == site.subject(gone_id)))
+    assert reason == "deleted_at_source"
+    updated = [line for line in report.records if line["outcome"] == "updated"]
+    assert updated[0]["changed_fields"] == ["lvef_baseline_pct", "lvef_nadir_pct"]
+
+
+def test_dry_run_writes_nothing_and_keeps_the_watermark(site):
+    first = site.sync(dry_run=True)
+    assert first.counts["created"] == len(site.records)
+    assert site.stored() == {} and first.watermark["advanced"] is False
+    assert not (site.config.state_dir / "state.json").exists()
+    site.sync()
+    state = (site.config.state_dir / "state.json").read_text()
+    record_id, record, day_zero = site.records[2]
+    ecog = 3 if record.get("ecog_at_met_dx") != 3 else 4
+    site.fake.save(record_id, site_rows({**record, "ecog_at_met_dx": ecog}, day_zero))
+    versions = site.versions()
+    dry = site.sync(dry_run=True)
+    assert [line["changed_fields"] for line in dry.records] == [["ecog_at_met_dx"]]
+    assert site.versions() == versions
+    assert (site.config.state_dir / "state.json").read_text() == state
+    assert site.sync().counts["updated"] == 1
+
+
+@pytest.mark.parametrize("fault, expected_words", [
+    (Fault("500", times=-1), "500"),
+    (Fault("timeout", times=-1), "did not answer in time"),
+    (Fault("html", times=-1), "not JSON"),
+    (Fault("missing_rows", times=-1), "did not come back"),
+    (Fault("500", content="metadata", times=-1), "metadata export"),
+])
+def test_a_fault_fails_cleanly_and_the_next_good_run_completes(site, fault, expected_words):
+    site.fake.slow_seconds = 1.5
+    site.fake.faults.append(fault)
+    report = site.sync()
+    assert report.exit_code == 2 and expected_words in report.failure
+    assert report.as_dict()["status"] == "failed"
+    assert site.stored() == {}
+    assert not (site.config.state_dir / "state.json").exists()
+    site.fake.faults.clear()
+    good = site.sync()
+    assert good.exit_code == 0 and good.counts["created"] == len(site.records)
+
+
+def test_transient_failures_are_retried_but_refusals_are_not(site):
+    site.fake.faults.append(Fault("500", times=2))
+    assert site.sync().exit_code == 0
+    site.fake.token = "F" * 32
+    metadata_calls = sum(request["content"] == "metadata" for request in site.fake.requests)
+    refused = site.sync()
+    assert refused.exit_code == 2 and "403" in refused.failure
+    assert sum(request["content"] == "metadata" for request in site.fake.requests) == \
+        metadata_calls + 1
+
+
+def test_hashed_record_ids_abort_with_a_clear_message(registry, tmp_path):
+    site = Site(registry, tmp_path, count=3, hashed_ids=True)
+    try:
+        report = site.sync()
+        assert report.exit_code == 2 and "de-identified export rights" in report.failure
+        assert site.stored() == {}
+    finally:
+        site.close()
+
+
+def test_without_logging_right_changes_come_from_date_range(registry, tmp_path):
+    site = Site(registry, tmp_path, count=4, logging_right=False, longitudinal=False)
+    try:
+        assert site.sync().exit_code == 0
+        record_id, record, day_zero = site.records[0]
+        other = "lobular" if record.get("histology") != "lobular" else "ductal"
+        site.fake.save(record_id, site_rows({**record, "histology": other}, day_zero,
+                                            longitudinal=False))
+        report = site.sync()
+        assert report.change_detection == "dateRangeBegin" and not report.deletions_detected
+        assert report.counts["updated"] == 1
+        assert any("dateRangeBegin" in request for request in site.fake.requests)
+    finally:
+        site.close()
+
+
+def test_full_run_reports_records_gone_from_redcap(site):
+    site.sync()
+    site.fake.logging_right = False  # the deletion cannot be seen incrementally
+    gone = site.records[0][0]
+    site.fake.delete(gone)
+    report = site.sync(full=True)
+    assert report.missing_from_source == [site.subject(gone)]
+    assert site.subject(gone) in site.stored()  # reported, not withdrawn
+
+
+def test_invalid_records_go_to_the_report_not_the_registry(site):
+    bad_id, record, day_zero = site.records[0]
+    rows = site_rows(record, day_zero)
+    rows[0]["trastuzumab_start_date"] = "2015-13-45"  # a legacy value
+    site.fake.save(bad_id, rows)
+    late_id, late, late_zero = site.records[1]
+    site.fake.save(late_id, site_rows({**late, "best_response": "partial_response"}, late_zero))
+    report = site.sync()
+    assert report.exit_code == 1 and report.counts["invalid"] == 2
+    lines = {line["subject_id"]: line for line in report.records if line["outcome"] == "invalid"}
+    assert {"field": "trastuzumab_start_date", "code": "malformed_date",
+            "registry_field": "trastuzumab_start_day"}.items() <= \
+        lines[site.subject(bad_id)]["errors"][0].items()
+    assert [error["code"] for error in lines[site.subject(late_id)]["errors"]] == \
+        ["not_in_remission"]
+    assert "2015-13-45" not in json.dumps(report.as_dict())
+    assert set(site.stored()) == {site.subject(rid) for rid, _, _ in site.records[2:]}
+
+
+def test_nothing_identifying_reaches_the_registry(site):
+    site.capture.captured.clear()
+    site.sync()
+    traffic = "\n".join(site.capture.captured)
+    assert traffic and "records/batch" in traffic
+    assert not DATE_SHAPE.search(traffic)
+    assert "pt0" not in traffic and "record_id" not in traffic
+    for request in site.capture.captured:
+        if "records/batch" in request:
+            body = json.loads(request.split(" ", 2)[2])
+            for record in body["records"]:
+                assert set(record) - {"subject_id"} <= set(expected(record))
+                assert "met_dx_date" not in record
+    with site.app.app_context(), unit_of_work() as session:
+        stored = session.execute(select(RecordVersion.data, Record.subject_id).join(
+            Record, Record.id == RecordVersion.record_id).join(
+            Site_, Site_.id == Record.site_id).where(Site_.code == site.code)).all()
+    assert stored
+    for data, subject in stored:
+        assert not DATE_SHAPE.search(json.dumps(data)) and "pt0" not in subject
+        assert re.fullmatch(r"[a-p]{32}", subject)
+
+
+def test_command_line_run_writes_a_report_without_values_or_tokens(site, monkeypatch, capsys):
+    for name, value in site.environ.items():
+        monkeypatch.setenv(name, value)
+    config = site.config.state_dir.parent / "sync.toml"
+    config.write_text("pause_seconds = 0\nbackoff_seconds = 0.01\ntimeout_seconds = 2\n")
+    report_path = site.config.state_dir.parent / "report.json"
+    assert main(["--config", str(config), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["counts"]["created"] == len(site.records)
+    output = capsys.readouterr().err + report_path.read_text()
+    for secret in ("REDCAP_API_TOKEN", "REGISTRY_TOKEN", "REGISTRY_SITE_SECRET"):
+        assert site.environ[secret] not in output
+    assert not DATE_SHAPE.search(report_path.read_text().replace(report["started_at"], "")
+                                 .replace(report["finished_at"], "")
+                                 .replace(report["watermark"]["new"], ""))
+    assert main(["--config", str(config), "--dry-run"]) == 0
+    assert list((site.config.state_dir / "reports").glob("sync-*.json"))
+
+
+def test_secrets_in_a_readable_config_file_are_refused(tmp_path):
+    path = tmp_path / "sync.toml"
+    path.write_text('registry_token = "x"\n')
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match="REDCAP_API_URL"):
+        load_config(None, environ={})
+
+
+def test_subject_ids_are_letters_that_pass_the_registry_rules():
+    made = {subject_id("k" * 32, str(number)) for number in range(2000)}
+    assert len(made) == 2000
+    for value in made:
+        assert re.fullmatch(r"[a-p]{32}", value)
+        check_subject_id(value)
+    assert subject_id("k" * 32, "7", "TOR-").startswith("TOR-")
+
+
+def test_assembly_reports_conflicts_and_takes_the_latest_visit(example_record):
+    from datetime import date
+
+    record = dict(example_record)
+    record.pop("subject_id")
+    fake = FakeRedcap()
+    fake.save("1", site_rows(record, date(2012, 3, 1), earlier_visits=2))
+    rows = fake.flat_rows(["1"])
+    assert len(rows) == 4 and [row["redcap_repeat_instance"] for row in rows] == ["", 1, 2, 3]
+    assert rows[0]["metastatic_sites___liver"] == "1" and rows[1]["metastatic_sites___liver"] == ""
+    rows.insert(1, rows.pop())  # the order of rows does not matter
+    built, problems = build_record(rows, "abcdefghabcdefgh")
+    assert problems == [] and built["last_followup_day"] == 3300
+    assert built["metastatic_sites"] == ["bone", "liver"]
+    rows[2]["last_followup_date"] = "2012-02-30"  # a legacy value in an earlier visit
+    assert build_record(rows, "abcdefghabcdefgh")[1][0]["code"] == "malformed_date"
+    rows[2]["last_followup_date"] = "2013-01-01"
+    rows[0]["sex"] = "female"
+    rows[1]["sex"] = "male"
+    built, problems = build_record(rows, "abcdefghabcdefgh")
+    assert built is None and problems[0]["code"] == "conflicting_values"
+    assert looks_hashed(["0cc175b9c0f1b6a831c399e269772661"]) and not looks_hashed(["12"])
+
+
+def test_hashed_ids_in_an_incremental_run_also_abort(site):
+    assert site.sync().exit_code == 0
+    record_id, record, day_zero = site.records[0]
+    site.fake.save(record_id, site_rows({**record, "lvef_baseline_pct": None,
+                                         "lvef_nadir_pct": None}, day_zero))
+    site.fake.hashed_ids = True
+    report = site.sync()
+    assert report.exit_code == 2 and "de-identified export rights" in report.failure
+
+
+def test_a_project_on_another_dictionary_version_is_refused(registry, tmp_path):
+    site = Site(registry, tmp_path, count=2)
+    try:
+        marker = next(row for row in site.fake.metadata
+                      if row["field_name"] == "registry_dictionary_version")
+        marker["field_annotation"] = "REGISTRY_DICTIONARY_VERSION=0.9.0"
+        report = site.sync()
+        assert report.exit_code == 2 and "import the current dictionary" in report.failure
+        marker["field_annotation"] = f"REGISTRY_DICTIONARY_VERSION={DICTIONARY_VERSION}"
+        site.fake.metadata = [row for row in site.fake.metadata
+                              if row["field_name"] != "lesion_count"]
+        report = site.sync()
+        assert report.exit_code == 2 and "lesion_count" in report.failure
+        assert site.stored() == {}
+    finally:
+        site.close()
+
+
+def test_the_fake_speaks_like_redcap_to_pycap(site):
+    import redcap
+
+    project = redcap.Project(site.environ["REDCAP_API_URL"], site.fake.token)
+    assert project.is_longitudinal and project.def_field == "record_id"
+    rows = project.export_records(records=[site.records[0][0]])
+    assert {row["redcap_repeat_instance"] for row in rows} == {"", 1, 2}
+    assert all(isinstance(value, str) for row in rows for key, value in row.items()
+               if key != "redcap_repeat_instance")
+    assert project.export_repeating_instruments_events() == [
+        {"event_name": "follow_up_arm_1", "form_name": "follow_up"}]
+    names = project.export_field_names()
+    assert {"original_field_name": "her2_ihc", "choice_value": "",
+            "export_field_name": "her2_ihc"} in names
+    import requests
+
+    no_format = requests.post(site.environ["REDCAP_API_URL"], data={"token": "B" * 32,
+                                                                    "content": "metadata"})
+    assert no_format.status_code == 403 and "<error>" in no_format.text
+    json_errors = requests.post(site.environ["REDCAP_API_URL"], data={
+        "token": "B" * 32, "content": "metadata", "format": "csv", "returnFormat": "json"})
+    assert json_errors.json() == {"error": "You do not have permissions to use the API"}
+    bad = redcap.Project(site.environ["REDCAP_API_URL"], "A" * 32)
+    with pytest.raises(redcap.RedcapError):
+        bad.export_metadata()
+
+
+def test_redcap_error_messages_lose_record_ids_and_dates():
+    from registry.redcap.client import _scrub
+
+    text = _scrub("The following records were not found: pt0001, 17 (since 2020-01-01)")
+    assert "pt0001" not in text and "17" not in text and "2020" not in text
+    assert text.startswith("The following records were not found")
+
+
+def test_an_unknown_time_zone_is_refused(tmp_path):
+    environ = {"REDCAP_API_URL": "http://127.0.0.1:1/api/", "REDCAP_API_TOKEN": "A" * 32,
+               "REGISTRY_URL": "http://127.0.0.1:2", "REGISTRY_TOKEN": "t",
+               "REGISTRY_SITE_SECRET": "s" * 32}
+    assert load_config(None, environ=environ).redcap_timezone == ""
+    with pytest.raises(ConfigError, match="subject_prefix"):
+        load_config(None, environ=environ, subject_prefix="TOR-123456")
+    with pytest.raises(ConfigError, match="IANA"):
+        load_config(None, environ=environ, redcap_timezone="Mars/Olympus")
+
+
+@pytest.mark.parametrize("action, verb, record", [
+    ("Update record 12", "update", "12"), ("Created Record (API) 7-a", "create", "7-a"),
+    ("Deleted Record pt00001 (API)", "delete", "pt00001"), ("Lock/Unlock Record 3", None, None),
+])
+def test_logging_actions_are_read_whatever_the_server_version(action, verb, record):
+    from registry.redcap.client import _LOG_ACTION
+
+    match = _LOG_ACTION.match(action)
+    assert (match.group(1).lower()[:6], match.group(2)) == (verb, record) if verb else not match
+
+
+def test_a_registry_refusal_fails_the_run_and_keeps_the_watermark(site):
+    from dataclasses import replace
+
+    refused = run(replace(site.config, registry_token="not-a-token"))
+    assert refused.exit_code == 2 and "401" in refused.failure
+    assert "not-a-token" not in json.dumps(refused.as_dict())
+    assert not (site.config.state_dir / "state.json").exists() and site.stored() == {}
+    assert site.sync().counts["created"] == len(site.records)
