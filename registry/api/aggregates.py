@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 from flask import Response, current_app, request
+from marshmallow import INCLUDE
 
 from registry.api import Blueprint
 from registry.auth import current_caller, requires
@@ -68,7 +69,7 @@ def list_dimensions() -> Any:
 
 @blp.route("/counts", methods=["GET"])
 @requires("coordinator", "steward")
-@blp.arguments(CountsQuerySchema, location="query")
+@blp.arguments(CountsQuerySchema, location="query", unknown=INCLUDE)
 @blp.response(200, CountsSchema)
 @blp.alt_response(200, description="The same table as CSV (format=csv or Accept: text/csv)",
                   content_type="text/csv", success=True)
@@ -87,7 +88,7 @@ def count_records(query: dict[str, Any]) -> Any:
 
 @blp.route("/remission", methods=["GET"])
 @requires("coordinator", "steward")
-@blp.arguments(RemissionQuerySchema, location="query")
+@blp.arguments(RemissionQuerySchema, location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
 @blp.alt_response(422, description="A cohort smaller than the minimum cell count is refused")
 @blp.alt_response(429, description="This query was asked too often in 30 days")

@@ -44,8 +44,8 @@ CountsQuerySchema = _FilteredQuerySchema.from_dict({
 RemissionQuerySchema = _FilteredQuerySchema.from_dict({
     "by": fields.String(load_default=None, metadata={
         "description": f"dimension of the groups (optional; {_CATALOGUE})"}),
-    "origin": fields.String(load_default="remission_start", validate=OneOf(ORIGINS), metadata={
-        "description": "time zero: the start of remission, or the stop of trastuzumab "
+    "origin": fields.String(load_default="remission_start", metadata={
+        "enum": list(ORIGINS), "description": "time zero: the start of remission, or the stop of trastuzumab "
                        "(discontinued records still in remission at the stop)"}),
     **_filters(),
 }, name="RemissionQuery")

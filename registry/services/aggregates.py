@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work, utcnow
@@ -265,7 +265,7 @@ def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[s
         columns = [d.column for d in groups]
         statement = (select(*columns, bucket, event, RECORDS.c.site_id, func.count(),
                             func.coalesce(func.sum(RECORDS.c.cell_key), 0))
-                     .where(and_(*conditions, *selection))
+                     .where(*conditions, *selection)
                      .group_by(*columns, bucket, event, RECORDS.c.site_id))
         # per group: bucket -> [relapses, censored, relapse keys, censored keys]
         tally: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(
