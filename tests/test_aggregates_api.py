@@ -161,6 +161,17 @@ def test_contributing_sites_of_one_or_two_centres_are_withheld(client: FlaskClie
     assert 2 < MIN_CONTRIBUTING_SITES and body["disclosure"]["contributing_sites"] is None
 
 
+def test_contributing_sites_count_the_filtered_cohort_only(client: FlaskClient, coordinator,
+                                                          app: Flask) -> None:
+    insert_rows(90, seed=3, sites=("TOR", "MTL", "VAN"), cardiac_event="none")
+    insert_rows(30, seed=4, sites=("TOR",), cardiac_event="unknown")
+    everyone = client.get(f"{API}/counts?rows=presentation", headers=coordinator).json
+    assert everyone["disclosure"]["contributing_sites"] == 3
+    one_site = client.get(f"{API}/counts?rows=presentation&cardiac_event=unknown",
+                          headers=coordinator).json
+    assert one_site["disclosure"]["contributing_sites"] is None
+
+
 def test_the_same_query_gives_the_same_numbers_and_the_snapshot_follows_changes(
         client: FlaskClient, coordinator, site_a, records, example_record) -> None:
     path = f"{API}/counts?rows=hr_status&columns=remission_band"

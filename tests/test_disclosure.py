@@ -4,6 +4,8 @@ linear program (tests/attacker.py, written independently of registry/services/di
 from __future__ import annotations
 
 import random
+from collections import Counter
+from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -169,3 +171,12 @@ def test_with_perturbation_a_one_patient_difference_drowns_in_the_noise() -> Non
     assert set(in_cell) >= {-1, 0, 1, 2, 3}
     # Cells whose records did not change keep their numbers (same records, same adjustment).
     assert all(d[1:4] == [0, 0, 0] for d in differences)
+
+
+def test_the_readme_documents_the_perturbation_table_in_use() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = {cells[0]: cells[1:] for line in readme.splitlines()
+                  if len(cells := [c.strip() for c in line.strip("|").split("|")]) == 6}
+    for count, label in ((0, "0"), (1, "1"), (2, "2"), (3, "3 or more"), (40, "3 or more")):
+        shares = Counter(adjustment(count, key) for key in range(CELL_KEY_MODULUS))
+        assert documented[label] == [str(shares[a]) if shares[a] else "" for a in range(-2, 3)]

@@ -71,16 +71,18 @@ def list_dimensions() -> Any:
 @requires("coordinator", "steward")
 @blp.arguments(CountsQuerySchema, location="query", unknown=INCLUDE)
 @blp.response(200, CountsSchema)
-@blp.alt_response(200, description="The same table as CSV (format=csv or Accept: text/csv)",
-                  content_type="text/csv", success=True)
-@blp.alt_response(422, description="A cohort smaller than the minimum cell count is refused")
-@blp.alt_response(429, description="This query was asked too often in 30 days")
+@blp.alt_response(200, schema={"type": "string"}, content_type="text/csv", success=True,
+                  description="The table; as CSV with format=csv or Accept: text/csv")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+@blp.alt_response(429, response="TOO_MANY_REQUESTS")
 def count_records(query: dict[str, Any]) -> Any:
     """Pooled counts by one or two dimensions, with up to two filters
 
     Filters are `<dimension>=<category>`. Counts are perturbed (cell-key method) and small or
     revealing counts are withheld: null with suppressed: true. Totals are perturbed on their
-    own, so cells need not add up."""
+    own, so cells need not add up. 400: unknown dimension or category (the error lists the
+    allowed values); 422: the cohort is smaller than the minimum cell count; 429: this query
+    was asked too often by this token in 30 days."""
     table = aggregates.count_table(current_caller(), query["rows"], query["columns"],
                                    _filters(query), _policy())
     return _csv(table) if _wants_csv(query) else table
@@ -90,14 +92,14 @@ def count_records(query: dict[str, Any]) -> Any:
 @requires("coordinator", "steward")
 @blp.arguments(RemissionQuerySchema, location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
-@blp.alt_response(422, description="A cohort smaller than the minimum cell count is refused")
-@blp.alt_response(429, description="This query was asked too often in 30 days")
+@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+@blp.alt_response(429, response="TOO_MANY_REQUESTS")
 def remission_table(query: dict[str, Any]) -> Any:
     """Yearly life table of sustained remission per group
 
     At risk, relapses (progression), censored and the actuarial proportion still in remission,
     from the start of remission or from the stop of trastuzumab. Intervals with small counts
-    are merged with the next."""
+    are merged with the next. 422 and 429 as for counts."""
     return aggregates.remission_table(current_caller(), query["by"], query["origin"],
                                       _filters(query), _policy())
 

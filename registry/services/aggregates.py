@@ -145,24 +145,24 @@ def _released(value: int | None, **labels: Any) -> dict[str, Any]:
 
 # --- count tables -------------------------------------------------------------------------------
 
+def _contributing_sites(session: Session, conditions: Iterable[Any]) -> int:
+    """Sites with at least one record in the cohort (a semi-join: each stops at a first match)."""
+    match = select(RECORDS.c.id).where(RECORDS.c.site_id == Site.id, *conditions).exists()
+    return session.scalar(select(func.count()).select_from(Site).where(match)) or 0
+
+
 def _tally(session: Session, groups: Sequence[Dimension], conditions: Iterable[Any]
-           ) -> tuple[dict[tuple[str, ...], list[int]], set[int]]:
-    """Counts and cell-key sums per combination of categories, and the contributing sites."""
-    columns = [d.column for d in groups if d.name != SITE]
-    statement = (select(*columns, RECORDS.c.site_id, func.count(),
-                        func.coalesce(func.sum(RECORDS.c.cell_key), 0))
-                 .where(*conditions).group_by(*columns, RECORDS.c.site_id))
+           ) -> dict[tuple[str, ...], list[int]]:
+    """Counts and cell-key sums per combination of categories."""
+    columns = [d.column for d in groups]
+    statement = (select(*columns, func.count(), func.coalesce(func.sum(RECORDS.c.cell_key), 0))
+                 .where(*conditions).group_by(*columns))
     codes = dict(session.execute(select(Site.id, Site.code)).all())
-    tally: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0])
-    sites: set[int] = set()
-    for row in session.execute(statement):
-        *values, site_id, count, keys = row
-        labels = iter(values)
-        key = tuple(codes[site_id] if d.name == SITE else d.label(next(labels)) for d in groups)
-        tally[key][0] += count
-        tally[key][1] += int(keys)
-        sites.add(site_id)
-    return tally, sites
+    tally: dict[tuple[str, ...], list[int]] = {}
+    for *values, count, keys in session.execute(statement):
+        key = tuple(codes[v] if d.name == SITE else d.label(v) for d, v in zip(groups, values))
+        tally[key] = [count, int(keys)]
+    return tally
 
 
 def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[str, str],
@@ -173,11 +173,12 @@ def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[st
     def compute(session: Session, snapshot: str) -> dict[str, Any]:
         groups, conditions = _checked(_catalogue(session), {"rows": rows, "columns": columns},
                                       filters)
-        tally, sites = _tally(session, groups, conditions)
+        tally = _tally(session, groups, conditions)
         _refuse_small(sum(count for count, _ in tally.values()), policy)
         body = _tabulate(groups, tally, policy)
+        sites = _contributing_sites(session, conditions)
         return {"rows": rows, "columns": columns, "filters": dict(sorted(filters.items())),
-                **body, "disclosure": _disclosure(policy, snapshot, len(sites))}
+                **body, "disclosure": _disclosure(policy, snapshot, sites)}
 
     return _answer(caller, query, policy, compute)
 
@@ -263,28 +264,26 @@ def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[s
         bucket = (time * 4) / 1461  # integer division by 365.25 days, in both databases
         event = RECORDS.c.progression_day.is_not(None)
         columns = [d.column for d in groups]
-        statement = (select(*columns, bucket, event, RECORDS.c.site_id, func.count(),
+        statement = (select(*columns, bucket, event, func.count(),
                             func.coalesce(func.sum(RECORDS.c.cell_key), 0))
-                     .where(*conditions, *selection)
-                     .group_by(*columns, bucket, event, RECORDS.c.site_id))
+                     .where(*conditions, *selection).group_by(*columns, bucket, event))
         # per group: bucket -> [relapses, censored, relapse keys, censored keys]
         tally: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(
             lambda: [0, 0, 0, 0]))
-        sites: set[int] = set()
         for row in session.execute(statement):
-            *values, year, relapsed, site_id, count, keys = row
+            *values, year, relapsed, count, keys = row
             group = groups[0].label(values[0]) if groups else "all"
             slot = 0 if relapsed else 1
             tally[group][int(year)][slot] += count
             tally[group][int(year)][slot + 2] += int(keys)
-            sites.add(site_id)
         cohort = sum(e[0] + e[1] for g in tally.values() for e in g.values())
         _refuse_small(cohort, policy)
         names = groups[0].categories if groups else ("all",)
         body = _life_tables(names, tally, policy)
+        sites = _contributing_sites(session, [*conditions, *selection])
         return {"by": by, "origin": origin, "filters": dict(sorted(filters.items())),
                 "interval_days": YEAR_DAYS, **body,
-                "disclosure": _disclosure(policy, snapshot, len(sites))}
+                "disclosure": _disclosure(policy, snapshot, sites)}
 
     return _answer(caller, query, policy, compute)
 

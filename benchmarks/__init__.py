@@ -1,0 +1,1 @@
+"""The B-series of quality.md; `python -m benchmarks` runs them."""
