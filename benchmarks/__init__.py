@@ -1,1 +1,0 @@
-"""The B-series of quality.md; `python -m benchmarks` runs them."""

@@ -143,6 +143,29 @@ def test_counts_without_perturbation_are_the_true_counts_of_the_database(
     assert body["filters"] == {"presentation": "recurrent"}
 
 
+@pytest.mark.parametrize("dimension, category, column, value", [
+    ("visceral_disease", "false", "visceral_disease", False),
+    ("visceral_disease", "true", "visceral_disease", True),
+    ("histology", "not_recorded", "histology", None),
+    ("progressed_after_stop", "not_applicable", "progressed_after_stop", None),
+    ("age_band", "50_59", "age_band", "50_59"),
+])
+def test_filters_on_booleans_and_missing_values_select_the_right_records(
+        app: Flask, client: FlaskClient, coordinator, monkeypatch, dimension, category, column,
+        value) -> None:
+    rows = insert_rows(300, seed=21)
+    rows += insert_rows(30, seed=22, histology=None)
+    monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "off")
+    response = client.get(f"{API}/counts?rows=presentation&{dimension}={category}",
+                          headers=coordinator)
+    expected = sum(r[column] is value if value in (None, True, False) else r[column] == value
+                   for r in rows)
+    if expected < K:
+        assert response.status_code == 422
+    else:
+        assert response.json["total"] == expected
+
+
 def test_counts_carry_the_disclosure_block(client: FlaskClient, coordinator, records) -> None:
     body = client.get(f"{API}/counts?rows=hr_status&columns=presentation",
                       headers=coordinator).json
