@@ -19,7 +19,7 @@ from registry.models import Record, Site
 from registry.services.catalogue import dimensions
 from registry.services.disclosure import MIN_CONTRIBUTING_SITES, Policy
 from registry.services.synthetic import synthetic_record, synthetic_rows
-from tests.attacker import check_published
+from tests.attacker import check_life_table_published, check_published, life_table_bounds
 
 API = "/api/v1/aggregates"
 ENDPOINTS = ("/dimensions", "/counts?rows=hr_status", "/remission?by=hr_status", "/query-log")
@@ -62,6 +62,12 @@ def as_table(body: dict[str, Any]):
     cells = [[lookup[(r, c)] for c in columns] for r in rows]
     return (cells, [t["count"] for t in body["row_totals"]],
             [t["count"] for t in body["column_totals"]], body["total"])
+
+
+def as_one_column(body: dict[str, Any]):
+    """A one-way counts response as a table of one column (its rows are their own totals)."""
+    counts = [cell["count"] for cell in body["cells"]]
+    return [[count] for count in counts], counts, [body["total"]], body["total"]
 
 
 @pytest.fixture()
@@ -376,8 +382,11 @@ def test_every_response_keeps_properties_1_to_3_on_random_record_sets(
             return
         assert response.status_code == 200
         check_published(*as_table(response.json), policy)  # 1. and 2.
+        one_way = client.get(query.replace(f"&columns={columns_dim}", ""), headers=coordinator)
+        check_published(*as_one_column(one_way.json), policy)
         life = client.get(f"{API}/remission?by={rows_dim}", headers=coordinator)
         check_life_table(life.json, policy.min_cell_count, exact=not perturbation)
+        check_life_table_published(life.json, policy)
     finally:
         remove_rows()
 
@@ -421,3 +430,10 @@ def test_synthetic_helper_is_valid() -> None:
 
     record = synthetic_record(random.Random(4), "TOR")
     assert validate_record(record)[1] == []
+
+
+def test_the_life_table_attacker_catches_a_lone_suppression() -> None:
+    # The test's attacker must be able to fail: one hidden number in a published chain.
+    body = {"total": 40, "groups": [{"group": "all", "count": 40, "intervals": [
+        {"from_year": 0, "to_year": None, "at_risk": 40, "relapses": None, "censored": 35}]}]}
+    assert life_table_bounds(body, 0) == {"all year 0 relapses": pytest.approx(5)}
