@@ -62,14 +62,6 @@ def perturb(count: int, cell_key: int) -> int:
     return count + adjustment(count, cell_key % CELL_KEY_MODULUS)
 
 
-def perturbation_table() -> list[dict[str, Any]]:
-    """The documented table: for counts 1, 2 and 3+, how many of the 256 keys get each adjustment."""
-    return [{"count": "1", "adjustments": {"0": CELL_KEY_MODULUS}},
-            {"count": "2", "adjustments": {str(a): s for a, s in _ADJUSTMENTS_OF_TWO}},
-            {"count": "3 or more", "adjustments": {f"{a:+d}" if a else "0": s
-                                                   for a, s in _ADJUSTMENTS}}]
-
-
 @dataclass(frozen=True)
 class Policy:
     """The deployment's disclosure settings."""
@@ -95,10 +87,10 @@ class Policy:
 Equation = tuple[int, Sequence[int]]
 
 
-def largest_values(known: Sequence[int | None], equations: Sequence[Equation],
-                   slack: int = 0) -> dict[int, float]:
-    """For each unknown (None) count, the largest value it can take given the known counts
-    (each within +/-slack), non-negativity and the equations; inf when unbounded.
+def largest_values(known: Sequence[int | None], equations: Sequence[Equation]
+                   ) -> dict[int, float]:
+    """For each unknown (None) count, the largest value it can take given the known counts,
+    non-negativity and the equations; inf when unbounded.
     Empty when the known counts contradict the equations (nothing can be concluded)."""
     unknown = [index for index, value in enumerate(known) if value is None]
     if not unknown:
@@ -109,8 +101,7 @@ def largest_values(known: Sequence[int | None], equations: Sequence[Equation],
         matrix[row, total] += 1
         for part in parts:
             matrix[row, part] -= 1
-    bounds = [(0, None) if value is None else (max(0, value - slack), value + slack)
-              for value in known]
+    bounds = [(0, None) if value is None else (value, value) for value in known]
     largest: dict[int, float] = {}
     for index in unknown:
         objective = np.zeros(size)
