@@ -45,7 +45,8 @@ RemissionQuerySchema = _FilteredQuerySchema.from_dict({
     "by": fields.String(load_default=None, metadata={
         "description": f"dimension of the groups (optional; {_CATALOGUE})"}),
     "origin": fields.String(load_default="remission_start", metadata={
-        "enum": list(ORIGINS), "description": "time zero: the start of remission, or the stop of trastuzumab "
+        "enum": list(ORIGINS),
+        "description": "time zero: the start of remission, or the stop of trastuzumab "
                        "(discontinued records still in remission at the stop)"}),
     **_filters(),
 }, name="RemissionQuery")
