@@ -106,6 +106,12 @@ class UnsupportedMediaType(RegistryError):
     status, slug, title = 415, "unsupported-media-type", "Send application/json"
 
 
+class QueryRefused(RegistryError):
+    """An aggregate query disclosure control will not answer (a cohort smaller than k)."""
+
+    status, slug, title = 422, "query-refused", "Query refused by disclosure control"
+
+
 class TooManyRequests(RegistryError):
     """A limit on requests or on repeated queries was reached."""
 

@@ -96,10 +96,10 @@ def api_settings(version: str) -> dict[str, Any]:
 
 def init_app(app: Flask) -> RegistryApi:
     """Create the Api, register every blueprint and the docs page."""
-    from registry.api import dictionary, operations, records
+    from registry.api import aggregates, dictionary, operations, records
 
     api = RegistryApi(app)
-    for module in (records, dictionary, operations):
+    for module in (records, dictionary, operations, aggregates):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
         "/docs", f"{API_PREFIX}/openapi.json",

@@ -12,8 +12,10 @@ from sqlalchemy import select
 from registry import vocabulary as v
 from registry.db import unit_of_work
 from registry.models import Site
+from registry.models.record import CELL_KEY_MODULUS
 from registry.schemas.record import MAX_DAY
 from registry.services.batches import submit_batch
+from registry.services.records import canonical, row_values
 from registry.services.tokens import Caller, add_site
 
 DEMO_SITES = (
@@ -119,3 +121,18 @@ def load_demo_data(records_per_site: int = 80, seed: int = 2016) -> dict[str, di
                               max_batch=max(1000, records_per_site))
         outcome[code] = result["summary"]
     return outcome
+
+
+def synthetic_rows(rng: random.Random, site_ids: dict[int, str], count: int
+                   ) -> list[dict[str, Any]]:
+    """Column values of `count` random valid records spread over sites, for a Core insert that
+    bypasses the API (benchmarks and tests of aggregates); versions and audit are not written."""
+    ids = list(site_ids)
+    rows = []
+    for _ in range(count):
+        site_id = rng.choice(ids)
+        record = synthetic_record(rng, site_ids[site_id])
+        subject = record.pop("subject_id")
+        rows.append({**row_values(canonical(record)), "site_id": site_id, "subject_id": subject,
+                     "version": 1, "cell_key": rng.randrange(CELL_KEY_MODULUS)})
+    return rows

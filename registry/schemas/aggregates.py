@@ -1,0 +1,158 @@
+"""Request and response shapes of the aggregate endpoints; the filters come from the catalogue."""
+
+from __future__ import annotations
+
+from marshmallow import INCLUDE, Schema, fields
+from marshmallow.validate import OneOf, Range
+
+from registry.services.aggregates import ORIGINS
+from registry.services.catalogue import SITE, dimensions
+
+FORMATS = ("json", "csv")
+_CATALOGUE = "see GET /api/v1/aggregates/dimensions"
+# The query parameters that are not filters.
+RESERVED = frozenset({"rows", "columns", "by", "origin", "format"})
+
+
+def _filters() -> dict[str, fields.Field]:
+    """One optional `<dimension>=<category>` filter per catalogue dimension (site excepted)."""
+    return {name: fields.String(metadata={
+        "description": f"filter: {d.meaning} (a category; {_CATALOGUE})"})
+        for name, d in dimensions().items() if name != SITE}
+
+
+class _FilteredQuerySchema(Schema):
+    """Query parameters: the grouping, up to two equality filters, the output format.
+
+    Unknown parameters are kept so that the service answers them with 400 and the allowed
+    dimensions, instead of silently dropping a filter."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+CountsQuerySchema = _FilteredQuerySchema.from_dict({
+    "rows": fields.String(required=True, metadata={
+        "description": f"dimension of the rows ({_CATALOGUE})"}),
+    "columns": fields.String(load_default=None, metadata={
+        "description": "dimension of the columns (optional)"}),
+    "format": fields.String(load_default=None, validate=OneOf(FORMATS), metadata={
+        "description": "json (default) or csv; Accept: text/csv also gives CSV"}),
+    **_filters(),
+}, name="CountsQuery")
+
+RemissionQuerySchema = _FilteredQuerySchema.from_dict({
+    "by": fields.String(load_default=None, metadata={
+        "description": f"dimension of the groups (optional; {_CATALOGUE})"}),
+    "origin": fields.String(load_default="remission_start", metadata={
+        "enum": list(ORIGINS),
+        "description": "time zero: the start of remission, or the stop of trastuzumab "
+                       "(discontinued records still in remission at the stop)"}),
+    **_filters(),
+}, name="RemissionQuery")
+
+
+class DimensionSchema(Schema):
+    """One dimension of the catalogue."""
+
+    name = fields.String()
+    meaning = fields.String()
+    categories = fields.List(fields.String())
+    alone_only = fields.Boolean(metadata={"description": "may only be counted on its own"})
+
+
+class CatalogueSchema(Schema):
+    """The dimensions a coordinator may count by."""
+
+    dimensions = fields.List(fields.Nested(DimensionSchema))
+
+
+class DisclosureSchema(Schema):
+    """How the answer was protected."""
+
+    min_cell_count = fields.Integer(metadata={"description": "no published count is 1..k-1"})
+    method = fields.List(fields.String(), metadata={
+        "description": "cell_key_perturbation (when on) and suppression"})
+    snapshot = fields.String(metadata={"description": "opaque id of the data state"})
+    contributing_sites = fields.Integer(allow_none=True, metadata={
+        "description": "sites with records in the cohort; null when fewer than 3"})
+    additive = fields.Boolean(metadata={
+        "description": "false when counts are perturbed: cells need not add up to totals"})
+
+
+_COUNT = ("a count (null with suppressed: true when withheld), labelled by its categories")
+
+
+class CountsSchema(Schema):
+    """A one- or two-way table of pooled counts."""
+
+    rows = fields.String()
+    columns = fields.String(allow_none=True)
+    filters = fields.Dict(keys=fields.String(), values=fields.String())
+    cells = fields.List(fields.Dict(), metadata={"description": _COUNT})
+    row_totals = fields.List(fields.Dict(), metadata={"description": _COUNT})
+    column_totals = fields.List(fields.Dict(), metadata={"description": _COUNT})
+    total = fields.Integer(allow_none=True)
+    disclosure = fields.Nested(DisclosureSchema)
+
+
+class IntervalSchema(Schema):
+    """One interval of the life table, in years from the origin; to_year null = open."""
+
+    from_year = fields.Integer()
+    to_year = fields.Integer(allow_none=True)
+    at_risk = fields.Integer(allow_none=True)
+    relapses = fields.Integer(allow_none=True)
+    censored = fields.Integer(allow_none=True)
+    in_remission = fields.Float(allow_none=True, metadata={
+        "description": "actuarial proportion still in remission at the end of the interval"})
+    suppressed = fields.Boolean()
+
+
+class RemissionGroupSchema(Schema):
+    """The life table of one group."""
+
+    group = fields.String()
+    count = fields.Integer(allow_none=True)
+    suppressed = fields.Boolean()
+    intervals = fields.List(fields.Nested(IntervalSchema))
+
+
+class RemissionSchema(Schema):
+    """Yearly life tables of sustained remission."""
+
+    by = fields.String(allow_none=True)
+    origin = fields.String()
+    filters = fields.Dict(keys=fields.String(), values=fields.String())
+    interval_days = fields.Float()
+    groups = fields.List(fields.Nested(RemissionGroupSchema))
+    total = fields.Integer(allow_none=True)
+    disclosure = fields.Nested(DisclosureSchema)
+
+
+class QueryLogQuerySchema(Schema):
+    """Query parameters of the query log."""
+
+    limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000))
+    before = fields.Integer(load_default=None, metadata={
+        "description": "next_before of the previous page"})
+
+
+class QueryLogEntrySchema(Schema):
+    """One logged aggregate query."""
+
+    id = fields.Integer()
+    asked_at = fields.DateTime()
+    token = fields.String(metadata={"description": "public id of the token that asked"})
+    role = fields.String()
+    query = fields.String(metadata={"description": "the normalised query"})
+    snapshot = fields.String()
+    outcome = fields.String(metadata={"enum": ["answered", "refused", "limit_reached"]})
+    released = fields.Dict(allow_none=True, metadata={"description": "what was released"})
+
+
+class QueryLogSchema(Schema):
+    """A page of the query log, newest first."""
+
+    entries = fields.List(fields.Nested(QueryLogEntrySchema))
+    next_before = fields.Integer(allow_none=True)

@@ -1,0 +1,84 @@
+"""The aggregate catalogue: the dimensions a coordinator may count by, generated from the record
+schema (enum fields marked dimension=True) and the code/boolean derived fields of derived.py.
+
+Never a dimension: subject ids, day counts, LVEF values, sex, or the site crossed with anything
+(`site` exists for a table of records per site, on its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import ColumnElement, true
+
+from registry.derived import DERIVED_FIELDS
+from registry.models import Record
+from registry.schemas.fields import Code
+from registry.schemas.record import RecordFieldsSchema
+from registry.vocabulary import met_dx_periods
+
+RECORDS = Record.__table__
+SITE = "site"
+NOT_RECORDED = "not_recorded"  # an optional field left empty
+NOT_APPLICABLE = "not_applicable"  # a derived field without a value for this record
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One catalogue dimension: its categories, meaning and the record column it counts."""
+
+    name: str
+    meaning: str
+    categories: tuple[str, ...]
+    boolean: bool = False
+    missing: str | None = None  # the category of a NULL column value
+
+    @property
+    def column(self) -> Any:
+        """The records column grouped by."""
+        return RECORDS.c.site_id if self.name == SITE else RECORDS.c[self.name]
+
+    def label(self, value: Any) -> str:
+        """The category of a stored column value."""
+        if value is None:
+            return self.missing or NOT_RECORDED
+        if self.boolean:
+            return "true" if value else "false"
+        return str(value)
+
+    def condition(self, category: str) -> ColumnElement[bool]:
+        """The SQL condition selecting records of one category."""
+        if category == self.missing:
+            return self.column.is_(None)
+        if self.boolean:
+            return self.column.is_(true()) if category == "true" else self.column.is_(False)
+        return self.column == category
+
+
+def _nullable(name: str) -> bool:
+    return bool(RECORDS.c[name].nullable)
+
+
+def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
+    """Every dimension of the catalogue, by name (site last, with the registered site codes)."""
+    catalogue: dict[str, Dimension] = {}
+    for name, field in RecordFieldsSchema().fields.items():
+        if not (isinstance(field, Code) and field.metadata.get("dimension")):
+            continue
+        missing = NOT_RECORDED if _nullable(name) else None
+        catalogue[name] = Dimension(name, field.metadata["description"],
+                                    tuple(field.choices) + ((missing,) if missing else ()),
+                                    missing=missing)
+    for name, spec in DERIVED_FIELDS.items():
+        if spec.kind == "integer":
+            continue  # raw day counts are never dimensions
+        categories = spec.categories or met_dx_periods(date.today().year)
+        missing = NOT_APPLICABLE if _nullable(name) else None
+        catalogue[name] = Dimension(name, spec.meaning,
+                                    tuple(categories) + ((missing,) if missing else ()),
+                                    boolean=spec.kind == "boolean", missing=missing)
+    catalogue[SITE] = Dimension(SITE, "partner site (records per site, only on its own, for "
+                                      "data-completeness monitoring)", tuple(site_codes))
+    return catalogue

@@ -1,0 +1,182 @@
+"""Disclosure control (privacy.md section 2) on random tables, checked by the attacker's own
+linear program (tests/attacker.py, written independently of registry/services/disclosure.py)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from registry.models.record import CELL_KEY_MODULUS
+from registry.services.disclosure import (
+    MAX_ADJUSTMENT, Policy, adjustment, contributing_sites, perturb, protect,
+)
+from tests.attacker import attacker_bounds, check_published
+
+K = 11
+BOUNDED = settings(max_examples=30, deadline=None,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+
+def two_way(cells: list[list[int]], keys: list[list[int]], policy: Policy):
+    """Protect a two-way table laid out as the service does; returns the published parts."""
+    rows, cols = len(cells), len(cells[0])
+    counts = [c for row in cells for c in row]
+    cell_keys = [k for row in keys for k in row]
+    grid = [[r * cols + c for c in range(cols)] for r in range(rows)]
+    equations = []
+    for r in range(rows):
+        counts.append(sum(cells[r]))
+        cell_keys.append(sum(keys[r]))
+        equations.append((len(counts) - 1, grid[r]))
+    row_totals = list(range(rows * cols, rows * cols + rows))
+    for c in range(cols):
+        counts.append(sum(row[c] for row in cells))
+        cell_keys.append(sum(row[c] for row in keys))
+        equations.append((len(counts) - 1, [grid[r][c] for r in range(rows)]))
+    column_totals = list(range(rows * cols + rows, rows * cols + rows + cols))
+    counts.append(sum(counts[: rows * cols]))
+    cell_keys.append(sum(cell_keys[: rows * cols]))
+    equations += [(len(counts) - 1, row_totals), (len(counts) - 1, column_totals)]
+    out = protect(counts, cell_keys, equations, policy, grid=grid)
+    published = [[out[grid[r][c]] for c in range(cols)] for r in range(rows)]
+    return (published, [out[i] for i in row_totals], [out[i] for i in column_totals], out[-1],
+            counts)
+
+
+def check_properties(cells, keys, policy: Policy) -> None:
+    """Properties 1 and 2 of privacy.md section 2 for one protected table."""
+    published, row_totals, column_totals, total, _ = two_way(cells, keys, policy)
+    check_published(published, row_totals, column_totals, total, policy)
+
+
+tables = st.integers(2, 4).flatmap(lambda rows: st.integers(2, 4).flatmap(
+    lambda cols: st.tuples(
+        st.lists(st.lists(st.one_of(st.integers(0, 15), st.integers(0, 60)),
+                          min_size=cols, max_size=cols), min_size=rows, max_size=rows),
+        st.lists(st.lists(st.integers(0, 255), min_size=cols, max_size=cols),
+                 min_size=rows, max_size=rows))))
+
+
+@BOUNDED
+@given(tables)
+def test_random_tables_without_perturbation_keep_properties_1_and_2(table) -> None:
+    cells, keys = table
+    check_properties(cells, keys, Policy(min_cell_count=K, perturbation=False))
+
+
+@BOUNDED
+@given(tables)
+def test_random_tables_with_perturbation_keep_properties_1_and_2(table) -> None:
+    cells, keys = table
+    check_properties(cells, keys, Policy(min_cell_count=K, perturbation=True))
+
+
+@BOUNDED
+@given(tables, st.integers(5, 20))
+def test_any_threshold_keeps_the_properties(table, k) -> None:
+    cells, keys = table
+    check_properties(cells, keys, Policy(min_cell_count=k, perturbation=True))
+
+
+def test_a_lone_small_cell_gets_complements_and_its_row_is_not_enough() -> None:
+    policy = Policy(perturbation=False)
+    published, row_totals, column_totals, total, _ = two_way(
+        [[30, 4, 25], [40, 50, 12]], [[0] * 3] * 2, policy)
+    flat = [v for row in published for v in row]
+    assert flat[1] is None  # the 4
+    assert sum(v is None for v in flat) >= 4  # a rectangle, not a lone hole
+    assert row_totals == [59, 102] and column_totals == [70, 54, 37] and total == 161
+    check_properties([[30, 4, 25], [40, 50, 12]], [[0] * 3] * 2, policy)
+
+
+def test_the_attacker_catches_a_lone_suppression() -> None:
+    # The test's attacker must be able to fail: a table with one hole in a published row.
+    bounds = attacker_bounds([[30, None, 25], [40, 50, 12]], [59, 102], [70, 54, 37], 161, 0)
+    assert bounds == {"cell 0,1": pytest.approx(4)}
+
+
+def test_one_way_table_hides_at_least_two_cells_that_add_up_to_k() -> None:
+    counts = [3, 40, 2, 50]
+    out = protect(counts + [95], [0] * 5, [(4, [0, 1, 2, 3])], Policy(perturbation=False))
+    hidden = [i for i in range(4) if out[i] is None]
+    assert 0 in hidden and 2 in hidden
+    assert sum(counts[i] for i in hidden) >= K
+
+
+# --- the perturbation table ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 11, 12, 57, 1000])
+def test_perturbation_is_bounded_with_mean_zero_and_keeps_counts_positive(count) -> None:
+    adjustments = [adjustment(count, key) for key in range(CELL_KEY_MODULUS)]
+    assert sum(adjustments) == 0
+    assert all(abs(a) <= MAX_ADJUSTMENT for a in adjustments)
+    assert all(count + a >= 1 for a in adjustments)
+
+
+def test_zero_stays_zero_and_the_same_key_gives_the_same_count() -> None:
+    assert all(perturb(0, key) == 0 for key in range(CELL_KEY_MODULUS))
+    assert [perturb(40, key) for key in range(256)] == [perturb(40, key) for key in range(256)]
+    assert len({perturb(40, key) for key in range(256)}) == 5
+
+
+def test_contributing_sites_below_three_are_not_published() -> None:
+    assert contributing_sites(1) is None and contributing_sites(2) is None
+    assert contributing_sites(3) == 3
+
+
+# --- differencing -------------------------------------------------------------------------------
+
+def _one_patient_differences(policy: Policy, trials: int = 200) -> list[list[int]]:
+    """Published differences of a one-way table before and after one patient is added to a
+    random category, for random tables; the patient's category is put first."""
+    rng = random.Random(7)
+    differences = []
+    for _ in range(trials):
+        counts = [rng.randint(20, 80) for _ in range(4)]
+        keys = [sum(rng.randrange(256) for _ in range(n)) for n in counts]
+        category = rng.randrange(4)
+        after_counts, after_keys = list(counts), list(keys)
+        after_counts[category] += 1
+        after_keys[category] += rng.randrange(256)
+
+        def table(c: list[int], k: list[int]) -> list[int | None]:
+            return protect(c + [sum(c)], k + [sum(k)], [(4, [0, 1, 2, 3])], policy)
+
+        before, after = table(counts, keys), table(after_counts, after_keys)
+        assert before == table(counts, keys)  # asking again gives the same numbers
+        delta = [a - b for a, b in zip(after, before)]
+        differences.append([delta[category]] + [d for i, d in enumerate(delta[:4])
+                                                 if i != category] + [delta[4]])
+    return differences
+
+
+def test_without_perturbation_the_difference_is_the_patient() -> None:
+    # The baseline: suppression alone publishes the one-patient difference exactly.
+    assert all(d == [1, 0, 0, 0, 1] for d in _one_patient_differences(Policy(perturbation=False)))
+
+
+def test_with_perturbation_a_one_patient_difference_drowns_in_the_noise() -> None:
+    differences = _one_patient_differences(Policy(perturbation=True))
+    in_cell = [d[0] for d in differences]
+    in_total = [d[-1] for d in differences]
+    # The difference is not the count of one: it is +1 only in a minority of pairs, and often
+    # zero or negative, so neither a cell nor the total tells whether anyone was added.
+    assert sum(d == 1 for d in in_cell) / len(in_cell) < 0.4
+    assert sum(d <= 0 for d in in_cell) / len(in_cell) > 0.15
+    assert sum(d <= 0 for d in in_total) / len(in_total) > 0.15
+    assert set(in_cell) >= {-1, 0, 1, 2, 3}
+    # Cells whose records did not change keep their numbers (same records, same adjustment).
+    assert all(d[1:4] == [0, 0, 0] for d in differences)
+
+
+def test_the_readme_documents_the_perturbation_table_in_use() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = {cells[0]: cells[1:] for line in readme.splitlines()
+                  if len(cells := [c.strip() for c in line.strip("|").split("|")]) == 6}
+    for count, label in ((0, "0"), (1, "1"), (2, "2"), (3, "3 or more"), (40, "3 or more")):
+        shares = Counter(adjustment(count, key) for key in range(CELL_KEY_MODULUS))
+        assert documented[label] == [str(shares[a]) if shares[a] else "" for a in range(-2, 3)]
