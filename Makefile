@@ -22,6 +22,8 @@ run: install
 	@echo
 	@echo "A submitter token for the demo site TOR (shown once):"
 	@$(BIN)/registry tokens issue --site TOR --role submitter --label "make run" | tail -n 1
+	@echo "A coordinator token, for the pooled counts (shown once):"
+	@$(BIN)/registry tokens issue --role coordinator --label "make run" | tail -n 1
 	@echo
 	@echo "API documentation: http://$(BIND)/docs/   (stop with Ctrl-C)"
 	REGISTRY_BIND=$(BIND) $(BIN)/gunicorn --config deploy/gunicorn.conf.py "registry:create_app()"
