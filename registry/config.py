@@ -23,6 +23,13 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
     ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
     ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
+    ("REGISTRY_RATE_LIMIT", "1200 per minute",
+     "requests one token (or one address, without a token) may make; 'off' to disable; "
+     "several limits separated by ';'"),
+    ("REGISTRY_RATE_LIMIT_STORAGE", "memory://",
+     "where rate-limit counters live: memory:// (one process) or redis://host:6379 (shared)"),
+    ("REGISTRY_TRUSTED_PROXIES", 0,
+     "reverse proxies in front of the app whose X-Forwarded-For/-Proto to trust (nginx: 1)"),
 )
 
 
@@ -67,3 +74,24 @@ def check_settings(values: dict[str, Any]) -> None:
         raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
     if values["REGISTRY_MAX_BATCH"] < 1:
         raise SystemExit("REGISTRY_MAX_BATCH must be at least 1")
+    _check_rate_limit(values["REGISTRY_RATE_LIMIT"])
+    if not values["REGISTRY_RATE_LIMIT_STORAGE"].startswith(_RATE_LIMIT_STORAGES):
+        raise SystemExit("REGISTRY_RATE_LIMIT_STORAGE must start with one of: "
+                         + ", ".join(_RATE_LIMIT_STORAGES))
+
+
+_RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+sentinel://",
+                        "redis+cluster://", "memcached://", "mongodb://")
+
+
+def _check_rate_limit(setting: str) -> None:
+    """Refuse a rate limit that the limiter could not parse (fail at start, not per request)."""
+    from limits import parse_many
+
+    if setting.strip().lower() == "off":
+        return
+    try:
+        parse_many(setting)
+    except ValueError:
+        raise SystemExit("REGISTRY_RATE_LIMIT must be like '1200 per minute' (or 'off')") \
+            from None
