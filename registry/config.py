@@ -30,7 +30,26 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
      "where rate-limit counters live: memory:// (one process) or redis://host:6379 (shared)"),
     ("REGISTRY_TRUSTED_PROXIES", 0,
      "reverse proxies in front of the app whose X-Forwarded-For/-Proto to trust (nginx: 1)"),
+    # Read by deploy/gunicorn.conf.py (the server), not by the app.
+    ("REGISTRY_BIND", "0.0.0.0:8000", "gunicorn: address and port to listen on"),
+    ("REGISTRY_WORKERS", None, "gunicorn: worker processes; default: 2 per CPU core"),
+    ("REGISTRY_THREADS", 4, "gunicorn: threads per worker"),
+    ("REGISTRY_WORKER_TIMEOUT", 60, "gunicorn: seconds before a silent worker is restarted"),
+    ("REGISTRY_MAX_REQUESTS", 20000, "gunicorn: requests after which a worker is recycled"),
+    ("REGISTRY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1",
+     "gunicorn: proxies whose X-Forwarded-Proto is trusted"),
+    ("PROMETHEUS_MULTIPROC_DIR", None,
+     "gunicorn: folder where workers share metrics; default: a fresh temporary folder"),
 )
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (setting, default, meaning), as in the README."""
+    lines = ["| setting | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in SETTINGS:
+        shown = "(none)" if default is None else f"`{default}`"
+        lines.append(f"| `{name}` | {shown} | {meaning.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _coerce(default: Any, raw: str) -> Any:

@@ -77,9 +77,12 @@ def json_formatter() -> logging.Formatter:
 
 
 def configure_logging(level: str) -> None:
-    """Send the registry's logs to standard error as JSON lines (once per process)."""
+    """Send the registry's logs to standard error as JSON lines, unless the root logger already
+    has handlers (gunicorn's config gives it a JSON one; pytest captures)."""
     logger = logging.getLogger("registry")
     logger.setLevel(level.upper())
+    if logging.getLogger().handlers:
+        return
     if not any(getattr(handler, "_registry", False) for handler in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(json_formatter())

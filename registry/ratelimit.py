@@ -7,7 +7,7 @@ shared store (redis://...) when several processes or instances serve the API.
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter
 
 from registry.auth import API_PREFIX
@@ -26,8 +26,27 @@ def _exempt() -> bool:
     return not request.path.startswith(API_PREFIX + "/")
 
 
+def _remember_retry_after(response: Response) -> Response:
+    g.own_retry_after = response.headers.get("Retry-After")
+    return response
+
+
+def _retry_after_only_when_limited(response: Response) -> Response:
+    # Flask-Limiter writes Retry-After on every response; keep it for 429 only, and give other
+    # answers (a 503's own Retry-After) back what they had.
+    if response.status_code != 429:
+        own = g.pop("own_retry_after", None)
+        if own is None:
+            response.headers.pop("Retry-After", None)
+        else:
+            response.headers["Retry-After"] = own
+    return response
+
+
 def init_app(app: Flask) -> Limiter:
     """Attach the limiter. Call after auth, so that its check runs after authentication."""
+    # after_request hooks run last-registered first: these two wrap the limiter's header hook.
+    app.after_request(_retry_after_only_when_limited)
     setting = app.config["REGISTRY_RATE_LIMIT"].strip()
     limiter = Limiter(
         rate_limit_key,
@@ -41,5 +60,6 @@ def init_app(app: Flask) -> Limiter:
         key_prefix="registry",
         enabled=setting.lower() != "off",
     )
+    app.after_request(_remember_retry_after)
     app.extensions["registry_limiter"] = limiter
     return limiter

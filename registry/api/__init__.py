@@ -16,6 +16,7 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
 from webargs import core
+from werkzeug.exceptions import RequestEntityTooLarge
 from webargs.flaskparser import FlaskParser
 
 from registry.errors import PROBLEM_JSON, UnsupportedMediaType
@@ -31,8 +32,14 @@ class RegistryParser(FlaskParser):
     def _raw_load_json(self, req: Any) -> Any:
         if not core.is_json(req.mimetype):
             return core.missing
+        data = req.get_data(cache=True)
+        # A streamed (chunked) body is cut at the limit without an error: refuse it instead of
+        # parsing the first part. Bodies with a Content-Length over it never get this far.
+        if req.content_length is None and req.max_content_length is not None \
+                and len(data) >= req.max_content_length:
+            raise RequestEntityTooLarge()
         try:
-            return json.loads(req.get_data(cache=True))
+            return json.loads(data)
         except (ValueError, RecursionError) as error:
             return self._handle_invalid_json_error(error, req)
 
