@@ -100,6 +100,8 @@ def _request_id() -> str:
 
 def start_request() -> None:
     """before_request (first of all): the request id and the start time."""
+    # Under the test client several requests share one app context, hence one `g`.
+    g.pop("caller", None)
     g.request_id = _request_id()
     g.request_started = time.perf_counter()
 

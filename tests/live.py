@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -31,6 +32,12 @@ ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 def on_postgres() -> bool:
     """Whether this test session runs against PostgreSQL."""
     return bool(TEST_DATABASE_URL) and is_postgres(TEST_DATABASE_URL)
+
+
+# Marks a test that needs PostgreSQL (row locks, pg_terminate_backend, statement timeouts).
+postgres_only = [pytest.mark.postgres_only,
+                 pytest.mark.skipif(not on_postgres(), reason="needs PostgreSQL "
+                                    "(set REGISTRY_TEST_DATABASE_URL)")]
 
 
 def _admin_engine(url: str):  # noqa: ANN202
