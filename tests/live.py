@@ -35,9 +35,8 @@ def on_postgres() -> bool:
 
 
 # Marks a test that needs PostgreSQL (row locks, pg_terminate_backend, statement timeouts).
-postgres_only = [pytest.mark.postgres_only,
-                 pytest.mark.skipif(not on_postgres(), reason="needs PostgreSQL "
-                                    "(set REGISTRY_TEST_DATABASE_URL)")]
+needs_postgres = pytest.mark.skipif(not on_postgres(), reason="needs PostgreSQL "
+                                    "(set REGISTRY_TEST_DATABASE_URL)")
 
 
 def _admin_engine(url: str):  # noqa: ANN202

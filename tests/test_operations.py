@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from conftest import get_database_of, without_subject
-from live import postgres_only
+from live import needs_postgres
 from registry import create_app
 from registry.db import unit_of_work
 
@@ -144,8 +144,8 @@ def test_metrics_count_requests_by_route_and_records_by_outcome(client, site_a, 
     assert subject_id not in text_after
 
 
-@postgres_only[0]
-@postgres_only[1]
+@pytest.mark.postgres_only
+@needs_postgres
 def test_statements_longer_than_the_timeout_are_cancelled(database_url):
     short = create_app({"DATABASE_URL": database_url, "REGISTRY_STATEMENT_TIMEOUT_MS": 200})
     with short.app_context():

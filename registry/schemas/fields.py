@@ -183,7 +183,7 @@ def check_subject_id(value: Any) -> None:
             f"looks like it holds {kind}; use a random pseudonym of 16 or more letters, or an "
             "HMAC written in letters only",
         )
-    if not SUBJECT_ID_PATTERN.match(value):
+    if not SUBJECT_ID_PATTERN.fullmatch(value):  # match() would let a final newline in
         raise _CodedField.fail(
             "invalid_format",
             "must be 6 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter "
