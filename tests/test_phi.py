@@ -30,8 +30,6 @@ FIELDS = RecordFieldsSchema().fields
 CODE_FIELDS = sorted(name for name, field in FIELDS.items() if type(field) is Code)
 LIST_FIELDS = sorted(name for name, field in FIELDS.items() if isinstance(field, CodeList))
 
-
-
 # Each position: a function (client, headers, value) -> response.
 POSITIONS: dict[str, Callable[..., Any]] = {
     "subject_id in POST body": lambda c, h, v: c.post(

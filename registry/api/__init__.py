@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from webargs.flaskparser import FlaskParser
 
 from registry.errors import PROBLEM_JSON, UnsupportedMediaType
-from registry.schemas.api import ProblemSchema
+from registry.schemas.api import ProblemSchema, batch_items_property
 
 API_PREFIX = "/api/v1"
 JSON_METHODS = ("POST", "PUT", "PATCH")
@@ -106,6 +106,7 @@ def init_app(app: Flask) -> RegistryApi:
     from registry.api import dictionary, operations, records
 
     api = RegistryApi(app)
+    api.ma_plugin.converter.add_attribute_function(batch_items_property)
     for module in (records, dictionary, operations):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
