@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -126,6 +126,21 @@ def rejected(index: int, subject_id: str | None, errors: list[dict[str, str]]) -
     return PlannedWrite(index, subject_id, "rejected", errors=errors)
 
 
+# One transaction-scoped advisory lock per (site, subject), taken in one global order (the
+# sorted subquery) so that two writers never wait on each other crosswise.
+_LOCK_SUBJECTS = text(
+    "SELECT count(pg_advisory_xact_lock(:site_id, key)) FROM ("
+    " SELECT DISTINCT hashtext(subject) AS key FROM unnest(CAST(:subjects AS text[])) AS subject"
+    " ORDER BY key) AS sorted")
+
+
+def _lock_subjects(session: Session, site_id: int, subjects: list[str]) -> None:
+    """PostgreSQL: queue writers of the same subjects, also those creating it, so that a batch
+    and single PUTs creating one subject wait for each other instead of colliding on the
+    unique key (which a retry could lose again and again)."""
+    session.execute(_LOCK_SUBJECTS, {"site_id": site_id, "subjects": subjects})
+
+
 def plan_writes(session: Session, site_id: int, items: list[tuple[int, str, dict[str, Any]]],
                 *, lock: bool) -> list[PlannedWrite]:
     """Decide the outcome of each valid (index, subject_id, record) against what is stored.
@@ -133,6 +148,8 @@ def plan_writes(session: Session, site_id: int, items: list[tuple[int, str, dict
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
     subjects = [subject_id for _, subject_id, _ in items]
+    if lock and session.get_bind().dialect.name == "postgresql":
+        _lock_subjects(session, site_id, subjects)
     stored_query = select(RECORDS).where(RECORDS.c.site_id == site_id,
                                          RECORDS.c.subject_id.in_(subjects))
     if lock:
