@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -122,3 +123,77 @@ def entrypoint_server(database_url: str, log_path: Path, workers: int = 2,
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+class TcpProxy:
+    """A TCP relay on loopback between the app and PostgreSQL that a test can cut and restore:
+    cut() drops every open connection and refuses new ones, as a dead network or server would."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._close(end)
+
+    def _close(self, end: socket.socket) -> None:
+        with self.lock:
+            self.sockets.discard(end)
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        end.close()
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones."""
+        self.open = False
+        with self.lock:
+            ends = list(self.sockets)
+        for end in ends:
+            self._close(end)
+
+    def restore(self) -> None:
+        """Accept and relay connections again."""
+        self.open = True
+
+    def close(self) -> None:
+        """Stop the relay."""
+        self.running = False
+        self.cut()
+        self.listener.close()
