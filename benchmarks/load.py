@@ -5,11 +5,11 @@ B3: single PUT /records/{id} under 16 concurrent clients for 30 s, against GET /
 B6: the worker's memory before and after one 1,000-record batch: growth <= 50 MB; a body over the
     limit answers 413 before it is read.
 
-    python -m benchmarks.load [--database-url URL] [--seconds 30] [--clients 16]
+    python -m benchmarks.load [--database postgresql|sqlite|both] [--seconds 30] [--clients 16]
 
-Without --database-url it runs on a SQLite file in a temporary folder. A PostgreSQL URL must name
-a database whose name contains "bench": it is emptied first. Rate limiting is switched off for the
-run (the load comes from one token). Prints a table; exits 1 when a bar is missed.
+PostgreSQL: a fresh database on the server of REGISTRY_BENCH_POSTGRES_URL (default the local
+server), dropped afterwards; SQLite: a file in a temporary folder. Rate limiting is switched off
+for the run (the load comes from one token). Prints a table; exits 1 when a bar is missed.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,32 +54,50 @@ EXAMPLE = {
     "vital_status": "alive",
 }
 MB = 1024 * 1024
+POSTGRES_SERVER_URL = os.environ.get(
+    "REGISTRY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 # --- set-up ------------------------------------------------------------------------------------
 
+@contextmanager
+def fresh_database(kind: str) -> Iterator[str]:
+    """The URL of an empty database of `kind` ('sqlite' or 'postgresql'), dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{Path(folder) / 'bench.db'}"
+        return
+    from sqlalchemy import create_engine
+
+    name = f"registry_bench_load_{uuid.uuid4().hex[:8]}"
+    server = create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_SERVER_URL).set(database=name).render_as_string(
+            hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+
 def prepare_database(url: str) -> str:
-    """Empty (PostgreSQL) and migrate the benchmark's database; returns a submitter token."""
+    """Migrate the benchmark's empty database; returns a submitter token."""
     from alembic import command
 
     from registry import create_app
-    from registry.db import make_engine
+    from registry.db import get_database
     from registry.services.health import alembic_config
     from registry.services.tokens import add_site, issue_token
 
-    if make_url(url).get_backend_name() == "postgresql":
-        if "bench" not in (make_url(url).database or ""):
-            raise SystemExit("the PostgreSQL database's name must contain 'bench' (it is emptied)")
-        engine = make_engine(url)
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
     command.upgrade(alembic_config(url), "head")
     app = create_app({"DATABASE_URL": url})
     with app.app_context():
         add_site("TOR", "Toronto")
-        return issue_token("submitter", "TOR")[1]
+        token = issue_token("submitter", "TOR")[1]
+        get_database().engine.dispose()
+    return token
 
 
 def _free_port() -> int:
@@ -286,19 +304,22 @@ def print_table(rows: list[tuple]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run B3 and B6; print the table; 1 if a bar is missed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("REGISTRY_BENCH_DATABASE_URL"))
+    parser.add_argument("--database", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=16)
     options = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as folder:
-        url = options.database_url or f"sqlite:///{Path(folder) / 'bench.db'}"
-        print(f"database: {make_url(url).get_backend_name()}, {options.clients} clients, "
-              f"{options.seconds:.0f} s per phase, gunicorn {GUNICORN_CONFIG.name}")
-        token = prepare_database(url)
-        rows = benchmark_b3(url, token, options.seconds, options.clients)
-        rows += benchmark_b6(url, token)
-    print_table(rows)
-    return 0 if all(row[4] for row in rows) else 1
+    kinds = ["postgresql", "sqlite"] if options.database == "both" else [options.database]
+    met = True
+    for kind in kinds:
+        print(f"\n{kind}: {options.clients} clients, {options.seconds:.0f} s per phase, gunicorn "
+              f"with deploy/{GUNICORN_CONFIG.name}, load average {os.getloadavg()[0]:.1f} before")
+        with fresh_database(kind) as url:
+            token = prepare_database(url)
+            rows = benchmark_b3(url, token, options.seconds, options.clients)
+            rows += benchmark_b6(url, token)
+        print_table(rows)
+        met = met and all(row[4] for row in rows)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
