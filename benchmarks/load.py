@@ -18,6 +18,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,23 +38,8 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
-EXAMPLE = {
-    "met_dx_year": 2012, "age_at_met_dx": 52, "sex": "female",
-    "her2_ihc": "3+", "her2_ish": "not_done", "her2_tested_on": "primary",
-    "er_status": "positive", "pr_status": "negative", "histology": "ductal",
-    "presentation": "recurrent", "primary_dx_day": -1460, "prior_adjuvant_trastuzumab": "no",
-    "metastatic_sites": ["liver", "bone"], "lesion_count": "two_to_five", "ecog_at_met_dx": 1,
-    "first_line_anti_her2": "trastuzumab_pertuzumab", "first_line_chemotherapy": "taxane",
-    "later_anti_her2": [], "local_therapy_metastases": ["radiotherapy"],
-    "endocrine_maintenance": "yes", "trastuzumab_start_day": 14,
-    "best_response": "complete_response", "remission_start_day": 200,
-    "response_assessment": "pet_ct", "maintenance_status": "discontinued",
-    "trastuzumab_stop_day": 2100, "discontinuation_reason": "remission_physician_decision",
-    "lvef_baseline_pct": 62, "lvef_nadir_pct": 55, "cardiac_event": "none",
-    "progression_day": None, "disease_status_last": "ned", "last_followup_day": 3300,
-    "vital_status": "alive",
-}
 MB = 1024 * 1024
+SUBJECTS_PER_CLIENT = 50
 POSTGRES_SERVER_URL = os.environ.get(
     "REGISTRY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -186,15 +172,22 @@ def percentile(values: list[float], share: float) -> float:
 
 def benchmark_b3(url: str, token: str, seconds: float, clients: int) -> list[tuple]:
     """B3 rows: healthz and PUT throughput, p50/p99, and the bars."""
+    from registry.services.synthetic import synthetic_record
+
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    rng = random.Random(2016)
+    # Two versions of each client's subjects, sent in turn: every PUT changes the record.
+    bodies = [[json.dumps({key: value for key, value in synthetic_record(rng, "TOR").items()
+                           if key != "subject_id"}).encode() for _ in range(2)]
+              for _ in range(clients * SUBJECTS_PER_CLIENT)]
 
     def healthz(_client: int, _n: int) -> tuple:
         return "GET", "/healthz", None, {}
 
     def put(client: int, n: int) -> tuple:
-        # Each client updates its own 50 subjects in turn: every PUT changes the record.
-        body = json.dumps({**EXAMPLE, "last_followup_day": 3000 + n}).encode()
-        return "PUT", f"/api/v1/records/TOR-load-{client:02d}-{n % 50:03d}", body, auth
+        subject = client * SUBJECTS_PER_CLIENT + n % SUBJECTS_PER_CLIENT
+        body = bodies[subject][(n // SUBJECTS_PER_CLIENT) % 2]
+        return "PUT", f"/api/v1/records/TOR-load-{subject:05d}", body, auth
 
     with gunicorn(url) as (bind, _):
         run_load(bind, 2, clients, healthz)  # warm-up
@@ -265,10 +258,11 @@ def _declared_too_large(bind: str, token: str, declared: int) -> tuple[str, floa
 
 def benchmark_b6(url: str, token: str) -> list[tuple]:
     """B6 rows: worker memory growth over one 1,000-record batch, and the 413 before parsing."""
-    records = [{**EXAMPLE, "subject_id": f"TOR-mem-{n:05d}"} for n in range(1000)]
-    batch = json.dumps({"records": records}).encode()
-    warm = json.dumps({"records": [{**EXAMPLE, "subject_id": f"TOR-warm-{n:03d}"}
-                                   for n in range(50)]}).encode()
+    from registry.services.synthetic import synthetic_record
+
+    rng = random.Random(6)
+    batch = json.dumps({"records": [synthetic_record(rng, "TOR") for _ in range(1000)]}).encode()
+    warm = json.dumps({"records": [synthetic_record(rng, "TOR") for _ in range(50)]}).encode()
     with gunicorn(url, REGISTRY_WORKERS="1") as (bind, process):
         (worker,) = _workers_of(process.pid)
         _post(bind, "/api/v1/records/batch", warm, token)  # imports and caches loaded
