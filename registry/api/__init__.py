@@ -16,8 +16,8 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
 from webargs import core
-from werkzeug.exceptions import RequestEntityTooLarge
 from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from registry.errors import PROBLEM_JSON, UnsupportedMediaType
 from registry.schemas.api import ProblemSchema, batch_items_property
