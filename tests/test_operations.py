@@ -156,3 +156,19 @@ def test_statements_longer_than_the_timeout_are_cancelled(database_url):
                 session.execute(text("SELECT pg_sleep(2)"))
         assert "statement timeout" in str(cancelled.value.orig)
     get_database_of(short).engine.dispose()
+
+
+def test_the_contract_documents_the_429_of_every_limited_operation(app):
+    import yaml
+
+    from registry.cli import openapi_text
+
+    spec = yaml.safe_load(openapi_text())
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            documented = "429" in operation["responses"]
+            assert documented == path.startswith("/api/v1/"), f"{method} {path}"
+    headers = spec["components"]["responses"]["TOO_MANY_REQUESTS"]["headers"]
+    assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= set(headers)

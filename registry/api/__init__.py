@@ -26,6 +26,20 @@ API_PREFIX = "/api/v1"
 JSON_METHODS = ("POST", "PUT", "PATCH")
 
 
+_RETRY_AFTER = {"description": "seconds to wait before trying again",
+                "schema": {"type": "integer"}}
+_STATUS_HEADERS: dict[int, dict[str, Any]] = {
+    429: {"Retry-After": _RETRY_AFTER,
+          "X-RateLimit-Limit": {"description": "requests allowed in the window",
+                                "schema": {"type": "integer"}},
+          "X-RateLimit-Remaining": {"description": "requests left in the window",
+                                    "schema": {"type": "integer"}},
+          "X-RateLimit-Reset": {"description": "when the window ends (Unix time)",
+                                "schema": {"type": "integer"}}},
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
+
 class RegistryParser(FlaskParser):
     """webargs parser that also turns over-deep JSON into a 400, not a crash."""
 
@@ -45,9 +59,22 @@ class RegistryParser(FlaskParser):
 
 
 class Blueprint(SmorestBlueprint):
-    """A flask-smorest blueprint with the registry's parser."""
+    """A flask-smorest blueprint with the registry's parser; its API operations document the
+    429 of the rate limit (registry.ratelimit)."""
 
     ARGUMENTS_PARSER = RegistryParser()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if (self.url_prefix or "").startswith(API_PREFIX):
+            self._prepare_doc_cbks.insert(0, self._document_rate_limit)
+
+    @staticmethod
+    def _document_rate_limit(doc: dict[str, Any], doc_info: dict[str, Any],
+                             **_kwargs: Any) -> dict[str, Any]:
+        responses = doc_info.setdefault("response", {}).setdefault("responses", {})
+        responses.setdefault(429, []).append(http.HTTPStatus.TOO_MANY_REQUESTS.name)
+        return doc
 
 
 class RegistryApi(Api):
@@ -58,6 +85,8 @@ class RegistryApi(Api):
     def _register_responses(self) -> None:
         for status in http.HTTPStatus:
             response: dict[str, Any] = {"description": status.phrase}
+            if status in _STATUS_HEADERS:
+                response["headers"] = _STATUS_HEADERS[status]
             if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
                 prepare_response(response, self.spec, PROBLEM_JSON)
