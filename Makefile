@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test bench openapi clean
+.PHONY: install run test bench bench-load openapi clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# B3 and B6 alone (gunicorn under load), on PostgreSQL and SQLite
+bench-load: install
+	$(BIN)/python -m benchmarks.load
 
 openapi: install
 	$(BIN)/registry openapi write openapi.yaml

@@ -1,27 +1,87 @@
 """gunicorn settings of the registry: `gunicorn --config deploy/gunicorn.conf.py 'registry:create_app()'`.
 
-Every value can be overridden from the environment; the defaults suit a small server.
+Every value can be overridden from the environment (the REGISTRY_* settings of
+registry/config.py, listed in the README); the defaults suit a small server.
 """
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
-bind = os.environ.get("REGISTRY_BIND", "0.0.0.0:8000")
+from registry.config import settings_from_environment
+
+_settings = settings_from_environment()
+bind = _settings["REGISTRY_BIND"]
 # Requests spend most time in Python (validation) and some waiting on PostgreSQL: a couple of
-# sync workers per core, each with a few threads for the waits.
-workers = int(os.environ.get("REGISTRY_WORKERS", multiprocessing.cpu_count() * 2))
-threads = int(os.environ.get("REGISTRY_THREADS", 4))
+# sync workers per core, each with a few threads for the waits. Each worker holds up to
+# 2 x REGISTRY_DB_POOL_SIZE database connections: size PostgreSQL's max_connections for it.
+workers = int(_settings["REGISTRY_WORKERS"] or multiprocessing.cpu_count() * 2)
+threads = _settings["REGISTRY_THREADS"]
 worker_class = "gthread"
-timeout = int(os.environ.get("REGISTRY_WORKER_TIMEOUT", 60))
+timeout = _settings["REGISTRY_WORKER_TIMEOUT"]
 graceful_timeout = 30
 keepalive = 5
+# The app is loaded in each worker, never in the master: database pools and metric files must
+# not be shared across fork.
+preload_app = False
 # Recycle workers now and then so that no slow leak can grow without bound.
-max_requests = int(os.environ.get("REGISTRY_MAX_REQUESTS", 20000))
+max_requests = _settings["REGISTRY_MAX_REQUESTS"]
 max_requests_jitter = 2000
+# Heartbeat files in memory: a container's disk may be slow or read-only.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+# Behind nginx on the same host: trust its X-Forwarded-Proto (see REGISTRY_TRUSTED_PROXIES).
+forwarded_allow_ips = _settings["REGISTRY_FORWARDED_ALLOW_IPS"]
 # No access log: its request line would carry subject ids. The app logs routes, not paths.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("REGISTRY_LOG_LEVEL", "info").lower()
+loglevel = _settings["REGISTRY_LOG_LEVEL"].lower()
+# Every log line as JSON on standard error: gunicorn's, the registry's (which propagate to the
+# root logger) and the libraries'. The filter adds the request id to lines made in a request.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "registry.observability.json_formatter"}},
+    "filters": {"request": {"()": "registry.observability.RequestContextFilter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "filters": ["request"], "stream": "ext://sys.stderr"}},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
 # Request line and header limits (bodies are limited by the app: REGISTRY_MAX_BODY_BYTES).
 limit_request_line = 4094
 limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Prometheus in multiprocess mode: every worker writes its metrics to files in one directory and
+# /metrics adds them up. The directory must exist before the workers import the app, and must be
+# emptied when the server starts (stale files of an earlier run would be counted again).
+_metrics_dir = _settings["PROMETHEUS_MULTIPROC_DIR"]
+_own_metrics_dir = not _metrics_dir
+if _own_metrics_dir:
+    _metrics_dir = tempfile.mkdtemp(prefix="registry-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):  # noqa: ANN001, ANN201
+    """Empty the metrics directory before the first worker starts."""
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for name in os.listdir(_metrics_dir):
+        os.remove(os.path.join(_metrics_dir, name))
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201
+    """Let the metrics of a worker that ended stop counting as live (gauges)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001, ANN201
+    """Remove a metrics directory this configuration created."""
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

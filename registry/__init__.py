@@ -11,7 +11,9 @@ __version__ = "1.0.0"
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the WSGI application: settings, database, auth, API, error handlers."""
-    from registry import api, auth, cli, db, errors
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from registry import api, auth, cli, db, errors, observability, ratelimit
     from registry.config import check_settings, default_database_url, settings_from_environment
 
     app = Flask(__name__, instance_relative_config=True)
@@ -23,9 +25,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["REGISTRY_MAX_BODY_BYTES"]
     app.config.update(api.api_settings(__version__))
 
+    proxies = app.config["REGISTRY_TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore
+
+    observability.init_app(app)  # first: every later hook and error sees the request id
     db.init_app(app)
     auth.init_app(app)
     api.init_app(app)
+    ratelimit.init_app(app)  # after auth: limits are counted per verified token
     errors.register_error_handlers(app)
     cli.init_app(app)
     return app

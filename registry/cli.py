@@ -189,7 +189,15 @@ def redcap_dictionary(path: Path) -> None:
     click.echo(f"wrote {path}")
 
 
-COMMANDS = (db_cli, sites_cli, tokens_cli, demo_data, openapi_cli, redcap_cli)
+@click.command("settings")
+def settings() -> None:
+    """Print every setting with its default and meaning (the README's table)."""
+    from registry.config import settings_table
+
+    click.echo(settings_table(), nl=False)
+
+
+COMMANDS = (db_cli, sites_cli, tokens_cli, demo_data, openapi_cli, redcap_cli, settings)
 
 
 def init_app(app: Flask) -> None:

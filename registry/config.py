@@ -23,7 +23,33 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
     ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
     ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
+    ("REGISTRY_RATE_LIMIT", "1200 per minute",
+     "requests one token (or one address, without a token) may make; 'off' to disable; "
+     "several limits separated by ';'"),
+    ("REGISTRY_RATE_LIMIT_STORAGE", "memory://",
+     "where rate-limit counters live: memory:// (one process) or redis://host:6379 (shared)"),
+    ("REGISTRY_TRUSTED_PROXIES", 0,
+     "reverse proxies in front of the app whose X-Forwarded-For/-Proto to trust (nginx: 1)"),
+    # Read by deploy/gunicorn.conf.py (the server), not by the app.
+    ("REGISTRY_BIND", "0.0.0.0:8000", "gunicorn: address and port to listen on"),
+    ("REGISTRY_WORKERS", None, "gunicorn: worker processes; default: 2 per CPU core"),
+    ("REGISTRY_THREADS", 4, "gunicorn: threads per worker"),
+    ("REGISTRY_WORKER_TIMEOUT", 60, "gunicorn: seconds before a silent worker is restarted"),
+    ("REGISTRY_MAX_REQUESTS", 20000, "gunicorn: requests after which a worker is recycled"),
+    ("REGISTRY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1",
+     "gunicorn: proxies whose X-Forwarded-Proto is trusted"),
+    ("PROMETHEUS_MULTIPROC_DIR", None,
+     "gunicorn: folder where workers share metrics; default: a fresh temporary folder"),
 )
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (setting, default, meaning), as in the README."""
+    lines = ["| setting | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in SETTINGS:
+        shown = "(none)" if default is None else f"`{default}`"
+        lines.append(f"| `{name}` | {shown} | {meaning.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _coerce(default: Any, raw: str) -> Any:
@@ -67,3 +93,24 @@ def check_settings(values: dict[str, Any]) -> None:
         raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
     if values["REGISTRY_MAX_BATCH"] < 1:
         raise SystemExit("REGISTRY_MAX_BATCH must be at least 1")
+    _check_rate_limit(values["REGISTRY_RATE_LIMIT"])
+    if not values["REGISTRY_RATE_LIMIT_STORAGE"].startswith(_RATE_LIMIT_STORAGES):
+        raise SystemExit("REGISTRY_RATE_LIMIT_STORAGE must start with one of: "
+                         + ", ".join(_RATE_LIMIT_STORAGES))
+
+
+_RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+sentinel://",
+                        "redis+cluster://", "memcached://", "mongodb://")
+
+
+def _check_rate_limit(setting: str) -> None:
+    """Refuse a rate limit that the limiter could not parse (fail at start, not per request)."""
+    from limits import parse_many
+
+    if setting.strip().lower() == "off":
+        return
+    try:
+        parse_many(setting)
+    except ValueError:
+        raise SystemExit("REGISTRY_RATE_LIMIT must be like '1200 per minute' (or 'off')") \
+            from None

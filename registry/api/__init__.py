@@ -17,12 +17,27 @@ from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from registry.errors import PROBLEM_JSON, UnsupportedMediaType
-from registry.schemas.api import ProblemSchema
+from registry.schemas.api import ProblemSchema, batch_items_property
 
 API_PREFIX = "/api/v1"
 JSON_METHODS = ("POST", "PUT", "PATCH")
+
+
+_RETRY_AFTER = {"description": "seconds to wait before trying again",
+                "schema": {"type": "integer"}}
+_STATUS_HEADERS: dict[int, dict[str, Any]] = {
+    429: {"Retry-After": _RETRY_AFTER,
+          "X-RateLimit-Limit": {"description": "requests allowed in the window",
+                                "schema": {"type": "integer"}},
+          "X-RateLimit-Remaining": {"description": "requests left in the window",
+                                    "schema": {"type": "integer"}},
+          "X-RateLimit-Reset": {"description": "when the window ends (Unix time)",
+                                "schema": {"type": "integer"}}},
+    503: {"Retry-After": _RETRY_AFTER},
+}
 
 
 class RegistryParser(FlaskParser):
@@ -31,16 +46,35 @@ class RegistryParser(FlaskParser):
     def _raw_load_json(self, req: Any) -> Any:
         if not core.is_json(req.mimetype):
             return core.missing
+        data = req.get_data(cache=True)
+        # A streamed (chunked) body is cut at the limit without an error: refuse it instead of
+        # parsing the first part. Bodies with a Content-Length over it never get this far.
+        if req.content_length is None and req.max_content_length is not None \
+                and len(data) >= req.max_content_length:
+            raise RequestEntityTooLarge()
         try:
-            return json.loads(req.get_data(cache=True))
+            return json.loads(data)
         except (ValueError, RecursionError) as error:
             return self._handle_invalid_json_error(error, req)
 
 
 class Blueprint(SmorestBlueprint):
-    """A flask-smorest blueprint with the registry's parser."""
+    """A flask-smorest blueprint with the registry's parser; its API operations document the
+    429 of the rate limit (registry.ratelimit)."""
 
     ARGUMENTS_PARSER = RegistryParser()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if (self.url_prefix or "").startswith(API_PREFIX):
+            self._prepare_doc_cbks.insert(0, self._document_rate_limit)
+
+    @staticmethod
+    def _document_rate_limit(doc: dict[str, Any], doc_info: dict[str, Any],
+                             **_kwargs: Any) -> dict[str, Any]:
+        responses = doc_info.setdefault("response", {}).setdefault("responses", {})
+        responses.setdefault(429, []).append(http.HTTPStatus.TOO_MANY_REQUESTS.name)
+        return doc
 
 
 class RegistryApi(Api):
@@ -51,6 +85,8 @@ class RegistryApi(Api):
     def _register_responses(self) -> None:
         for status in http.HTTPStatus:
             response: dict[str, Any] = {"description": status.phrase}
+            if status in _STATUS_HEADERS:
+                response["headers"] = _STATUS_HEADERS[status]
             if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
                 prepare_response(response, self.spec, PROBLEM_JSON)
@@ -99,6 +135,7 @@ def init_app(app: Flask) -> RegistryApi:
     from registry.api import aggregates, dictionary, operations, records
 
     api = RegistryApi(app)
+    api.ma_plugin.converter.add_attribute_function(batch_items_property)
     for module in (records, dictionary, operations, aggregates):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(

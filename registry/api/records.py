@@ -9,6 +9,7 @@ from flask import current_app
 from registry.api import Blueprint
 from registry.auth import current_caller, requires
 from registry.errors import BadRequest
+from registry.observability import count_records
 from registry.schemas.api import (
     BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema,
     RecordListQuerySchema, RecordOutSchema, RecordPageSchema, SourceHeaderSchema,
@@ -54,6 +55,7 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
     outcome, record = records.put_record(
         current_caller(), subject_id, body, if_match=_if_match(headers["if_match"]),
         source=headers["source"])
+    count_records("put", {outcome: 1})
     return record, 201 if outcome == "created" else 200, _etag(record["version"])
 
 
@@ -65,6 +67,7 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
 def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Create a record that does not exist yet (409 if it does)"""
     record = records.create_record(current_caller(), body, source=headers["source"])
+    count_records("post", {"created": 1})
     return record, 201, _etag(record["version"])
 
 
@@ -125,6 +128,9 @@ def submit_batch(query: dict[str, Any], headers: dict[str, Any], body: dict[str,
     Each record gets an outcome: created, updated (with the changed fields), unchanged or
     rejected (with its errors). dry_run=true writes nothing; atomic=true writes nothing unless
     every record is accepted (422 otherwise)."""
-    return batches.submit_batch(
+    result = batches.submit_batch(
         current_caller(), body["records"], dry_run=query["dry_run"], atomic=query["atomic"],
         max_batch=current_app.config["REGISTRY_MAX_BATCH"], source=headers["source"])
+    if not query["dry_run"]:
+        count_records("batch", result["summary"])
+    return result

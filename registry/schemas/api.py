@@ -115,6 +115,15 @@ class RawRecords(_CodedField, fields.List):
         return value
 
 
+def batch_items_property(_converter: Any, field: fields.Field, ret: dict[str, Any],
+                         **_kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: a batch item is documented as a record, yet any object is
+    accepted, because a record that fails validation is reported as rejected, not refused."""
+    if isinstance(field, RawRecords) and "items" in ret:
+        return {"items": {"anyOf": [ret["items"], {"type": "object"}]}}
+    return {}
+
+
 class BatchRequestSchema(Schema):
     """The body of POST /records/batch."""
 
@@ -187,6 +196,8 @@ class ProblemSchema(Schema):
     summary = fields.Nested(BatchSummarySchema, metadata={"description": "for a rejected batch"})
     results = fields.List(fields.Nested(BatchResultSchema),
                           metadata={"description": "for a rejected batch"})
+    dry_run = fields.Boolean(metadata={"description": "for a rejected batch"})
+    atomic = fields.Boolean(metadata={"description": "for a rejected batch"})
 
 
 class HealthSchema(Schema):

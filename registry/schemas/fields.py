@@ -197,7 +197,7 @@ def _subject_id_problem(value: str) -> Problem | None:
             f"looks like it holds {kind}; use a random pseudonym of 16 or more letters, or an "
             "HMAC written in letters only",
         )
-    if not SUBJECT_ID_PATTERN.match(value):
+    if not SUBJECT_ID_PATTERN.fullmatch(value):  # match() would let a final newline in
         return Problem(
             "invalid_format",
             "must be 6 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter "

@@ -17,7 +17,7 @@ from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -142,6 +142,21 @@ def rejected(index: int, subject_id: str | None, errors: list[dict[str, str]]) -
     return PlannedWrite(index, subject_id, "rejected", errors=errors)
 
 
+# One transaction-scoped advisory lock per (site, subject), taken in one global order (the
+# sorted subquery) so that two writers never wait on each other crosswise.
+_LOCK_SUBJECTS = text(
+    "SELECT count(pg_advisory_xact_lock(:site_id, key)) FROM ("
+    " SELECT DISTINCT hashtext(subject) AS key FROM unnest(CAST(:subjects AS text[])) AS subject"
+    " ORDER BY key) AS sorted")
+
+
+def _lock_subjects(session: Session, site_id: int, subjects: list[str]) -> None:
+    """PostgreSQL: queue writers of the same subjects, also those creating it, so that a batch
+    and single PUTs creating one subject wait for each other instead of colliding on the
+    unique key (which a retry could lose again and again)."""
+    session.execute(_LOCK_SUBJECTS, {"site_id": site_id, "subjects": subjects})
+
+
 def plan_writes(session: Session, site_id: int,
                 items: list[tuple[int, str, dict[str, Any], str | None]], *, lock: bool
                 ) -> list[PlannedWrite]:
@@ -151,6 +166,8 @@ def plan_writes(session: Session, site_id: int,
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
     subjects = [item[1] for item in items]
+    if lock and session.get_bind().dialect.name == "postgresql":
+        _lock_subjects(session, site_id, subjects)
     stored_query = select(RECORDS).where(RECORDS.c.site_id == site_id,
                                          RECORDS.c.subject_id.in_(subjects))
     if lock:

@@ -32,6 +32,7 @@ class Caller:
     role: str
     site_id: int | None = None
     site_code: str | None = None
+    public_id: str | None = None  # the token's public id, for logs and rate limits
 
 
 def _sha256(secret: str) -> str:
@@ -125,4 +126,5 @@ def resolve_token(raw: str) -> Caller:
         if last_used is None or now - last_used > LAST_USED_RESOLUTION:
             token.last_used_at = now
         return Caller(token_id=token.id, role=token.role, site_id=token.site_id,
-                      site_code=token.site.code if token.site else None)
+                      site_code=token.site.code if token.site else None,
+                      public_id=token.public_id)

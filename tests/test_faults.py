@@ -1,0 +1,177 @@
+"""Faults on PostgreSQL: the database vanishes under load and comes back.
+
+The shared PostgreSQL server is never stopped: the app reaches its own database through a TCP
+relay of this test's (cut and restored), or has its connections killed with
+pg_terminate_backend. Requests during the outage answer 503 with Retry-After and never 500, no
+batch is half written, and the service recovers by itself within 10 s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
+from live import TcpProxy, needs_postgres, own_database
+from registry import create_app
+from registry.db import unit_of_work
+from registry.models import Record
+from registry.services.tokens import add_site, issue_token
+
+pytestmark = [pytest.mark.postgres_only, needs_postgres]
+
+_, BODY = without_subject(EXAMPLE_RECORD)
+BATCH_SIZE = 10
+RECOVERY_SECONDS = 10
+
+
+@dataclass
+class Outcomes:
+    """What the load saw: (when, status, Retry-After) of each answer, and the batches sent."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    answers: list[tuple[float, int, str | None]] = field(default_factory=list)
+    batches: dict[str, int] = field(default_factory=dict)  # batch prefix -> status
+    numbers: Iterator[int] = field(default_factory=itertools.count)
+
+    def note(self, status: int, retry_after: str | None, batch: str | None = None) -> None:
+        """Record one answer."""
+        with self.lock:
+            self.answers.append((time.monotonic(), status, retry_after))
+            if batch is not None:
+                self.batches[batch] = status
+
+
+def _load(app: Flask, headers: dict, outcomes: Outcomes, stop: threading.Event) -> None:
+    client = app.test_client()
+    while not stop.is_set():
+        number = next(outcomes.numbers)
+        if number % 2:
+            answer = client.put(f"/api/v1/records/TOR-fault-{number % 40:04d}",
+                                json={**BODY, "last_followup_day": 3000 + number},
+                                headers=headers)
+            outcomes.note(answer.status_code, answer.headers.get("Retry-After"))
+        else:
+            prefix = f"TOR-b{number:05d}"
+            answer = client.post("/api/v1/records/batch", headers=headers, json={"records": [
+                {**EXAMPLE_RECORD, "subject_id": f"{prefix}-{n:02d}"} for n in range(BATCH_SIZE)]})
+            outcomes.note(answer.status_code, answer.headers.get("Retry-After"), prefix)
+        time.sleep(0.01)
+
+
+@pytest.fixture()
+def proxied_app(tmp_path: Path) -> Iterator[tuple[Flask, dict, TcpProxy, str]]:
+    """The real app reaching a database of its own through a relay that can be cut."""
+    with own_database("fault", tmp_path) as url:
+        migrate(url)
+        real = make_url(url)
+        proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+        through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        app = create_app({"DATABASE_URL": through, "REGISTRY_RATE_LIMIT": "off"})
+        with app.app_context():
+            add_site("TOR", "Toronto")
+            headers = {"Authorization": "Bearer " + issue_token("submitter", "TOR")[1]}
+        try:
+            yield app, headers, proxy, url
+        finally:
+            get_database_of(app).engine.dispose()
+            proxy.close()
+
+
+def _under_load(app: Flask, headers: dict, outage: Callable[[], float]) -> Outcomes:
+    """Run 4 clients, call outage() (which returns when the database came back), and keep the
+    load on until the service has answered successfully again (or the recovery time ran out)."""
+    outcomes, stop = Outcomes(), threading.Event()
+    clients = [threading.Thread(target=_load, args=(app, headers, outcomes, stop))
+               for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1.5)
+        back = outage()
+        deadline = back + RECOVERY_SECONDS + 2
+        while time.monotonic() < deadline:
+            with outcomes.lock:
+                recovered = sum(1 for when, status, _ in outcomes.answers
+                                if when > back + 0.5 and status < 300)
+            if recovered >= 8:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    outcomes.back = back  # type: ignore[attr-defined]
+    return outcomes
+
+
+def _assert_survived(app: Flask, outcomes: Outcomes) -> None:
+    statuses = {status for _, status, _ in outcomes.answers}
+    assert statuses <= {200, 201, 503}, statuses
+    assert 503 in statuses, "the outage was not felt: the test proves nothing"
+    assert all(retry for _, status, retry in outcomes.answers if status == 503)
+    back = outcomes.back  # type: ignore[attr-defined]
+    first_success = min((when for when, status, _ in outcomes.answers
+                         if when > back and status < 300), default=None)
+    assert first_success is not None and first_success - back <= RECOVERY_SECONDS
+    print(f"{len(outcomes.answers)} requests, "
+          f"{sum(1 for _, s, _ in outcomes.answers if s == 503)} answered 503, "
+          f"{len(outcomes.batches)} batches; recovered {first_success - back:.2f} s after the "
+          "database came back")
+    with app.app_context(), unit_of_work() as session:
+        for prefix, status in outcomes.batches.items():
+            stored = session.scalar(select(func.count()).select_from(Record).where(
+                Record.subject_id.startswith(prefix + "-")))
+            assert stored in (0, BATCH_SIZE), f"batch {prefix} is half written: {stored}"
+            if status == 200:
+                assert stored == BATCH_SIZE, f"acknowledged batch {prefix} is missing"
+
+
+def test_network_to_the_database_cut_and_restored(proxied_app):
+    app, headers, proxy, _ = proxied_app
+    client = app.test_client()
+
+    def outage() -> float:
+        proxy.cut()
+        time.sleep(1.0)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.headers["Retry-After"]
+        time.sleep(2.0)
+        proxy.restore()
+        return time.monotonic()
+
+    outcomes = _under_load(app, headers, outage)
+    _assert_survived(app, outcomes)
+    assert client.get("/readyz").status_code == 200
+
+
+def test_database_connections_killed_under_load(proxied_app):
+    app, headers, _, url = proxied_app
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = make_url(url).database
+
+    def outage() -> float:
+        with admin.connect() as connection:
+            for _ in range(6):
+                connection.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+                time.sleep(0.3)
+        return time.monotonic()
+
+    try:
+        outcomes = _under_load(app, headers, outage)
+    finally:
+        admin.dispose()
+    _assert_survived(app, outcomes)

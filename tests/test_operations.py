@@ -1,0 +1,174 @@
+"""Operations: rate limiting, request ids, request logs, metrics, statement timeouts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from conftest import get_database_of, without_subject
+from live import needs_postgres
+from registry import create_app
+from registry.db import unit_of_work
+
+
+@pytest.fixture()
+def app_with(app: Flask, database_url: str) -> Callable[..., Flask]:
+    """Factory: another app with some settings changed, on the test's rolled-back transaction."""
+
+    def build(**settings: Any) -> Flask:
+        other = create_app({"DATABASE_URL": database_url, "TESTING": True, **settings})
+        get_database_of(other).session_factory = get_database_of(app).session_factory
+        return other
+
+    return build
+
+
+def test_each_token_is_limited_on_its_own_with_problem_json_429(app_with, site_a, site_b):
+    limited = app_with(REGISTRY_RATE_LIMIT="3 per minute").test_client()
+    answers = [limited.get("/api/v1/records", headers=site_a) for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    assert [answer.headers["X-RateLimit-Remaining"] for answer in answers[:3]] == ["2", "1", "0"]
+    assert all(answer.headers["X-RateLimit-Limit"] == "3" for answer in answers)
+    assert "Retry-After" not in answers[0].headers
+    refused = answers[-1]
+    assert refused.mimetype == "application/problem+json"
+    assert refused.json["status"] == 429 and refused.json["type"].endswith("/too-many-requests")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert int(refused.headers["X-RateLimit-Reset"]) > 0
+    # Another site's token has its own budget.
+    assert limited.get("/api/v1/records", headers=site_b).status_code == 200
+
+
+def test_limits_count_refused_writes_and_leave_health_checks_alone(app_with, site_a,
+                                                                   example_record):
+    limited = app_with(REGISTRY_RATE_LIMIT="2 per minute").test_client()
+    subject_id, body = without_subject(example_record)
+    assert limited.put(f"/api/v1/records/{subject_id}", json=body,
+                       headers=site_a).status_code == 201
+    assert limited.put(f"/api/v1/records/{subject_id}", json={}, headers=site_a).status_code == 422
+    assert limited.put(f"/api/v1/records/{subject_id}", json=body,
+                       headers=site_a).status_code == 429
+    for path in ("/healthz", "/readyz", "/metrics"):
+        for _ in range(3):
+            answer = limited.get(path)
+            assert answer.status_code == 200 and "X-RateLimit-Limit" not in answer.headers
+
+
+def test_requests_without_a_token_are_limited_by_address(app_with):
+    limited = app_with(REGISTRY_RATE_LIMIT="2 per minute").test_client()
+    seen = [limited.get("/api/v1/openapi.json", environ_base={"REMOTE_ADDR": "192.0.2.1"})
+            .status_code for _ in range(3)]
+    assert seen == [200, 200, 429]
+    assert limited.get("/api/v1/openapi.json",
+                       environ_base={"REMOTE_ADDR": "192.0.2.2"}).status_code == 200
+
+
+def test_rate_limiting_can_be_switched_off(app_with, site_a):
+    unlimited = app_with(REGISTRY_RATE_LIMIT="off").test_client()
+    answers = [unlimited.get("/api/v1/records", headers=site_a) for _ in range(5)]
+    assert {answer.status_code for answer in answers} == {200}
+    assert "X-RateLimit-Limit" not in answers[0].headers
+
+
+@pytest.mark.parametrize("settings", [
+    {"REGISTRY_RATE_LIMIT": "lots please"},
+    {"REGISTRY_RATE_LIMIT_STORAGE": "postgresql://db/limits"},
+])
+def test_unusable_rate_limit_settings_stop_the_start(settings, database_url):
+    with pytest.raises(SystemExit):
+        create_app({"DATABASE_URL": database_url, **settings})
+
+
+def test_request_id_is_echoed_or_made_up(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "lb-7f3a-0001"}) \
+        .headers["X-Request-ID"] == "lb-7f3a-0001"
+    for unusable in ("short", "has spaces in it", "x" * 65, "555-123-4567", "4165551234x"):
+        made_up = client.get("/healthz", headers={"X-Request-ID": unusable}).headers["X-Request-ID"]
+        assert made_up != unusable and len(made_up) == 32
+    assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+
+
+def test_one_log_line_per_request_with_route_template_and_no_values(client, site_a,
+                                                                    example_record, caplog):
+    subject_id, body = without_subject(example_record)
+    with caplog.at_level(logging.INFO, logger="registry"):
+        client.put(f"/api/v1/records/{subject_id}", json=body,
+                   headers={**site_a, "X-Request-ID": "log-test-0001"})
+        client.get("/api/v1/records/NOPE-123", headers=site_a)
+        client.get("/nowhere/at/all")
+    lines = [record for record in caplog.records if record.name == "registry.requests"]
+    assert [(line.method, line.route, line.status) for line in lines] == [
+        ("PUT", "/api/v1/records/<subject_id>", 201),
+        ("GET", "/api/v1/records/<subject_id>", 404),
+        ("GET", "(unmatched)", 404),
+    ]
+    assert lines[0].request_id == "log-test-0001"
+    assert lines[0].role == "submitter" and lines[0].token in site_a["Authorization"]
+    assert lines[2].token is None
+    assert all(line.duration_ms >= 0 for line in lines)
+    everything = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
+    assert subject_id not in everything and "NOPE-123" not in everything
+    assert site_a["Authorization"].split()[-1] not in everything
+    assert "lesion" not in everything and "two_to_five" not in everything
+
+
+def _sample(metrics: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(prefix))
+
+
+def test_metrics_count_requests_by_route_and_records_by_outcome(client, site_a, example_record):
+    subject_id, body = without_subject(example_record)
+    route = 'registry_http_requests_total{method="PUT",route="/api/v1/records/<subject_id>"'
+    before = client.get("/metrics").get_data(as_text=True)
+    client.put(f"/api/v1/records/{subject_id}", json=body, headers=site_a)
+    client.put(f"/api/v1/records/{subject_id}", json=body, headers=site_a)
+    client.post("/api/v1/records/batch", json={"records": [{"subject_id": "TOR-000x"}]},
+                headers=site_a)
+    after = client.get("/metrics")
+    assert after.status_code == 200 and after.mimetype == "text/plain"
+    text_after = after.get_data(as_text=True)
+    assert _sample(text_after, route + ',status="201"}') \
+        - _sample(before, route + ',status="201"}') == 1
+    assert _sample(text_after, route + ',status="200"}') \
+        - _sample(before, route + ',status="200"}') == 1
+    for via, outcome in (("put", "created"), ("put", "unchanged"), ("batch", "rejected")):
+        name = f'registry_records_total{{outcome="{outcome}",via="{via}"}}'
+        assert _sample(text_after, name) - _sample(before, name) == 1, name
+    assert subject_id not in text_after
+
+
+@pytest.mark.postgres_only
+@needs_postgres
+def test_statements_longer_than_the_timeout_are_cancelled(database_url):
+    short = create_app({"DATABASE_URL": database_url, "REGISTRY_STATEMENT_TIMEOUT_MS": 200})
+    with short.app_context():
+        with unit_of_work() as session:
+            assert session.execute(text("SHOW statement_timeout")).scalar() == "200ms"
+        with pytest.raises(OperationalError) as cancelled:
+            with unit_of_work() as session:
+                session.execute(text("SELECT pg_sleep(2)"))
+        assert "statement timeout" in str(cancelled.value.orig)
+    get_database_of(short).engine.dispose()
+
+
+def test_the_contract_documents_the_429_of_every_limited_operation(app):
+    import yaml
+
+    from registry.cli import openapi_text
+
+    spec = yaml.safe_load(openapi_text())
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            documented = "429" in operation["responses"]
+            assert documented == path.startswith("/api/v1/"), f"{method} {path}"
+    headers = spec["components"]["responses"]["TOO_MANY_REQUESTS"]["headers"]
+    assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= set(headers)
