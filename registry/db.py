@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import JSON, MetaData, Table, create_engine, event, insert
+from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, create_engine, event, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -27,6 +27,24 @@ class Base(DeclarativeBase):
     """Base of every model; carries the constraint naming convention."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timezone-aware UTC timestamp on every database (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        # SQLite stores the wall-clock text: make it UTC first, so comparisons hold.
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
 
 def utcnow() -> datetime:

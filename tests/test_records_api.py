@@ -233,3 +233,19 @@ def test_subject_id_in_the_url_obeys_the_identifier_rules(client, site_a, exampl
     assert response.json["errors"][0]["code"] == code
     assert subject_id not in response.get_data(as_text=True)
     assert count(Record) == 0
+
+
+def test_updated_since_honours_the_time_zone_of_the_parameter(client, site_a, example_record):
+    put(client, site_a, example_record)
+    stamp = client.get(f"{URL}/TOR-7f3a9c2e", headers=site_a).json["updated_at"]
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime.fromisoformat(stamp)
+    # The same instant written in UTC-5, a minute earlier and a minute later.
+    zone = timezone(timedelta(hours=-5))
+    before = (moment - timedelta(minutes=1)).astimezone(zone).isoformat()
+    after = (moment + timedelta(minutes=1)).astimezone(zone).isoformat()
+    assert len(client.get(URL, query_string={"updated_since": before},
+                          headers=site_a).json["records"]) == 1
+    assert client.get(URL, query_string={"updated_since": after},
+                      headers=site_a).json["records"] == []

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, UniqueConstraint,
+    JSON, BigInteger, Enum, ForeignKey, Index, Integer, String, UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from registry.db import Base, utcnow
+from registry.db import Base, UtcDateTime, utcnow
 from registry.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -32,7 +32,7 @@ class RecordVersion(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
     version: Mapped[int]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     source: Mapped[str] = _source()
     token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
     # Names of the fields that differ from the previous version (all fields for version 1).
@@ -50,7 +50,7 @@ class Tombstone(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     subject_id: Mapped[str] = mapped_column(String(64))
-    withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    withdrawn_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     reason: Mapped[str] = mapped_column(
         Enum(*WITHDRAWAL_REASONS, name="reason", native_enum=False, create_constraint=True,
              length=24)
@@ -65,7 +65,7 @@ class AuditEntry(Base):
     __table_args__ = (Index("ix_audit_log_site_id_subject_id", "site_id", "subject_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     subject_id: Mapped[str] = mapped_column(String(64))
@@ -84,7 +84,7 @@ class QueryLogEntry(Base):
     __table_args__ = (Index("ix_query_log_token_id_query", "token_id", "query"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    asked_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"))
     # The normalised query (endpoint and sorted parameters), compared for the repeat limit.
     query: Mapped[str] = mapped_column(String(500))

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry import vocabulary as v
-from registry.db import Base, utcnow
+from registry.db import Base, UtcDateTime, utcnow
 
 # Fields holding a list of codes, and the codes each may hold.
 LIST_FIELDS: dict[str, tuple[str, ...]] = {
@@ -60,8 +60,8 @@ class Record(Base):
     version: Mapped[int]
     # Secret random key of the record for cell-key perturbation (privacy.md section 2, property 4).
     cell_key: Mapped[int]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # SHA-256 of the last accepted batch submission as sent, under the rules then in force: a
     # resent identical record is recognised as unchanged without validating it again.
     submission_digest: Mapped[str | None] = mapped_column(String(64))

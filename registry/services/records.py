@@ -13,7 +13,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
@@ -65,15 +65,11 @@ def record_from_row(row: Any) -> dict[str, Any]:
     return {name: record[name] for name in SUBMITTED_FIELDS}
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def record_view(subject_id: str, record: dict[str, Any], version: int, created_at: datetime,
                 updated_at: datetime) -> dict[str, Any]:
     """What the API shows of a stored record."""
     return {"subject_id": subject_id, **record, "derived": derive(record), "version": version,
-            "created_at": _aware(created_at), "updated_at": _aware(updated_at)}
+            "created_at": created_at, "updated_at": updated_at}
 
 
 def changes_between(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -356,7 +352,7 @@ def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
     if cursor:
         query = query.where(Record.id > _decode_cursor(cursor))
     if updated_since is not None:
-        query = query.where(Record.updated_at >= _aware(updated_since))
+        query = query.where(Record.updated_at >= updated_since)
     with unit_of_work() as session:
         rows = list(session.scalars(query.order_by(Record.id).limit(limit + 1)))
     more = len(rows) > limit
@@ -377,7 +373,7 @@ def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
                    RecordVersion.changed_fields)
             .where(RecordVersion.record_id == record.id).order_by(RecordVersion.version))
         return {"subject_id": subject_id, "versions": [
-            {"version": version, "created_at": _aware(created_at), "source": source,
+            {"version": version, "created_at": created_at, "source": source,
              "changed_fields": changed} for version, created_at, source, changed in versions]}
 
 

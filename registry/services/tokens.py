@@ -121,8 +121,6 @@ def resolve_token(raw: str) -> Caller:
             raise Unauthenticated("the bearer token has been revoked")
         now = utcnow()
         last_used = token.last_used_at
-        if last_used is not None and last_used.tzinfo is None:  # SQLite drops the zone
-            last_used = last_used.replace(tzinfo=now.tzinfo)
         if last_used is None or now - last_used > LAST_USED_RESOLUTION:
             token.last_used_at = now
         return Caller(token_id=token.id, role=token.role, site_id=token.site_id,
