@@ -69,7 +69,7 @@ def list_dimensions() -> Any:
 
 @blp.route("/counts", methods=["GET"])
 @requires("coordinator", "steward")
-@blp.arguments(CountsQuerySchema, location="query", unknown=INCLUDE)
+@blp.arguments(CountsQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, CountsSchema)
 @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv", success=True,
                   description="The table; as CSV with format=csv or Accept: text/csv")
@@ -90,7 +90,7 @@ def count_records(query: dict[str, Any]) -> Any:
 
 @blp.route("/remission", methods=["GET"])
 @requires("coordinator", "steward")
-@blp.arguments(RemissionQuerySchema, location="query", unknown=INCLUDE)
+@blp.arguments(RemissionQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 @blp.alt_response(429, response="TOO_MANY_REQUESTS")
@@ -106,7 +106,7 @@ def remission_table(query: dict[str, Any]) -> Any:
 
 @blp.route("/query-log", methods=["GET"])
 @requires("steward")
-@blp.arguments(QueryLogQuerySchema, location="query")
+@blp.arguments(QueryLogQuerySchema(), location="query")
 @blp.response(200, QueryLogSchema)
 def query_log(query: dict[str, Any]) -> Any:
     """The log of aggregate queries, newest first (steward only)"""

@@ -43,8 +43,8 @@ def _if_match(value: str | None) -> int | None:
 
 @blp.route("/<subject_id>", methods=["PUT"])
 @requires("submitter")
-@blp.arguments(WriteHeadersSchema, location="headers")
-@blp.arguments(PutRecordSchema)
+@blp.arguments(WriteHeadersSchema(), location="headers")
+@blp.arguments(PutRecordSchema())
 @blp.response(200, RecordOutSchema, description="Updated, or unchanged", headers=ETAG_HEADER)
 @blp.alt_response(201, schema=RecordOutSchema, description="Created", headers=ETAG_HEADER)
 def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -> Any:
@@ -61,8 +61,8 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
 
 @blp.route("", methods=["POST"])
 @requires("submitter")
-@blp.arguments(SourceHeaderSchema, location="headers")
-@blp.arguments(RecordSchema)
+@blp.arguments(SourceHeaderSchema(), location="headers")
+@blp.arguments(RecordSchema())
 @blp.response(201, RecordOutSchema, description="Created", headers=ETAG_HEADER)
 def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Create a record that does not exist yet (409 if it does)"""
@@ -73,7 +73,7 @@ def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
 
 @blp.route("", methods=["GET"])
 @requires("submitter")
-@blp.arguments(RecordListQuerySchema, location="query")
+@blp.arguments(RecordListQuerySchema(), location="query")
 @blp.response(200, RecordPageSchema)
 def list_records(query: dict[str, Any]) -> Any:
     """List the site's records, a page at a time
@@ -103,8 +103,8 @@ def record_history(subject_id: str) -> Any:
 
 @blp.route("/<subject_id>", methods=["DELETE"])
 @requires("submitter")
-@blp.arguments(WithdrawQuerySchema, location="query")
-@blp.arguments(SourceHeaderSchema, location="headers")
+@blp.arguments(WithdrawQuerySchema(), location="query")
+@blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.response(204, description="Withdrawn: the data and every version are erased")
 def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: str) -> Any:
     """Withdraw a record (consent withdrawn)
@@ -118,9 +118,9 @@ def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: 
 
 @blp.route("/batch", methods=["POST"])
 @requires("submitter")
-@blp.arguments(BatchQuerySchema, location="query")
-@blp.arguments(SourceHeaderSchema, location="headers")
-@blp.arguments(BatchRequestSchema)
+@blp.arguments(BatchQuerySchema(), location="query")
+@blp.arguments(SourceHeaderSchema(), location="headers")
+@blp.arguments(BatchRequestSchema())
 @blp.response(200, BatchResponseSchema)
 def submit_batch(query: dict[str, Any], headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Submit many records at once

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
-from sqlalchemy import Row, delete, select, text, update
+from sqlalchemy import Row, bindparam, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -169,8 +169,10 @@ def plan_writes(session: Session, site_id: int,
     if lock:
         stored_query = stored_query.with_for_update()
     stored = {row.subject_id: row for row in session.execute(stored_query)}
+    # A stored record cannot be withdrawn (withdrawal erases it): ask only about the others.
+    missing = [subject_id for subject_id in subjects if subject_id not in stored]
     withdrawn = set(session.scalars(select(Tombstone.subject_id).where(
-        Tombstone.site_id == site_id, Tombstone.subject_id.in_(subjects))))
+        Tombstone.site_id == site_id, Tombstone.subject_id.in_(missing)))) if missing else set()
     plans = []
     for index, subject_id, record, digest in items:
         if subject_id in withdrawn:
@@ -213,8 +215,8 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
         ids.update({subject_id: record_id for subject_id, record_id in new_ids})
     if updated:
         session.execute(
-            update(Record),
-            [{**row_values(plan.record), "id": plan.existing.id, "version": plan.version,
+            update(RECORDS).where(RECORDS.c.id == bindparam("record_id")),
+            [{**row_values(plan.record), "record_id": plan.existing.id, "version": plan.version,
               "updated_at": now, "submission_digest": plan.digest} for plan in updated],
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
