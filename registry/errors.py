@@ -11,7 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, current_app, json, request
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -211,6 +211,9 @@ def _unexpected(error: Exception) -> Response:
         return _from_http_exception(error)
     if _is_connection_error(error):
         return _database_unavailable(error)
+    if isinstance(error, DataError):  # e.g. a NUL character, which PostgreSQL cannot store
+        return problem_response(400, "bad-request", "Bad request",
+                                "the request holds a value the registry cannot store")
     # The stack names code lines only: the exception's message may hold a value, so it is left out.
     log.error("unhandled error", extra={
         "error_class": type(error).__name__,

@@ -106,3 +106,18 @@ def test_request_bodies_are_not_logged(client, site_a, caplog):
                                                          "sex": "distinctive-9931"},
                    headers=site_a)
     assert "7777" not in caplog.text and "9931" not in caplog.text
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/v1/records/TOR-abc%00def"), ("GET", "/api/v1/records/TOR-abc%00def/history"),
+    ("DELETE", "/api/v1/records/TOR-abc%00def")])
+def test_nul_characters_in_a_subject_id_are_not_found_not_a_crash(client, site_a, method, path):
+    assert_problem(client.open(path, method=method, headers=site_a), 404)
+
+
+@pytest.mark.parametrize("query", ["rows=hr_status&vital_status=%00",
+                                   "rows=hr_status&%00=x", "rows=%00"])
+def test_nul_characters_in_aggregate_queries_are_a_400(client, coordinator, query):
+    body = assert_problem(client.get(f"/api/v1/aggregates/counts?{query}",
+                                     headers=coordinator), 400)
+    assert "\x00" not in str(body)

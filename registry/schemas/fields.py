@@ -185,6 +185,11 @@ def check_subject_id(value: Any) -> None:
         raise ValidationError(problem)
 
 
+def is_acceptable_subject_id(value: Any) -> bool:
+    """Whether `value` could be a stored subject_id (else no query needs to look for it)."""
+    return isinstance(value, str) and _subject_id_problem(value) is None
+
+
 @lru_cache(maxsize=8192)
 def _subject_id_problem(value: str) -> Problem | None:
     # Pure and asked twice per batch record (to name it in results, and to validate it).

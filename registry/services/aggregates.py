@@ -19,6 +19,7 @@ from registry.errors import BadRequest, QueryRefused, TooManyRequests
 from registry.models import ApiToken, AuditEntry, QueryLogEntry, Site
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
 from registry.services.disclosure import Equation, Policy, contributing_sites, protect
+from registry.schemas.identifiers import printable_field_name
 from registry.services.tokens import Caller
 
 MAX_FILTERS = 2
@@ -44,6 +45,7 @@ def list_dimensions(caller: Caller) -> dict[str, Any]:
 
 
 def _invalid(field: str, code: str, message: str) -> BadRequest:
+    field = printable_field_name(field)  # a parameter name is the caller's text: maybe not plain
     return BadRequest(f"{field}: {message}", errors=[{"field": field, "code": code,
                                                       "message": message}])
 
@@ -78,6 +80,14 @@ def _checked(catalogue: dict[str, Dimension], groups: dict[str, str | None],
                            "must be one of: " + ", ".join(dimension.categories))
         conditions.append(dimension.condition(category))
     return chosen, conditions
+
+
+def _validated(groups: dict[str, str | None], filters: dict[str, str]
+               ) -> tuple[list[Dimension], list[ColumnElement[bool]]]:
+    """Check a query against the catalogue before anything of it reaches the database or the
+    query log (a 400 is neither counted nor logged)."""
+    with unit_of_work() as session:
+        return _checked(_catalogue(session), groups, filters)
 
 
 def _query_key(endpoint: str, params: dict[str, str | None], filters: dict[str, str]) -> str:
@@ -168,11 +178,10 @@ def _tally(session: Session, groups: Sequence[Dimension], conditions: Iterable[A
 def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[str, str],
                 policy: Policy) -> dict[str, Any]:
     """Pooled counts by one or two dimensions with up to two filters, disclosure-controlled."""
+    groups, conditions = _validated({"rows": rows, "columns": columns}, filters)
     query = _query_key("counts", {"rows": rows, "columns": columns}, filters)
 
     def compute(session: Session, snapshot: str) -> dict[str, Any]:
-        groups, conditions = _checked(_catalogue(session), {"rows": rows, "columns": columns},
-                                      filters)
         tally = _tally(session, groups, conditions)
         _refuse_small(sum(count for count, _ in tally.values()), policy)
         body = _tabulate(groups, tally, policy)
@@ -256,10 +265,10 @@ def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[s
     """Yearly life table of sustained remission per group, disclosure-controlled."""
     if origin not in ORIGINS:
         raise _invalid("origin", "unknown_origin", "must be one of: " + ", ".join(ORIGINS))
+    groups, conditions = _validated({"by": by}, filters)
     query = _query_key("remission", {"by": by, "origin": origin}, filters)
 
     def compute(session: Session, snapshot: str) -> dict[str, Any]:
-        groups, conditions = _checked(_catalogue(session), {"by": by}, filters)
         time, selection = _cohort(origin)
         bucket = (time * 4) / 1461  # integer division by 365.25 days, in both databases
         event = RECORDS.c.progression_day.is_not(None)

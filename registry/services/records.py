@@ -26,7 +26,9 @@ from registry.derived import derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
 from registry.models.record import CELL_KEY_MODULUS
-from registry.schemas.fields import check_subject_id, problems_to_list
+from registry.schemas.fields import (
+    check_subject_id, is_acceptable_subject_id, problems_to_list,
+)
 from registry.schemas.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
 from registry.services.tokens import Caller
 
@@ -316,6 +318,8 @@ def create_record(caller: Caller, record: dict[str, Any], *, source: str = "api"
 
 
 def _stored(session: Session, caller: Caller, subject_id: str) -> Record:
+    if not is_acceptable_subject_id(subject_id):  # could never have been stored
+        raise NotFound("no record with this subject_id at your site")
     record = session.scalar(select(Record).where(Record.site_id == caller.site_id,
                                                  Record.subject_id == subject_id))
     if record is None:
@@ -382,6 +386,8 @@ def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
 def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_withdrawn",
                     source: str = "api") -> None:
     """Withdrawal of consent: erase the record and all its versions, keep a tombstone."""
+    if not is_acceptable_subject_id(subject_id):
+        raise NotFound("no record with this subject_id at your site")
     with unit_of_work() as session:
         record = session.scalar(select(Record).where(
             Record.site_id == caller.site_id, Record.subject_id == subject_id
