@@ -92,7 +92,9 @@ def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) 
         # psycopg's own executemany (pipeline mode) beats one giant multi-row INSERT, whose
         # text psycopg would parse again for every batch.
         use_insertmanyvalues=False,
-        pool_pre_ping=True,
+        # No ping before each checkout (a round trip per request): a connection found dead
+        # invalidates the whole pool, that request answers 503, and the next ones reconnect.
+        pool_pre_ping=False,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=5,
