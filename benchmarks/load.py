@@ -23,50 +23,22 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from benchmarks.common import fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 MB = 1024 * 1024
 SUBJECTS_PER_CLIENT = 50
-POSTGRES_SERVER_URL = os.environ.get(
-    "REGISTRY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
 
 # --- set-up ------------------------------------------------------------------------------------
-
-@contextmanager
-def fresh_database(kind: str) -> Iterator[str]:
-    """The URL of an empty database of `kind` ('sqlite' or 'postgresql'), dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{Path(folder) / 'bench.db'}"
-        return
-    from sqlalchemy import create_engine
-
-    name = f"registry_bench_load_{uuid.uuid4().hex[:8]}"
-    server = create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_SERVER_URL).set(database=name).render_as_string(
-            hide_password=False)
-    finally:
-        with server.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
-
 
 def prepare_database(url: str) -> str:
     """Migrate the benchmark's empty database; returns a submitter token."""
