@@ -15,6 +15,9 @@ from sqlalchemy.engine import make_url
 
 from registry.db import make_engine
 
+# One JSON log line per request would drown the tables the benchmarks print.
+os.environ.setdefault("REGISTRY_LOG_LEVEL", "WARNING")
+
 # PostgreSQL server the benchmarks use; each run creates and drops a database of its own on it.
 POSTGRES_SERVER_URL = os.environ.get(
     "REGISTRY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

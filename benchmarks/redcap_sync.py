@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchmarks.common  # noqa: F401  (quiet request logs)
 from registry.redcap.assembly import build_record, subject_id
 from registry.redcap.config import load_config
 from registry.redcap.sync import run
