@@ -172,3 +172,24 @@ def test_the_contract_documents_the_429_of_every_limited_operation(app):
             assert documented == path.startswith("/api/v1/"), f"{method} {path}"
     headers = spec["components"]["responses"]["TOO_MANY_REQUESTS"]["headers"]
     assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= set(headers)
+
+
+def _redis_answers(url: str = "redis://127.0.0.1:6379") -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:  # noqa: BLE001  (any failure means: no Redis here)
+        return False
+
+
+@pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379")
+def test_instances_sharing_redis_share_one_limit(app_with, site_a):
+    settings = {"REGISTRY_RATE_LIMIT": "3 per minute",
+                "REGISTRY_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379"}
+    first, second = app_with(**settings).test_client(), app_with(**settings).test_client()
+    statuses = [client.get("/api/v1/records", headers=site_a).status_code
+                for client in (first, second, first, second)]
+    assert statuses == [200, 200, 200, 429]
+    refused = second.get("/api/v1/records", headers=site_a)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
