@@ -12,7 +12,7 @@ from registry.redcap.dictionary import (
 from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "redcap" / "registry_data_dictionary.csv"
+COMMITTED = ROOT / "registry" / "redcap" / "registry_data_dictionary.csv"
 
 
 def rows():
@@ -21,8 +21,8 @@ def rows():
 
 def test_committed_csv_is_what_the_code_generates():
     assert COMMITTED.read_text() == dictionary_csv(), (
-        "redcap/registry_data_dictionary.csv is stale: run "
-        "`registry redcap dictionary redcap/registry_data_dictionary.csv` and commit it")
+        "registry/redcap/registry_data_dictionary.csv is stale: run "
+        "`registry redcap dictionary registry/redcap/registry_data_dictionary.csv` and commit it")
 
 
 def test_header_is_redcaps_exact_18_columns():
