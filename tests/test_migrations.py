@@ -3,7 +3,6 @@ models agree with what the migrations build."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +10,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
-from conftest import TEST_DATABASE_URL, is_postgres
+from live import own_database
 from registry.db import Base, make_engine
 from registry.services.health import alembic_config, newest_revision
 
@@ -21,19 +19,8 @@ from registry.services.health import alembic_config, newest_revision
 @pytest.fixture()
 def scratch_database_url(tmp_path) -> Iterator[str]:  # noqa: ANN001
     """An empty database of the same kind as the suite's, dropped afterwards."""
-    if TEST_DATABASE_URL and is_postgres(TEST_DATABASE_URL):
-        name = f"registry_migrations_{uuid.uuid4().hex[:8]}"
-        server = make_engine(TEST_DATABASE_URL).execution_options(isolation_level="AUTOCOMMIT")
-        with server.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(False)
-        finally:
-            with server.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            server.dispose()
-    else:
-        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+    with own_database("migrations", tmp_path) as url:
+        yield url
 
 
 def table_names(url: str) -> set[str]:
