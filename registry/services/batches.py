@@ -13,8 +13,8 @@ from registry.errors import BatchRejected, PayloadTooLarge
 from registry.schemas.fields import check_subject_id
 from registry.models import Record
 from registry.services.records import (
-    PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, submission_digest,
-    validate_record,
+    PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, rules_in_force,
+    submission_digest, validate_record,
 )
 from registry.services.tokens import Caller
 
@@ -53,7 +53,9 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
     if len(records) > max_batch:
         raise PayloadTooLarge(f"a batch holds at most {max_batch} records; split it")
     subjects = [_printable_subject(raw) for raw in records]
-    digests = {subject_id: submission_digest(raw) for subject_id, raw in zip(subjects, records)
+    rules = rules_in_force()
+    digests = {subject_id: submission_digest(raw, rules)
+               for subject_id, raw in zip(subjects, records)
                if subject_id is not None}
     with unit_of_work() as session:
         resent = _resent_unchanged(session, caller.site_id,

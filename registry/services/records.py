@@ -13,6 +13,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry.db import bulk_insert, unit_of_work, utcnow
-from registry.derived import derive
+from registry.derived import DERIVED_FIELDS, derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
 from registry.models.record import CELL_KEY_MODULUS
@@ -48,13 +49,14 @@ def canonical(data: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def row_values(record: dict[str, Any]) -> dict[str, Any]:
-    """Column values of a canonical record, derived fields included."""
+def row_values(record: dict[str, Any], derived: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """Column values of a canonical record, derived fields included (computed if not given)."""
     values = {name: value for name, value in record.items() if name not in LIST_FIELDS}
     for name, codes in LIST_FIELDS.items():
         chosen = set(record[name])
         values.update({flag_column(name, code): code in chosen for code in codes})
-    values.update(derive(record))
+    values.update(derive(record) if derived is None else derived)
     return values
 
 
@@ -67,10 +69,17 @@ def record_from_row(row: Any) -> dict[str, Any]:
     return {name: record[name] for name in SUBMITTED_FIELDS}
 
 
-def record_view(subject_id: str, record: dict[str, Any], version: int, created_at: datetime,
-                updated_at: datetime) -> dict[str, Any]:
-    """What the API shows of a stored record."""
-    return {"subject_id": subject_id, **record, "derived": derive(record), "version": version,
+def stored_view(row: Record) -> dict[str, Any]:
+    """What the API shows of a stored record: its fields, and the derived values as stored."""
+    return record_view(row.subject_id, record_from_row(row),
+                       {name: getattr(row, name) for name in DERIVED_FIELDS}, row.version,
+                       row.created_at, row.updated_at)
+
+
+def record_view(subject_id: str, record: dict[str, Any], derived: dict[str, Any], version: int,
+                created_at: datetime, updated_at: datetime) -> dict[str, Any]:
+    """What the API shows of a record."""
+    return {"subject_id": subject_id, **record, "derived": derived, "version": version,
             "created_at": created_at, "updated_at": updated_at}
 
 
@@ -93,12 +102,16 @@ def validate_record(raw: Any) -> tuple[dict[str, Any] | None, list[dict[str, str
         return None, problems_to_list(error.messages)
 
 
-def submission_digest(raw: Any) -> str | None:
-    """SHA-256 of a record as sent, under the rules in force (dictionary version, inclusion
-    threshold, current year); None for something that is not a JSON object."""
+def rules_in_force() -> str:
+    """What a record was accepted under: dictionary version, inclusion threshold, current year."""
+    return f"{DICTIONARY_VERSION}|{_schema.remission_threshold()}|{date.today().year}|"
+
+
+def submission_digest(raw: Any, rules: str) -> str | None:
+    """SHA-256 of a record as sent, under `rules_in_force()`; None for something that is not a
+    JSON object."""
     if not isinstance(raw, dict):
         return None
-    rules = f"{DICTIONARY_VERSION}|{_schema.remission_threshold()}|{date.today().year}|"
     try:
         text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):
@@ -121,6 +134,11 @@ class PlannedWrite:
     errors: list[dict[str, str]] = field(default_factory=list)
     version: int | None = None
     digest: str | None = None  # submission_digest of the record as sent, when known
+
+    @cached_property
+    def derived(self) -> dict[str, Any]:
+        """The derived fields of the record to write (computed once)."""
+        return derive(self.record)
 
     def result(self) -> dict[str, Any]:
         """The per-record line of a batch response."""
@@ -204,7 +222,7 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
         return
     ids: dict[str, int] = {}
     if created:
-        rows = [{**row_values(plan.record), "site_id": caller.site_id,
+        rows = [{**row_values(plan.record, plan.derived), "site_id": caller.site_id,
                  "subject_id": plan.subject_id, "version": 1,
                  "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
                  "submission_digest": plan.digest,
@@ -218,7 +236,7 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
     if updated:
         session.execute(
             update(RECORDS).where(RECORDS.c.id == bindparam("record_id")),
-            [{**row_values(plan.record), "record_id": plan.existing.id, "version": plan.version,
+            [{**row_values(plan.record, plan.derived), "record_id": plan.existing.id, "version": plan.version,
               "updated_at": now, "submission_digest": plan.digest} for plan in updated],
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
@@ -267,9 +285,10 @@ def _checked_subject(subject_id: str, record: dict[str, Any]) -> None:
 def _view_of(plan: PlannedWrite) -> dict[str, Any]:
     now = utcnow()
     if plan.existing is None:
-        return record_view(plan.subject_id, plan.record, 1, now, now)
+        return record_view(plan.subject_id, plan.record, plan.derived, 1, now, now)
     updated_at = now if plan.outcome == "updated" else plan.existing.updated_at
-    return record_view(plan.subject_id, plan.record, plan.version, plan.existing.created_at,
+    return record_view(plan.subject_id, plan.record, plan.derived, plan.version,
+                       plan.existing.created_at,
                        updated_at)
 
 
@@ -331,8 +350,7 @@ def get_record(caller: Caller, subject_id: str) -> dict[str, Any]:
     """One of the caller's site's records."""
     with unit_of_work() as session:
         row = _stored(session, caller, subject_id)
-        return record_view(row.subject_id, record_from_row(row), row.version, row.created_at,
-                           row.updated_at)
+        return stored_view(row)
 
 
 def _encode_cursor(record_id: int) -> str:
@@ -364,8 +382,7 @@ def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "records": [record_view(row.subject_id, record_from_row(row), row.version,
-                                row.created_at, row.updated_at) for row in rows],
+        "records": [stored_view(row) for row in rows],
         "next_cursor": _encode_cursor(rows[-1].id) if more else None,
     }
 
