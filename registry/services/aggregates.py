@@ -167,7 +167,8 @@ def _tally(session: Session, groups: Sequence[Dimension], conditions: Iterable[A
     columns = [d.column for d in groups]
     statement = (select(*columns, func.count(), func.coalesce(func.sum(RECORDS.c.cell_key), 0))
                  .where(*conditions).group_by(*columns))
-    codes = dict(session.execute(select(Site.id, Site.code)).all())
+    by_site = any(d.name == SITE for d in groups)  # only then are site ids turned into codes
+    codes = dict(session.execute(select(Site.id, Site.code)).all()) if by_site else {}
     tally: dict[tuple[str, ...], list[int]] = {}
     for *values, count, keys in session.execute(statement):
         key = tuple(codes[v] if d.name == SITE else d.label(v) for d, v in zip(groups, values))
