@@ -47,6 +47,24 @@ def test_upgrade_downgrade_upgrade_round_trip(scratch_database_url: str) -> None
     engine.dispose()
 
 
+def _secrets(url: str) -> list[tuple[str, str]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(
+                text("SELECT name, value FROM registry_secrets"))]
+    finally:
+        engine.dispose()
+
+
+def test_each_database_draws_its_own_perturbation_secret(scratch_database_url: str,
+                                                         database_url: str) -> None:
+    command.upgrade(alembic_config(scratch_database_url), "head")
+    ((name, value),) = _secrets(scratch_database_url)
+    assert name == "perturbation" and len(bytes.fromhex(value)) == 32
+    assert _secrets(database_url)[0][1] != value  # the suite's database has another one
+
+
 def test_models_and_migrations_agree(database_url: str) -> None:
     engine = make_engine(database_url)
     with engine.connect() as connection:
