@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 
 from registry.db import unit_of_work
-from registry.models import Record, Site
+from registry.models import Record, RegistrySecret, Site
 from registry.services.catalogue import dimensions
 from registry.services.disclosure import MIN_CONTRIBUTING_SITES, Policy
 from registry.services.synthetic import synthetic_record, synthetic_rows
@@ -393,35 +393,95 @@ def test_every_response_keeps_properties_1_to_3_on_random_record_sets(
 
 # --- differencing --------------------------------------------------------------------------------
 
-def test_differencing_two_overlapping_queries(app: Flask, client: FlaskClient, coordinator,
-                                              no_repeat_limit, monkeypatch) -> None:
-    """Queries with and without a filter that excludes exactly one patient: with perturbation
-    the difference is noise, not the patient; without it, the patient shows."""
+def _counts(client: FlaskClient, headers: dict[str, str], query: str) -> dict[str, Any]:
+    """A one-way count table by hr_status: {category: published count, "total": total}, after
+    checking that asking again gives the same numbers."""
+    body = client.get(f"{API}/counts?rows=hr_status{query}", headers=headers).json
+    assert client.get(f"{API}/counts?rows=hr_status{query}", headers=headers).json == body
+    return {**{cell["hr_status"]: cell["count"] for cell in body["cells"]}, "total": body["total"]}
+
+
+def _moved(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """The categories whose published count changed."""
+    return {name for name in before if name != "total" and after[name] != before[name]}
+
+
+def test_differencing_with_and_without_a_filter_that_excludes_one_patient(
+        app: Flask, client: FlaskClient, coordinator, no_repeat_limit, monkeypatch) -> None:
+    """Queries with and without a filter that excludes exactly one patient: without
+    perturbation the patient shows as +1 in its category; with it every count is drawn afresh
+    for the other cohort, so neither the counts that moved nor the difference point at it."""
     insert_rows(300, seed=12, cardiac_event="none")
     target = insert_rows(1, seed=13, cardiac_event="heart_failure")[0]
     category = target["hr_status"]
-    everyone = f"{API}/counts?rows=hr_status"
-    without_target = f"{API}/counts?rows=hr_status&cardiac_event=none"
-
-    def difference() -> dict[str, int]:
-        a = client.get(everyone, headers=coordinator).json
-        b = client.get(without_target, headers=coordinator).json
-        assert client.get(everyone, headers=coordinator).json == a  # asking again: same
-        return {x["hr_status"]: x["count"] - y["count"] for x, y in zip(a["cells"], b["cells"])}
+    others = {c for c in dimensions()["hr_status"].categories if c != category}
 
     monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "off")
-    assert difference()[category] == 1  # suppression alone gives the patient away
+    everyone = _counts(client, coordinator, "")
+    without_target = _counts(client, coordinator, "&cardiac_event=none")
+    assert _moved(without_target, everyone) == {category}  # suppression alone: it shows
+    assert everyone[category] - without_target[category] == 1
 
     monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "on")
-    seen = []
-    for key in range(0, 256, 8):  # the target's secret key, which the attacker does not know
+    moved, differences = [], []
+    for trial in range(64):  # registries with other secrets, targets with other keys
         with unit_of_work() as session:
             session.execute(update(Record).where(Record.subject_id == target["subject_id"])
-                            .values(cell_key=key))
-        seen.append(difference()[category])
-    assert sum(d == 1 for d in seen) / len(seen) < 0.5
-    assert sum(d <= 0 for d in seen) > 0  # sometimes it looks as if nobody were there
-    assert len(set(seen)) >= 3
+                            .values(cell_key=trial * 4))
+            session.execute(update(RegistrySecret).values(value=f"{trial:02x}" * 32))
+        everyone = _counts(client, coordinator, "")
+        without_target = _counts(client, coordinator, "&cardiac_event=none")
+        moved.append(_moved(without_target, everyone))
+        differences.append(everyone[category] - without_target[category])
+    # The counts of the other categories hold the same records in both answers, and yet they
+    # move: the one that moved is not the patient's.
+    assert sum(bool(m & others) for m in moved) / len(moved) > 0.6
+    assert sum(m == {category} for m in moved) / len(moved) < 0.3
+    assert sum(d == 1 for d in differences) / len(differences) < 0.5
+    assert sum(d <= 0 for d in differences) > 0  # sometimes it looks as if nobody were there
+    assert len(set(differences)) >= 3
+
+
+def test_differencing_before_and_after_one_record_is_added(
+        app: Flask, client: FlaskClient, coordinator, site_a, no_repeat_limit) -> None:
+    """The same queries before and after one record is submitted: every count, in every
+    cohort, is drawn afresh for the new data, so what moved says neither which category the
+    patient is in nor whether it is in a filtered cohort."""
+    insert_rows(300, seed=21)
+    rng = random.Random(22)
+    filtered = "&presentation=de_novo"
+    only_in_its_category, elsewhere, outside_changed, outside = 0, 0, 0, 0
+    trials = 24
+    for number in range(trials):
+        before = _counts(client, coordinator, ""), _counts(client, coordinator, filtered)
+        record = {key: value for key, value in synthetic_record(rng, "TOR").items()
+                  if key != "subject_id"}
+        response = client.put(f"/api/v1/records/TOR-diff-{number:03d}", json=record,
+                              headers=site_a)
+        assert response.status_code == 201
+        category = response.json["derived"]["hr_status"]
+        after = _counts(client, coordinator, ""), _counts(client, coordinator, filtered)
+        moved = _moved(*[answer[0] for answer in (before, after)])
+        only_in_its_category += moved == {category}
+        elsewhere += bool(moved - {category})
+        if record["presentation"] != "de_novo":  # not in the filtered cohort
+            outside += 1
+            outside_changed += before[1] != after[1]
+    assert only_in_its_category / trials < 0.3
+    assert elsewhere / trials > 0.6
+    # A cohort the patient did not join changes too: no answer stays still to tell.
+    assert outside >= 5 and outside_changed / outside > 0.8
+
+
+def test_the_perturbation_secret_never_leaves_the_database(
+        client: FlaskClient, coordinator, steward, records) -> None:
+    with unit_of_work() as session:
+        secret = session.scalar(select(RegistrySecret.value))
+    answers = [client.get(API + path, headers=coordinator).get_data(as_text=True)
+               for path in ENDPOINTS[:3] + ("/counts?rows=hr_status&format=csv",)]
+    answers.append(client.get(f"{API}/query-log", headers=steward).get_data(as_text=True))
+    assert len(answers[-1]) > 100 and "hr_status" in answers[-1]
+    assert not any(secret in answer or secret.upper() in answer for answer in answers)
 
 
 def test_synthetic_helper_is_valid() -> None:

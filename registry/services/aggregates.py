@@ -16,9 +16,13 @@ from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work, utcnow
 from registry.errors import BadRequest, QueryRefused, TooManyRequests
-from registry.models import ApiToken, AuditEntry, QueryLogEntry, Site
+from registry.models import (
+    PERTURBATION_SECRET, ApiToken, AuditEntry, QueryLogEntry, RegistrySecret, Site,
+)
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
-from registry.services.disclosure import Equation, Policy, contributing_sites, protect
+from registry.services.disclosure import (
+    Equation, NoiseDraw, Policy, contributing_sites, protect,
+)
 from registry.schemas.identifiers import printable_field_name
 from registry.services.tokens import Caller
 
@@ -105,6 +109,16 @@ def _snapshot(session: Session) -> str:
     return hashlib.sha256(f"registry-data-state:{last}".encode()).hexdigest()[:16]
 
 
+def _noise_draw(session: Session, snapshot: str, cohort: tuple[int, int]) -> NoiseDraw:
+    """What keys the noise of an answer about `cohort` (its record count and key sum)."""
+    secret = session.scalar(select(RegistrySecret.value).where(
+        RegistrySecret.name == PERTURBATION_SECRET))
+    if secret is None:  # the migrations draw it: a database without it was not migrated
+        raise RuntimeError("the registry's perturbation secret is missing: run "
+                           "`registry db upgrade`")
+    return NoiseDraw(bytes.fromhex(secret), snapshot, cohort)
+
+
 def _answer(caller: Caller, query: str, policy: Policy,
             compute: Callable[[Session, str], dict[str, Any]]) -> dict[str, Any]:
     """Answer a query once the repeat limit allows it; log it, whatever the outcome."""
@@ -184,8 +198,10 @@ def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[st
 
     def compute(session: Session, snapshot: str) -> dict[str, Any]:
         tally = _tally(session, groups, conditions)
-        _refuse_small(sum(count for count, _ in tally.values()), policy)
-        body = _tabulate(groups, tally, policy)
+        cohort = (sum(count for count, _ in tally.values()),
+                  sum(keys for _, keys in tally.values()))
+        _refuse_small(cohort[0], policy)
+        body = _tabulate(groups, tally, policy, _noise_draw(session, snapshot, cohort))
         sites = _contributing_sites(session, conditions)
         return {"rows": rows, "columns": columns, "filters": dict(sorted(filters.items())),
                 **body, "disclosure": _disclosure(policy, snapshot, sites)}
@@ -194,7 +210,7 @@ def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[st
 
 
 def _tabulate(groups: list[Dimension], tally: dict[tuple[str, ...], list[int]],
-              policy: Policy) -> dict[str, Any]:
+              policy: Policy, draw: NoiseDraw) -> dict[str, Any]:
     """Cells, margins and total of a one- or two-way table, after disclosure control."""
     row_dim = groups[0]
     col_dim = groups[1] if len(groups) > 1 else None
@@ -231,7 +247,8 @@ def _tabulate(groups: list[Dimension], tally: dict[tuple[str, ...], list[int]],
         equations += [(total, row_totals), (total, column_totals)]
     else:
         equations.append((total, [row[0] for row in grid]))
-    released = protect(counts, keys, equations, policy, grid=grid if col_dim else None)
+    released = protect(counts, keys, equations, policy, grid=grid if col_dim else None,
+                       draw=draw)
 
     cells = []
     for r, row in zip(row_cats, grid):
@@ -286,10 +303,11 @@ def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[s
             slot = 0 if relapsed else 1
             tally[group][int(year)][slot] += count
             tally[group][int(year)][slot + 2] += int(keys)
-        cohort = sum(e[0] + e[1] for g in tally.values() for e in g.values())
-        _refuse_small(cohort, policy)
+        cohort = (sum(e[0] + e[1] for g in tally.values() for e in g.values()),
+                  sum(e[2] + e[3] for g in tally.values() for e in g.values()))
+        _refuse_small(cohort[0], policy)
         names = groups[0].categories if groups else ("all",)
-        body = _life_tables(names, tally, policy)
+        body = _life_tables(names, tally, policy, _noise_draw(session, snapshot, cohort))
         sites = _contributing_sites(session, [*conditions, *selection])
         return {"by": by, "origin": origin, "filters": dict(sorted(filters.items())),
                 "interval_days": YEAR_DAYS, **body,
@@ -321,7 +339,7 @@ def _merged_intervals(years: dict[int, list[int]], k: int) -> list[tuple[int, li
 
 
 def _life_tables(names: Sequence[str], tally: dict[str, dict[int, list[int]]],
-                 policy: Policy) -> dict[str, Any]:
+                 policy: Policy, draw: NoiseDraw) -> dict[str, Any]:
     """Every group's life table and the group sizes, protected as one linked system."""
     counts: list[int] = [0]
     keys: list[int] = [0]
@@ -353,7 +371,7 @@ def _life_tables(names: Sequence[str], tally: dict[str, dict[int, list[int]]],
     counts[0] = sum(counts[size] for _, size, _ in layout)
     keys[0] = sum(keys[size] for _, size, _ in layout)
     equations.append((0, [size for _, size, _ in layout]))
-    released = protect(counts, keys, equations, policy)
+    released = protect(counts, keys, equations, policy, draw=draw)
 
     groups = []
     for name, size, rows in layout:

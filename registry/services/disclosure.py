@@ -4,9 +4,12 @@ An answer is a list of counts linked by additive equations (a total equals the s
 the cells of a table with its row, column and grand totals, or the intervals of a life table.
 `protect()` turns the true counts into what may be published:
 
-1. cell-key perturbation: each count moves by at most +/-2, looked up in PERTURBATION_TABLE by the
-   count and the count's cell key (the sum of its records' secret keys modulo 256), so the same
-   records always get the same adjustment and a one-patient difference drowns in the noise;
+1. cell-key perturbation: each count moves by at most +/-2, looked up in the perturbation table by
+   the count and the count's cell key. The cell key comes from the secret keys of the count's
+   records and, in an answer to a query, from the answer's cohort and data snapshot too
+   (NoiseDraw): the same question on the same data always gets the same numbers, while two
+   answers that differ by one patient (a filter added, a record added) have every count drawn
+   afresh, so the patient's difference drowns in the noise and does not show where it is;
 2. primary suppression of every count that is small (1..k-1) before or after perturbation;
 3. complementary suppression, smallest count first, until a linear program shows, for every
    suppressed count, that the published numbers allow it to be at least k.
@@ -16,6 +19,8 @@ Nothing here touches the database or says why a count was suppressed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +65,30 @@ def adjustment(count: int, cell_key: int) -> int:
 def perturb(count: int, cell_key: int) -> int:
     """A count after cell-key perturbation: within +/-2, zero stays zero, never below 1 if >0."""
     return count + adjustment(count, cell_key % CELL_KEY_MODULUS)
+
+
+@dataclass(frozen=True)
+class NoiseDraw:
+    """What draws the noise of one answer besides the record keys of each count: the registry's
+    secret, the data snapshot, and the answer's cohort (how many records the query selects, and
+    the sum of their keys).
+
+    A count's cell key is HMAC-SHA256(secret, snapshot, cohort, count, sum of its records' keys)
+    modulo 256. So the same records in the same cohort of the same data always get the same
+    adjustment, whichever way the query is worded (asking again or rewording gains nothing); a
+    cohort or data that differ by one patient draw every count afresh, so comparing the two
+    answers does not show which count the patient is in; and without the secret, which never
+    leaves the database, nobody can work the keys out."""
+
+    secret: bytes
+    snapshot: str
+    cohort: tuple[int, int]
+
+    def cell_key(self, count: int, record_keys: int) -> int:
+        """The cell key of a count of records whose own keys sum to `record_keys`."""
+        message = f"{self.snapshot}|{self.cohort[0]}|{self.cohort[1]}|{count}|{record_keys}"
+        digest = hmac.new(self.secret, message.encode(), hashlib.sha256).digest()
+        return int.from_bytes(digest[:4], "big") % CELL_KEY_MODULUS
 
 
 @dataclass(frozen=True)
@@ -167,11 +196,16 @@ def _rectangle(index: int, hidden: set[int], counts: Sequence[int],
     return best
 
 
-def protect(counts: Sequence[int], cell_keys: Sequence[int], equations: Sequence[Equation],
-            policy: Policy, grid: Sequence[Sequence[int]] | None = None) -> list[int | None]:
+def protect(counts: Sequence[int], record_keys: Sequence[int], equations: Sequence[Equation],
+            policy: Policy, grid: Sequence[Sequence[int]] | None = None,
+            draw: NoiseDraw | None = None) -> list[int | None]:
     """The publishable counts: perturbed, with small and revealing counts suppressed (None).
-    `grid` lays out the cells of a two-way table (indexes by row and column), if there is one."""
+    `record_keys` holds, for each count, the sum of its records' keys; `draw` keys the noise to
+    one answer (without it, the noise depends on the records alone). `grid` lays out the cells
+    of a two-way table (indexes by row and column), if there is one."""
     k = policy.min_cell_count
+    cell_keys = ([draw.cell_key(c, key) for c, key in zip(counts, record_keys)] if draw
+                 else record_keys)
     published = [perturb(c, key) if policy.perturbation else c
                  for c, key in zip(counts, cell_keys)]
     hidden = {i for i, (c, p) in enumerate(zip(counts, published))
