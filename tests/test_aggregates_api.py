@@ -473,6 +473,25 @@ def test_differencing_before_and_after_one_record_is_added(
     assert outside >= 5 and outside_changed / outside > 0.8
 
 
+def test_life_tables_too_are_drawn_afresh_when_one_record_is_added(
+        client: FlaskClient, coordinator, site_a, no_repeat_limit) -> None:
+    insert_rows(400, seed=23)
+    path = f"{API}/remission?by=presentation"
+
+    def recurrent() -> dict[str, Any]:
+        body = client.get(path, headers=coordinator).json
+        assert client.get(path, headers=coordinator).json == body  # asking again: the same
+        return next(group for group in body["groups"] if group["group"] == "recurrent")
+
+    before = recurrent()
+    record = {**synthetic_record(random.Random(24), "TOR"), "presentation": "de_novo"}
+    record.pop("subject_id")
+    assert client.put("/api/v1/records/TOR-life-001", json=record,
+                      headers=site_a).status_code == 201
+    # The patient joined the de novo group; the recurrent group's numbers move all the same.
+    assert recurrent() != before
+
+
 def test_the_perturbation_secret_never_leaves_the_database(
         client: FlaskClient, coordinator, steward, records) -> None:
     with unit_of_work() as session:
