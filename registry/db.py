@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, create_engine, event, insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Set before the first migration so every constraint has a stable, predictable name.
@@ -104,11 +104,17 @@ def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) 
 
 
 class Database:
-    """The engine and session factory of one app."""
+    """The engine and session factories of one app."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session_factory = sessionmaker(bind=engine, expire_on_commit=False)
+        # Work of one statement needs no transaction around it: on PostgreSQL it runs in
+        # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps its transaction
+        # (BEGIN IMMEDIATE costs no round trip there).
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") \
+            if engine.dialect.name == "postgresql" else engine
+        self.autocommit_factory = sessionmaker(bind=autocommit, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -141,6 +147,18 @@ def unit_of_work() -> Iterator[Session]:
     try:
         with session.begin():
             yield session
+    finally:
+        session.close()
+
+
+@contextmanager
+def single_statement() -> Iterator[Connection]:
+    """A connection for work that is one statement at a time, each atomic on its own (a
+    read, or a write that needs nothing else): on PostgreSQL each commits by itself."""
+    session = get_database().autocommit_factory()
+    try:
+        with session.begin():
+            yield session.connection()
     finally:
         session.close()
 

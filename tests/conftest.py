@@ -91,18 +91,19 @@ def session_app(database_url: str) -> Iterator[Flask]:
 @pytest.fixture()
 def app(session_app: Flask) -> Iterator[Flask]:
     """The app, with every database write of the test inside one transaction rolled back at the
-    end (SQLAlchemy's "join a session into an external transaction" recipe)."""
+    end (SQLAlchemy's "join a session into an external transaction" recipe). Work of one
+    statement (autocommit on PostgreSQL) joins the same transaction."""
     database = get_database_of(session_app)
     connection = database.engine.connect()
     outer = connection.begin()
-    original = database.session_factory
-    database.session_factory = sessionmaker(
+    original = database.session_factory, database.autocommit_factory
+    database.session_factory = database.autocommit_factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
     try:
         with session_app.app_context():
             yield session_app
     finally:
-        database.session_factory = original
+        database.session_factory, database.autocommit_factory = original
         outer.rollback()
         connection.close()
 
