@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from marshmallow import ValidationError
 from sqlalchemy import Row, bindparam, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from registry.db import bulk_insert, unit_of_work, utcnow
@@ -166,11 +167,51 @@ _LOCK_SUBJECTS = text(
     " ORDER BY key) AS sorted")
 
 
-def _lock_subjects(session: Session, site_id: int, subjects: list[str]) -> None:
+def _lock_subjects(connection: Connection, site_id: int, subjects: list[str]) -> None:
     """PostgreSQL: queue writers of the same subjects, also those creating it, so that a batch
     and single PUTs creating one subject wait for each other instead of colliding on the
     unique key (which a retry could lose again and again)."""
-    session.execute(_LOCK_SUBJECTS, {"site_id": site_id, "subjects": subjects})
+    connection.execute(_LOCK_SUBJECTS, {"site_id": site_id, "subjects": subjects})
+
+
+# What a write reads of a stored record: its submitted fields (to find the changes), and what
+# the answer shows. Not the derived fields, the cell key or the digest, which it rewrites.
+_STORED_COLUMNS = [RECORDS.c[name] for name in ("id", "subject_id", "version", "created_at",
+                                                "updated_at")] + [
+    RECORDS.c[name] for name in SUBMITTED_FIELDS if name not in LIST_FIELDS] + [
+    RECORDS.c[flag_column(name, code)] for name, codes in LIST_FIELDS.items() for code in codes]
+_STORED = select(*_STORED_COLUMNS).where(
+    RECORDS.c.site_id == bindparam("site_id"),
+    RECORDS.c.subject_id.in_(bindparam("subjects", expanding=True)))
+_STORED_FOR_UPDATE = _STORED.with_for_update()
+_ONE_STORED_FOR_UPDATE = select(*_STORED_COLUMNS).where(
+    RECORDS.c.site_id == bindparam("site_id"),
+    RECORDS.c.subject_id == bindparam("subject_id")).with_for_update()
+_WITHDRAWN = select(Tombstone.__table__.c.subject_id).where(
+    Tombstone.__table__.c.site_id == bindparam("site_id"),
+    Tombstone.__table__.c.subject_id.in_(bindparam("subjects", expanding=True)))
+
+
+def _withdrawn(connection: Connection, site_id: int, subjects: list[str]) -> set[str]:
+    """Which of these subjects (none of them stored) were withdrawn."""
+    if not subjects:
+        return set()
+    return set(connection.scalars(_WITHDRAWN, {"site_id": site_id, "subjects": subjects}))
+
+
+def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | None,
+          stored: Row | None, withdrawn: bool) -> PlannedWrite:
+    """The outcome of one valid record, given its stored row (if any)."""
+    if withdrawn:
+        return rejected(index, subject_id, [{
+            "field": "subject_id", "code": "subject_withdrawn",
+            "message": "this subject was withdrawn and may not be submitted again"}])
+    if stored is None:
+        return PlannedWrite(index, subject_id, "created", record, version=1, digest=digest)
+    changes = changes_between(record_from_row(stored), record)
+    outcome = "updated" if changes else "unchanged"
+    return PlannedWrite(index, subject_id, outcome, record, stored, changes,
+                        version=stored.version + (1 if changes else 0), digest=digest)
 
 
 def plan_writes(session: Session, site_id: int,
@@ -181,35 +222,36 @@ def plan_writes(session: Session, site_id: int,
 
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
+    connection = session.connection()
     subjects = [item[1] for item in items]
-    if lock and session.get_bind().dialect.name == "postgresql":
-        _lock_subjects(session, site_id, subjects)
-    stored_query = select(RECORDS).where(RECORDS.c.site_id == site_id,
-                                         RECORDS.c.subject_id.in_(subjects))
-    if lock:
-        stored_query = stored_query.with_for_update()
-    stored = {row.subject_id: row for row in session.execute(stored_query)}
+    if lock and connection.dialect.name == "postgresql":
+        _lock_subjects(connection, site_id, subjects)
+    stored = {row.subject_id: row for row in connection.execute(
+        _STORED_FOR_UPDATE if lock else _STORED, {"site_id": site_id, "subjects": subjects})}
     # A stored record cannot be withdrawn (withdrawal erases it): ask only about the others.
-    missing = [subject_id for subject_id in subjects if subject_id not in stored]
-    withdrawn = set(session.scalars(select(Tombstone.subject_id).where(
-        Tombstone.site_id == site_id, Tombstone.subject_id.in_(missing)))) if missing else set()
-    plans = []
-    for index, subject_id, record, digest in items:
-        if subject_id in withdrawn:
-            plans.append(rejected(index, subject_id, [{
-                "field": "subject_id", "code": "subject_withdrawn",
-                "message": "this subject was withdrawn and may not be submitted again"}]))
-            continue
-        row = stored.get(subject_id)
-        if row is None:
-            plans.append(PlannedWrite(index, subject_id, "created", record, version=1,
-                                      digest=digest))
-            continue
-        changes = changes_between(record_from_row(row), record)
-        outcome = "updated" if changes else "unchanged"
-        plans.append(PlannedWrite(index, subject_id, outcome, record, row, changes,
-                                  version=row.version + (1 if changes else 0), digest=digest))
-    return plans
+    withdrawn = _withdrawn(connection, site_id,
+                           [subject_id for subject_id in subjects if subject_id not in stored])
+    return [_plan(index, subject_id, record, digest, stored.get(subject_id),
+                  subject_id in withdrawn) for index, subject_id, record, digest in items]
+
+
+def plan_write(session: Session, site_id: int, subject_id: str, record: dict[str, Any]
+               ) -> PlannedWrite:
+    """Decide the outcome of one valid record, its stored row locked until the transaction
+    ends.
+
+    One record needs one lock: the stored row's, taken first. Only a subject not stored yet
+    also takes its advisory lock (PostgreSQL), to queue behind a writer creating it, and is
+    looked up again. Holding at most that row lock while waiting, a single write never waits
+    crosswise with a batch, which takes its advisory locks before its row locks."""
+    connection = session.connection()
+    where = {"site_id": site_id, "subject_id": subject_id}
+    stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
+    if stored is None and connection.dialect.name == "postgresql":
+        _lock_subjects(connection, site_id, [subject_id])
+        stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
+    withdrawn = stored is None and bool(_withdrawn(connection, site_id, [subject_id]))
+    return _plan(0, subject_id, record, None, stored, withdrawn)
 
 
 def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite],
@@ -298,8 +340,7 @@ def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: 
 
     def work() -> tuple[str, dict[str, Any]]:
         with unit_of_work() as session:
-            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record, None)],
-                                  lock=True)
+            plan = plan_write(session, caller.site_id, subject_id, record)
             if plan.outcome == "rejected":
                 raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
                                                     "submitted again")
