@@ -111,10 +111,10 @@ class Database:
         self.session_factory = sessionmaker(bind=engine, expire_on_commit=False)
         # Work of one statement needs no transaction around it: on PostgreSQL it runs in
         # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps its transaction
-        # (BEGIN IMMEDIATE costs no round trip there).
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") \
+        # (BEGIN IMMEDIATE costs no round trip there). Anything with begin() yielding a
+        # Connection will do (the tests join their own transaction).
+        self.autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT") \
             if engine.dialect.name == "postgresql" else engine
-        self.autocommit_factory = sessionmaker(bind=autocommit, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -155,12 +155,8 @@ def unit_of_work() -> Iterator[Session]:
 def single_statement() -> Iterator[Connection]:
     """A connection for work that is one statement at a time, each atomic on its own (a
     read, or a write that needs nothing else): on PostgreSQL each commits by itself."""
-    session = get_database().autocommit_factory()
-    try:
-        with session.begin():
-            yield session.connection()
-    finally:
-        session.close()
+    with get_database().autocommit.begin() as connection:
+        yield connection
 
 
 # From this many rows on, PostgreSQL inserts go through COPY, an order of magnitude faster than

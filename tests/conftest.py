@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from alembic import command
 from flask import Flask
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import sessionmaker
 
 from registry import create_app
@@ -88,6 +89,20 @@ def session_app(database_url: str) -> Iterator[Flask]:
     get_database_of(app).engine.dispose()
 
 
+class JoinedTransaction:
+    """Stands in for an engine whose begin() would open a transaction of its own: each begin()
+    is a savepoint in the test's transaction instead."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A savepoint of the test's connection, released when the block ends."""
+        with self.connection.begin_nested():
+            yield self.connection
+
+
 @pytest.fixture()
 def app(session_app: Flask) -> Iterator[Flask]:
     """The app, with every database write of the test inside one transaction rolled back at the
@@ -96,14 +111,15 @@ def app(session_app: Flask) -> Iterator[Flask]:
     database = get_database_of(session_app)
     connection = database.engine.connect()
     outer = connection.begin()
-    original = database.session_factory, database.autocommit_factory
-    database.session_factory = database.autocommit_factory = sessionmaker(
+    original = database.session_factory, database.autocommit
+    database.session_factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    database.autocommit = JoinedTransaction(connection)
     try:
         with session_app.app_context():
             yield session_app
     finally:
-        database.session_factory, database.autocommit_factory = original
+        database.session_factory, database.autocommit = original
         outer.rollback()
         connection.close()
 

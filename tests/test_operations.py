@@ -25,7 +25,7 @@ def app_with(app: Flask, database_url: str) -> Callable[..., Flask]:
         other = create_app({"DATABASE_URL": database_url, "TESTING": True, **settings})
         joined, shared = get_database_of(other), get_database_of(app)
         joined.session_factory = shared.session_factory
-        joined.autocommit_factory = shared.autocommit_factory
+        joined.autocommit = shared.autocommit
         return other
 
     return build
