@@ -115,6 +115,7 @@ class Database:
         # Connection will do (the tests join their own transaction).
         self.autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT") \
             if engine.dialect.name == "postgresql" else engine
+        self.transactions: Any = engine
 
     @property
     def dialect(self) -> str:
@@ -152,6 +153,14 @@ def unit_of_work() -> Iterator[Session]:
 
 
 @contextmanager
+def transaction() -> Iterator[Connection]:
+    """unit_of_work() for Core statements, without a Session around them: one transaction on
+    one connection, committed when the block ends, rolled back on any error."""
+    with get_database().transactions.begin() as connection:
+        yield connection
+
+
+@contextmanager
 def single_statement() -> Iterator[Connection]:
     """A connection for work that is one statement at a time, each atomic on its own (a
     read, or a write that needs nothing else): on PostgreSQL each commits by itself."""
@@ -164,13 +173,12 @@ def single_statement() -> Iterator[Connection]:
 COPY_THRESHOLD = 50
 
 
-def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows that all have the same keys, within the session's transaction."""
+def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows that all have the same keys, within the connection's transaction."""
     if not rows:
         return
-    connection = session.connection()
     if connection.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
-        session.execute(insert(table), rows)
+        connection.execute(insert(table), rows)
         return
     names = list(rows[0])
     as_json = {name for name in names if isinstance(table.c[name].type, JSON)}

@@ -111,15 +111,15 @@ def app(session_app: Flask) -> Iterator[Flask]:
     database = get_database_of(session_app)
     connection = database.engine.connect()
     outer = connection.begin()
-    original = database.session_factory, database.autocommit
+    original = database.session_factory, database.autocommit, database.transactions
     database.session_factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-    database.autocommit = JoinedTransaction(connection)
+    database.autocommit = database.transactions = JoinedTransaction(connection)
     try:
         with session_app.app_context():
             yield session_app
     finally:
-        database.session_factory, database.autocommit = original
+        database.session_factory, database.autocommit, database.transactions = original
         outer.rollback()
         connection.close()
 

@@ -26,6 +26,7 @@ def app_with(app: Flask, database_url: str) -> Callable[..., Flask]:
         joined, shared = get_database_of(other), get_database_of(app)
         joined.session_factory = shared.session_factory
         joined.autocommit = shared.autocommit
+        joined.transactions = shared.transactions
         return other
 
     return build

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from registry.db import bulk_insert, unit_of_work, utcnow
+from registry.db import bulk_insert, transaction, unit_of_work, utcnow
 from registry.derived import DERIVED_FIELDS, derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
@@ -214,7 +214,7 @@ def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | Non
                         version=stored.version + (1 if changes else 0), digest=digest)
 
 
-def plan_writes(session: Session, site_id: int,
+def plan_writes(connection: Connection, site_id: int,
                 items: list[tuple[int, str, dict[str, Any], str | None]], *, lock: bool
                 ) -> list[PlannedWrite]:
     """Decide the outcome of each valid (index, subject_id, record, digest) against what is
@@ -222,7 +222,6 @@ def plan_writes(session: Session, site_id: int,
 
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
-    connection = session.connection()
     subjects = [item[1] for item in items]
     if lock and connection.dialect.name == "postgresql":
         _lock_subjects(connection, site_id, subjects)
@@ -235,7 +234,7 @@ def plan_writes(session: Session, site_id: int,
                   subject_id in withdrawn) for index, subject_id, record, digest in items]
 
 
-def plan_write(session: Session, site_id: int, subject_id: str, record: dict[str, Any]
+def plan_write(connection: Connection, site_id: int, subject_id: str, record: dict[str, Any]
                ) -> PlannedWrite:
     """Decide the outcome of one valid record, its stored row locked until the transaction
     ends.
@@ -244,7 +243,6 @@ def plan_write(session: Session, site_id: int, subject_id: str, record: dict[str
     also takes its advisory lock (PostgreSQL), to queue behind a writer creating it, and is
     looked up again. Holding at most that row lock while waiting, a single write never waits
     crosswise with a batch, which takes its advisory locks before its row locks."""
-    connection = session.connection()
     where = {"site_id": site_id, "subject_id": subject_id}
     stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
     if stored is None and connection.dialect.name == "postgresql":
@@ -314,7 +312,7 @@ def _write_one_with_history(connection: Connection, caller: Caller, plan: Planne
         connection.execute(_UPDATE_ONE, {**values, "record_id": plan.existing.id})
 
 
-def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite],
+def apply_writes(connection: Connection, caller: Caller, plans: Iterable[PlannedWrite],
                  source: str) -> None:
     """Write created and updated records with their versions and audit entries, in bulk (one
     statement for a single record on PostgreSQL)."""
@@ -323,7 +321,6 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
     updated = [plan for plan in plans if plan.outcome == "updated"]
     if not created and not updated:
         return
-    connection = session.connection()
     if len(created) + len(updated) == 1 and connection.dialect.name == "postgresql":
         _write_one_with_history(connection, caller, (created + updated)[0], source, now)
         return
@@ -334,27 +331,27 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
                  "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
                  "submission_digest": plan.digest,
                  "created_at": now, "updated_at": now} for plan in created]
-        bulk_insert(session, RECORDS, rows)
+        bulk_insert(connection, RECORDS, rows)
         # Read the new ids back: neither COPY nor psycopg's executemany return them.
-        new_ids = session.execute(select(RECORDS.c.subject_id, RECORDS.c.id).where(
+        new_ids = connection.execute(select(RECORDS.c.subject_id, RECORDS.c.id).where(
             RECORDS.c.site_id == caller.site_id,
             RECORDS.c.subject_id.in_([plan.subject_id for plan in created])))
         ids.update({subject_id: record_id for subject_id, record_id in new_ids})
     if updated:
-        session.execute(
+        connection.execute(
             update(RECORDS).where(RECORDS.c.id == bindparam("record_id")),
             [{**row_values(plan.record, plan.derived), "record_id": plan.existing.id, "version": plan.version,
               "updated_at": now, "submission_digest": plan.digest} for plan in updated],
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
     written = created + updated
-    bulk_insert(session, RecordVersion.__table__, [
+    bulk_insert(connection, RecordVersion.__table__, [
         {"record_id": ids[plan.subject_id], "version": plan.version, "created_at": now,
          "source": source, "token_id": caller.token_id,
          "changed_fields": list(plan.changes) if plan.outcome == "updated"
          else list(SUBMITTED_FIELDS),
          "data": plan.record} for plan in written])
-    bulk_insert(session, AuditEntry.__table__, [
+    bulk_insert(connection, AuditEntry.__table__, [
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
          "subject_id": plan.subject_id,
          "action": "create" if plan.outcome == "created" else "update", "source": source,
@@ -404,13 +401,13 @@ def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: 
     """Write one record after `check` has accepted its plan; a withdrawn subject is a 409."""
 
     def work() -> tuple[str, dict[str, Any]]:
-        with unit_of_work() as session:
-            plan = plan_write(session, caller.site_id, subject_id, record)
+        with transaction() as connection:
+            plan = plan_write(connection, caller.site_id, subject_id, record)
             if plan.outcome == "rejected":
                 raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
                                                     "submitted again")
             check(plan)
-            apply_writes(session, caller, [plan], source)
+            apply_writes(connection, caller, [plan], source)
             return plan.outcome, _view_of(plan)
 
     return retrying_races(work)
