@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, create_engine, event, insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Set before the first migration so every constraint has a stable, predictable name.
@@ -104,11 +104,18 @@ def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) 
 
 
 class Database:
-    """The engine and session factory of one app."""
+    """The engine and session factories of one app."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session_factory = sessionmaker(bind=engine, expire_on_commit=False)
+        # Work of one statement needs no transaction around it: on PostgreSQL it runs in
+        # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps its transaction
+        # (BEGIN IMMEDIATE costs no round trip there). Anything with begin() yielding a
+        # Connection will do (the tests join their own transaction).
+        self.autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT") \
+            if engine.dialect.name == "postgresql" else engine
+        self.transactions: Any = engine
 
     @property
     def dialect(self) -> str:
@@ -145,18 +152,33 @@ def unit_of_work() -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """unit_of_work() for Core statements, without a Session around them: one transaction on
+    one connection, committed when the block ends, rolled back on any error."""
+    with get_database().transactions.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def single_statement() -> Iterator[Connection]:
+    """A connection for work that is one statement at a time, each atomic on its own (a
+    read, or a write that needs nothing else): on PostgreSQL each commits by itself."""
+    with get_database().autocommit.begin() as connection:
+        yield connection
+
+
 # From this many rows on, PostgreSQL inserts go through COPY, an order of magnitude faster than
 # executemany for the wide rows of a batch.
 COPY_THRESHOLD = 50
 
 
-def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows that all have the same keys, within the session's transaction."""
+def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows that all have the same keys, within the connection's transaction."""
     if not rows:
         return
-    connection = session.connection()
     if connection.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
-        session.execute(insert(table), rows)
+        connection.execute(insert(table), rows)
         return
     names = list(rows[0])
     as_json = {name for name in names if isinstance(table.c[name].type, JSON)}

@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from alembic import command
 from flask import Flask
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import sessionmaker
 
 from registry import create_app
@@ -96,21 +97,37 @@ def session_app(database_url: str) -> Iterator[Flask]:
     get_database_of(app).engine.dispose()
 
 
+class JoinedTransaction:
+    """Stands in for an engine whose begin() would open a transaction of its own: each begin()
+    is a savepoint in the test's transaction instead."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A savepoint of the test's connection, released when the block ends."""
+        with self.connection.begin_nested():
+            yield self.connection
+
+
 @pytest.fixture()
 def app(session_app: Flask) -> Iterator[Flask]:
     """The app, with every database write of the test inside one transaction rolled back at the
-    end (SQLAlchemy's "join a session into an external transaction" recipe)."""
+    end (SQLAlchemy's "join a session into an external transaction" recipe). Work of one
+    statement (autocommit on PostgreSQL) joins the same transaction."""
     database = get_database_of(session_app)
     connection = database.engine.connect()
     outer = connection.begin()
-    original = database.session_factory
+    original = database.session_factory, database.autocommit, database.transactions
     database.session_factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    database.autocommit = database.transactions = JoinedTransaction(connection)
     try:
         with session_app.app_context():
             yield session_app
     finally:
-        database.session_factory = original
+        database.session_factory, database.autocommit, database.transactions = original
         outer.rollback()
         connection.close()
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import EXAMPLE_RECORD, without_subject
 from registry.schemas.fields import Code, CodeList, WholeNumber
+from registry.schemas.identifiers import printable_field_name
 from registry.schemas.record import RecordFieldsSchema
 
 FIELDS = RecordFieldsSchema().fields
@@ -59,8 +60,11 @@ def broken_records(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         name = draw(st.sampled_from([n for n, f in FIELDS.items() if f.required]))
         del body[name]
     elif kind == "unknown":
+        # A name shaped like an identifier or a date (e.g. a0a0a0, a postal code) is reported
+        # as "(unnamed field)" on purpose (test_identifier_firewall): draw plain names only.
         name = draw(st.from_regex(r"[a-z][a-z0-9_]{0,30}", fullmatch=True)
-                    .filter(lambda n: n not in FIELDS and n != "subject_id"))
+                    .filter(lambda n: n not in FIELDS and n != "subject_id"
+                            and printable_field_name(n) == n))
         body[name] = draw(ANY_JSON)
     else:
         name = draw(st.sampled_from(sorted(FIELDS)))

@@ -23,7 +23,10 @@ def app_with(app: Flask, database_url: str) -> Callable[..., Flask]:
 
     def build(**settings: Any) -> Flask:
         other = create_app({"DATABASE_URL": database_url, "TESTING": True, **settings})
-        get_database_of(other).session_factory = get_database_of(app).session_factory
+        joined, shared = get_database_of(other), get_database_of(app)
+        joined.session_factory = shared.session_factory
+        joined.autocommit = shared.autocommit
+        joined.transactions = shared.transactions
         return other
 
     return build

@@ -249,3 +249,63 @@ def test_updated_since_honours_the_time_zone_of_the_parameter(client, site_a, ex
                           headers=site_a).json["records"]) == 1
     assert client.get(URL, query_string={"updated_since": after},
                       headers=site_a).json["records"] == []
+
+
+def _stored_state(subject_id: str) -> dict[str, Any]:
+    """What a write left of one subject: its record's written columns, its versions and its
+    audit entries (without ids and times, which differ between two writes)."""
+    from registry.services.records import ROW_COLUMNS
+
+    with unit_of_work() as session:
+        record = session.scalar(select(Record).where(Record.subject_id == subject_id))
+        versions = session.scalars(select(RecordVersion).where(
+            RecordVersion.record_id == record.id).order_by(RecordVersion.version))
+        entries = session.scalars(select(AuditEntry).where(
+            AuditEntry.subject_id == subject_id).order_by(AuditEntry.id))
+        return {
+            "record": {name: getattr(record, name) for name in (*ROW_COLUMNS, "version",
+                                                                "submission_digest")},
+            "times": record.created_at <= record.updated_at,
+            "versions": [(v.version, v.source, v.token_id, v.changed_fields, v.data)
+                         for v in versions],
+            "audit": [(e.token_id, e.site_id, e.action, e.source, e.version, e.changed_fields)
+                      for e in entries],
+        }
+
+
+def test_a_single_write_stores_what_a_batch_stores(client, site_a, example_record):
+    """One record is written in one statement on PostgreSQL, many in bulk: same rows."""
+    single, pair = "TOR-singlewrite", ("TOR-batchwriteone", "TOR-batchwritetwo")
+
+    def write_all(record: dict[str, Any]) -> None:
+        assert put(client, site_a, {**record, "subject_id": single}).status_code in (200, 201)
+        batch = client.post(f"{URL}/batch", headers=site_a, json={"records": [
+            {**record, "subject_id": subject} for subject in pair]})
+        assert batch.json["summary"]["rejected"] == 0
+
+    write_all(example_record)
+    write_all({**example_record, "metastatic_sites": ["bone"], "last_followup_day": 3500})
+    alone, batched = _stored_state(single), _stored_state(pair[0])
+    batched["record"]["submission_digest"] = None  # a batch remembers what it was sent
+    assert alone == batched
+    assert [version[0] for version in alone["versions"]] == [1, 2]
+
+
+def test_single_record_writes_stay_in_psycopgs_statement_cache():
+    """psycopg parses the SQL of a statement again on every execution when it is longer than
+    4096 characters or has more than 50 parameters (psycopg/_queries.py): the one-statement
+    writes of a record must stay under both, columns added to the record included."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    from registry.services.records import _CREATE_ONE, _UPDATE_ONE
+
+    for statement in (_CREATE_ONE, _UPDATE_ONE):
+        compiled = statement.compile(dialect=psycopg.dialect())
+        assert len(str(compiled).encode()) <= 4096 and len(compiled.params) <= 50
+
+
+def test_row_columns_are_the_columns_a_record_sets(example_record):
+    from registry.services.records import ROW_COLUMNS, canonical, row_values
+
+    assert set(row_values(canonical(example_record))) == set(ROW_COLUMNS)
+    assert set(ROW_COLUMNS) <= {column.name for column in Record.__table__.columns}

@@ -83,7 +83,9 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
 
     def work() -> dict[str, Any]:
         with unit_of_work() as session:
-            plans = plan_writes(session, caller.site_id, valid, lock=not dry_run) if valid else []
+            connection = session.connection()
+            plans = plan_writes(connection, caller.site_id, valid, lock=not dry_run) \
+                if valid else []
             plans = sorted(early + plans, key=lambda plan: plan.index)
             summary = {outcome: 0 for outcome in OUTCOMES}
             for plan in plans:
@@ -94,7 +96,7 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
                     f"{summary['rejected']} of {len(plans)} records were rejected",
                     dry_run=dry_run, atomic=atomic, summary=summary, results=results)
             if not dry_run:
-                apply_writes(session, caller, plans, source)
+                apply_writes(connection, caller, plans, source)
             return {"dry_run": dry_run, "atomic": atomic, "summary": summary,
                     "results": results}
 

@@ -18,11 +18,12 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 from marshmallow import ValidationError
-from sqlalchemy import Row, bindparam, delete, select, text, update
+from sqlalchemy import Row, TextClause, bindparam, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from registry.db import bulk_insert, unit_of_work, utcnow
+from registry.db import bulk_insert, transaction, unit_of_work, utcnow
 from registry.derived import DERIVED_FIELDS, derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
@@ -166,14 +167,54 @@ _LOCK_SUBJECTS = text(
     " ORDER BY key) AS sorted")
 
 
-def _lock_subjects(session: Session, site_id: int, subjects: list[str]) -> None:
+def _lock_subjects(connection: Connection, site_id: int, subjects: list[str]) -> None:
     """PostgreSQL: queue writers of the same subjects, also those creating it, so that a batch
     and single PUTs creating one subject wait for each other instead of colliding on the
     unique key (which a retry could lose again and again)."""
-    session.execute(_LOCK_SUBJECTS, {"site_id": site_id, "subjects": subjects})
+    connection.execute(_LOCK_SUBJECTS, {"site_id": site_id, "subjects": subjects})
 
 
-def plan_writes(session: Session, site_id: int,
+# What a write reads of a stored record: its submitted fields (to find the changes), and what
+# the answer shows. Not the derived fields, the cell key or the digest, which it rewrites.
+_STORED_COLUMNS = [RECORDS.c[name] for name in ("id", "subject_id", "version", "created_at",
+                                                "updated_at")] + [
+    RECORDS.c[name] for name in SUBMITTED_FIELDS if name not in LIST_FIELDS] + [
+    RECORDS.c[flag_column(name, code)] for name, codes in LIST_FIELDS.items() for code in codes]
+_STORED = select(*_STORED_COLUMNS).where(
+    RECORDS.c.site_id == bindparam("site_id"),
+    RECORDS.c.subject_id.in_(bindparam("subjects", expanding=True)))
+_STORED_FOR_UPDATE = _STORED.with_for_update()
+_ONE_STORED_FOR_UPDATE = select(*_STORED_COLUMNS).where(
+    RECORDS.c.site_id == bindparam("site_id"),
+    RECORDS.c.subject_id == bindparam("subject_id")).with_for_update()
+_WITHDRAWN = select(Tombstone.__table__.c.subject_id).where(
+    Tombstone.__table__.c.site_id == bindparam("site_id"),
+    Tombstone.__table__.c.subject_id.in_(bindparam("subjects", expanding=True)))
+
+
+def _withdrawn(connection: Connection, site_id: int, subjects: list[str]) -> set[str]:
+    """Which of these subjects (none of them stored) were withdrawn."""
+    if not subjects:
+        return set()
+    return set(connection.scalars(_WITHDRAWN, {"site_id": site_id, "subjects": subjects}))
+
+
+def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | None,
+          stored: Row | None, withdrawn: bool) -> PlannedWrite:
+    """The outcome of one valid record, given its stored row (if any)."""
+    if withdrawn:
+        return rejected(index, subject_id, [{
+            "field": "subject_id", "code": "subject_withdrawn",
+            "message": "this subject was withdrawn and may not be submitted again"}])
+    if stored is None:
+        return PlannedWrite(index, subject_id, "created", record, version=1, digest=digest)
+    changes = changes_between(record_from_row(stored), record)
+    outcome = "updated" if changes else "unchanged"
+    return PlannedWrite(index, subject_id, outcome, record, stored, changes,
+                        version=stored.version + (1 if changes else 0), digest=digest)
+
+
+def plan_writes(connection: Connection, site_id: int,
                 items: list[tuple[int, str, dict[str, Any], str | None]], *, lock: bool
                 ) -> list[PlannedWrite]:
     """Decide the outcome of each valid (index, subject_id, record, digest) against what is
@@ -182,43 +223,106 @@ def plan_writes(session: Session, site_id: int,
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
     subjects = [item[1] for item in items]
-    if lock and session.get_bind().dialect.name == "postgresql":
-        _lock_subjects(session, site_id, subjects)
-    stored_query = select(RECORDS).where(RECORDS.c.site_id == site_id,
-                                         RECORDS.c.subject_id.in_(subjects))
-    if lock:
-        stored_query = stored_query.with_for_update()
-    stored = {row.subject_id: row for row in session.execute(stored_query)}
+    if lock and connection.dialect.name == "postgresql":
+        _lock_subjects(connection, site_id, subjects)
+    stored = {row.subject_id: row for row in connection.execute(
+        _STORED_FOR_UPDATE if lock else _STORED, {"site_id": site_id, "subjects": subjects})}
     # A stored record cannot be withdrawn (withdrawal erases it): ask only about the others.
-    missing = [subject_id for subject_id in subjects if subject_id not in stored]
-    withdrawn = set(session.scalars(select(Tombstone.subject_id).where(
-        Tombstone.site_id == site_id, Tombstone.subject_id.in_(missing)))) if missing else set()
-    plans = []
-    for index, subject_id, record, digest in items:
-        if subject_id in withdrawn:
-            plans.append(rejected(index, subject_id, [{
-                "field": "subject_id", "code": "subject_withdrawn",
-                "message": "this subject was withdrawn and may not be submitted again"}]))
-            continue
-        row = stored.get(subject_id)
-        if row is None:
-            plans.append(PlannedWrite(index, subject_id, "created", record, version=1,
-                                      digest=digest))
-            continue
-        changes = changes_between(record_from_row(row), record)
-        outcome = "updated" if changes else "unchanged"
-        plans.append(PlannedWrite(index, subject_id, outcome, record, row, changes,
-                                  version=row.version + (1 if changes else 0), digest=digest))
-    return plans
+    withdrawn = _withdrawn(connection, site_id,
+                           [subject_id for subject_id in subjects if subject_id not in stored])
+    return [_plan(index, subject_id, record, digest, stored.get(subject_id),
+                  subject_id in withdrawn) for index, subject_id, record, digest in items]
 
 
-def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite],
+def plan_write(connection: Connection, site_id: int, subject_id: str, record: dict[str, Any]
+               ) -> PlannedWrite:
+    """Decide the outcome of one valid record, its stored row locked until the transaction
+    ends.
+
+    One record needs one lock: the stored row's, taken first. Only a subject not stored yet
+    also takes its advisory lock (PostgreSQL), to queue behind a writer creating it, and is
+    looked up again. Holding at most that row lock while waiting, a single write never waits
+    crosswise with a batch, which takes its advisory locks before its row locks."""
+    where = {"site_id": site_id, "subject_id": subject_id}
+    stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
+    if stored is None and connection.dialect.name == "postgresql":
+        _lock_subjects(connection, site_id, [subject_id])
+        stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
+    withdrawn = stored is None and bool(_withdrawn(connection, site_id, [subject_id]))
+    return _plan(0, subject_id, record, None, stored, withdrawn)
+
+
+# The columns a write sets from the record: the submitted fields, the list flags, the derived
+# fields (the keys of row_values()).
+ROW_COLUMNS: tuple[str, ...] = (
+    *(name for name in SUBMITTED_FIELDS if name not in LIST_FIELDS),
+    *(flag_column(name, code) for name, codes in LIST_FIELDS.items() for code in codes),
+    *DERIVED_FIELDS)
+
+
+def _written_with_history(write: str) -> TextClause:
+    """PostgreSQL: `write` (an INSERT or UPDATE of one record RETURNING its id), its version
+    and its audit entry as one statement. The record's values travel as one JSON object: a
+    statement of more than 50 parameters is parsed again by psycopg on every execution."""
+    return text(
+        f"WITH written AS ({write}),"
+        " version AS (INSERT INTO record_versions"
+        " (record_id, version, created_at, source, token_id, changed_fields, data)"
+        " SELECT id, CAST(:version AS integer), CAST(:now AS timestamptz), CAST(:source AS text),"
+        " CAST(:token_id AS integer), CAST(:changed_fields AS json), CAST(:data AS json)"
+        " FROM written)"
+        " INSERT INTO audit_log"
+        " (occurred_at, token_id, site_id, subject_id, action, source, version, changed_fields)"
+        " SELECT CAST(:now AS timestamptz), CAST(:token_id AS integer), CAST(:site_id AS integer),"
+        " CAST(:subject_id AS text), CAST(:action AS text), CAST(:source AS text),"
+        " CAST(:version AS integer), CAST(:changed_fields AS json) FROM written")
+
+
+_NEW_ROW = "json_populate_record(NULL::records, CAST(:row AS json)) AS n"
+_CREATE_ONE = _written_with_history(
+    f"INSERT INTO records (site_id, subject_id, version, cell_key, submission_digest, created_at,"
+    f" updated_at, {', '.join(ROW_COLUMNS)})"
+    f" SELECT CAST(:site_id AS integer), CAST(:subject_id AS text), CAST(:version AS integer),"
+    f" CAST(:cell_key AS integer), CAST(:digest AS text), CAST(:now AS timestamptz),"
+    f" CAST(:now AS timestamptz), {', '.join(f'n.{name}' for name in ROW_COLUMNS)}"
+    f" FROM {_NEW_ROW} RETURNING id")
+_UPDATE_ONE = _written_with_history(
+    f"UPDATE records SET version = CAST(:version AS integer), updated_at = CAST(:now AS"
+    f" timestamptz), submission_digest = CAST(:digest AS text),"
+    f" {', '.join(f'{name} = n.{name}' for name in ROW_COLUMNS)}"
+    f" FROM {_NEW_ROW} WHERE records.id = CAST(:record_id AS integer) RETURNING records.id")
+
+
+def _write_one_with_history(connection: Connection, caller: Caller, plan: PlannedWrite,
+                            source: str, now: datetime) -> None:
+    """PostgreSQL: write one created or updated record, its version and its audit entry in one
+    statement (one round trip)."""
+    created = plan.outcome == "created"
+    changed = list(SUBMITTED_FIELDS) if created else list(plan.changes)
+    values = {
+        "row": json.dumps(row_values(plan.record, plan.derived)), "version": plan.version,
+        "now": now, "digest": plan.digest, "source": source, "token_id": caller.token_id,
+        "site_id": caller.site_id, "subject_id": plan.subject_id,
+        "action": "create" if created else "update",
+        "changed_fields": json.dumps(changed), "data": json.dumps(plan.record)}
+    if created:
+        connection.execute(_CREATE_ONE, {**values,
+                                         "cell_key": secrets.randbelow(CELL_KEY_MODULUS)})
+    else:
+        connection.execute(_UPDATE_ONE, {**values, "record_id": plan.existing.id})
+
+
+def apply_writes(connection: Connection, caller: Caller, plans: Iterable[PlannedWrite],
                  source: str) -> None:
-    """Write created and updated records with their versions and audit entries, in bulk."""
+    """Write created and updated records with their versions and audit entries, in bulk (one
+    statement for a single record on PostgreSQL)."""
     now = utcnow()
     created = [plan for plan in plans if plan.outcome == "created"]
     updated = [plan for plan in plans if plan.outcome == "updated"]
     if not created and not updated:
+        return
+    if len(created) + len(updated) == 1 and connection.dialect.name == "postgresql":
+        _write_one_with_history(connection, caller, (created + updated)[0], source, now)
         return
     ids: dict[str, int] = {}
     if created:
@@ -227,27 +331,27 @@ def apply_writes(session: Session, caller: Caller, plans: Iterable[PlannedWrite]
                  "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
                  "submission_digest": plan.digest,
                  "created_at": now, "updated_at": now} for plan in created]
-        bulk_insert(session, RECORDS, rows)
+        bulk_insert(connection, RECORDS, rows)
         # Read the new ids back: neither COPY nor psycopg's executemany return them.
-        new_ids = session.execute(select(RECORDS.c.subject_id, RECORDS.c.id).where(
+        new_ids = connection.execute(select(RECORDS.c.subject_id, RECORDS.c.id).where(
             RECORDS.c.site_id == caller.site_id,
             RECORDS.c.subject_id.in_([plan.subject_id for plan in created])))
         ids.update({subject_id: record_id for subject_id, record_id in new_ids})
     if updated:
-        session.execute(
+        connection.execute(
             update(RECORDS).where(RECORDS.c.id == bindparam("record_id")),
             [{**row_values(plan.record, plan.derived), "record_id": plan.existing.id, "version": plan.version,
               "updated_at": now, "submission_digest": plan.digest} for plan in updated],
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
     written = created + updated
-    bulk_insert(session, RecordVersion.__table__, [
+    bulk_insert(connection, RecordVersion.__table__, [
         {"record_id": ids[plan.subject_id], "version": plan.version, "created_at": now,
          "source": source, "token_id": caller.token_id,
          "changed_fields": list(plan.changes) if plan.outcome == "updated"
          else list(SUBMITTED_FIELDS),
          "data": plan.record} for plan in written])
-    bulk_insert(session, AuditEntry.__table__, [
+    bulk_insert(connection, AuditEntry.__table__, [
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
          "subject_id": plan.subject_id,
          "action": "create" if plan.outcome == "created" else "update", "source": source,
@@ -297,14 +401,13 @@ def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: 
     """Write one record after `check` has accepted its plan; a withdrawn subject is a 409."""
 
     def work() -> tuple[str, dict[str, Any]]:
-        with unit_of_work() as session:
-            (plan,) = plan_writes(session, caller.site_id, [(0, subject_id, record, None)],
-                                  lock=True)
+        with transaction() as connection:
+            plan = plan_write(connection, caller.site_id, subject_id, record)
             if plan.outcome == "rejected":
                 raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
                                                     "submitted again")
             check(plan)
-            apply_writes(session, caller, [plan], source)
+            apply_writes(connection, caller, [plan], source)
             return plan.outcome, _view_of(plan)
 
     return retrying_races(work)

@@ -9,9 +9,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
-from registry.db import unit_of_work, utcnow
+from registry.db import single_statement, unit_of_work, utcnow
 from registry.errors import Conflict, NotFound, RecordInvalid, Unauthenticated
 from registry.models import ApiToken, Site
 from registry.vocabulary import ROLES
@@ -105,14 +105,29 @@ def revoke_token(public_id: str) -> ApiToken:
         return token
 
 
+# Everything a request needs to know about its token, in one statement.
+_TOKENS, _SITES = ApiToken.__table__, Site.__table__
+_TOKEN_BY_PUBLIC_ID = (
+    select(_TOKENS.c.id, _TOKENS.c.public_id, _TOKENS.c.secret_sha256, _TOKENS.c.role,
+           _TOKENS.c.site_id, _TOKENS.c.last_used_at, _TOKENS.c.revoked_at,
+           _SITES.c.code.label("site_code"))
+    .select_from(_TOKENS.outerjoin(_SITES, _SITES.c.id == _TOKENS.c.site_id))
+    .where(_TOKENS.c.public_id == bindparam("public_id")))
+_TOKEN_USED = (update(_TOKENS).where(_TOKENS.c.id == bindparam("token_id"))
+               .values(last_used_at=bindparam("now")))
+
+
 def resolve_token(raw: str) -> Caller:
-    """The Caller a bearer token stands for; Unauthenticated if unknown, malformed or revoked."""
+    """The Caller a bearer token stands for; Unauthenticated if unknown, malformed or revoked.
+
+    Asked of the database on every request (one statement, no transaction), so a revocation
+    counts from the next request on."""
     shape = _TOKEN_SHAPE.match(raw)
     if not shape:
         raise Unauthenticated("the bearer token is malformed")
     public_id, secret = shape.groups()
-    with unit_of_work() as session:
-        token = session.scalar(select(ApiToken).where(ApiToken.public_id == public_id))
+    with single_statement() as connection:
+        token = connection.execute(_TOKEN_BY_PUBLIC_ID, {"public_id": public_id}).first()
         # Compare hashes in constant time; an unknown id still costs one comparison.
         stored = token.secret_sha256 if token is not None else "0" * 64
         if not hmac.compare_digest(stored, _sha256(secret)) or token is None:
@@ -120,9 +135,7 @@ def resolve_token(raw: str) -> Caller:
         if token.revoked_at is not None:
             raise Unauthenticated("the bearer token has been revoked")
         now = utcnow()
-        last_used = token.last_used_at
-        if last_used is None or now - last_used > LAST_USED_RESOLUTION:
-            token.last_used_at = now
+        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+            connection.execute(_TOKEN_USED, {"token_id": token.id, "now": now})
         return Caller(token_id=token.id, role=token.role, site_id=token.site_id,
-                      site_code=token.site.code if token.site else None,
-                      public_id=token.public_id)
+                      site_code=token.site_code, public_id=token.public_id)
