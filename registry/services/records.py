@@ -340,8 +340,9 @@ def apply_writes(connection: Connection, caller: Caller, plans: Iterable[Planned
     if updated:
         connection.execute(
             update(RECORDS).where(RECORDS.c.id == bindparam("record_id")),
-            [{**row_values(plan.record, plan.derived), "record_id": plan.existing.id, "version": plan.version,
-              "updated_at": now, "submission_digest": plan.digest} for plan in updated],
+            [{**row_values(plan.record, plan.derived), "record_id": plan.existing.id,
+              "version": plan.version, "updated_at": now, "submission_digest": plan.digest}
+             for plan in updated],
         )
         ids.update({plan.subject_id: plan.existing.id for plan in updated})
     written = created + updated
