@@ -141,6 +141,17 @@ class PlannedWrite:
         """The derived fields of the record to write (computed once)."""
         return derive(self.record)
 
+    @property
+    def changed_fields(self) -> list[str]:
+        """The fields a version and its audit entry name: all of a new record's, else those
+        that changed."""
+        return list(self.changes) if self.outcome == "updated" else list(SUBMITTED_FIELDS)
+
+    @property
+    def action(self) -> str:
+        """The audit log's action for this write."""
+        return "create" if self.outcome == "created" else "update"
+
     def result(self) -> dict[str, Any]:
         """The per-record line of a batch response."""
         line: dict[str, Any] = {"index": self.index, "subject_id": self.subject_id,
@@ -297,15 +308,12 @@ def _write_one_with_history(connection: Connection, caller: Caller, plan: Planne
                             source: str, now: datetime) -> None:
     """PostgreSQL: write one created or updated record, its version and its audit entry in one
     statement (one round trip)."""
-    created = plan.outcome == "created"
-    changed = list(SUBMITTED_FIELDS) if created else list(plan.changes)
     values = {
         "row": json.dumps(row_values(plan.record, plan.derived)), "version": plan.version,
         "now": now, "digest": plan.digest, "source": source, "token_id": caller.token_id,
-        "site_id": caller.site_id, "subject_id": plan.subject_id,
-        "action": "create" if created else "update",
-        "changed_fields": json.dumps(changed), "data": json.dumps(plan.record)}
-    if created:
+        "site_id": caller.site_id, "subject_id": plan.subject_id, "action": plan.action,
+        "changed_fields": json.dumps(plan.changed_fields), "data": json.dumps(plan.record)}
+    if plan.outcome == "created":
         connection.execute(_CREATE_ONE, {**values,
                                          "cell_key": secrets.randbelow(CELL_KEY_MODULUS)})
     else:
@@ -349,16 +357,11 @@ def apply_writes(connection: Connection, caller: Caller, plans: Iterable[Planned
     bulk_insert(connection, RecordVersion.__table__, [
         {"record_id": ids[plan.subject_id], "version": plan.version, "created_at": now,
          "source": source, "token_id": caller.token_id,
-         "changed_fields": list(plan.changes) if plan.outcome == "updated"
-         else list(SUBMITTED_FIELDS),
-         "data": plan.record} for plan in written])
+         "changed_fields": plan.changed_fields, "data": plan.record} for plan in written])
     bulk_insert(connection, AuditEntry.__table__, [
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
-         "subject_id": plan.subject_id,
-         "action": "create" if plan.outcome == "created" else "update", "source": source,
-         "version": plan.version,
-         "changed_fields": list(plan.changes) if plan.outcome == "updated"
-         else list(SUBMITTED_FIELDS)} for plan in written])
+         "subject_id": plan.subject_id, "action": plan.action, "source": source,
+         "version": plan.version, "changed_fields": plan.changed_fields} for plan in written])
 
 
 def retrying_races(work: Callable[[], T]) -> T:
