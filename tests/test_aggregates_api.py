@@ -503,6 +503,16 @@ def test_the_perturbation_secret_never_leaves_the_database(
     assert not any(secret in answer or secret.upper() in answer for answer in answers)
 
 
+def test_a_database_without_the_perturbation_secret_answers_a_clear_503(
+        client: FlaskClient, coordinator, records) -> None:
+    with unit_of_work() as session:
+        session.execute(delete(RegistrySecret))
+    response = client.get(f"{API}/counts?rows=hr_status", headers=coordinator)
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.content_type == "application/problem+json"
+    assert "registry db upgrade" in response.json["detail"]
+
+
 def test_synthetic_helper_is_valid() -> None:
     # The direct-insert helper builds on records the API would accept.
     from registry.services.records import validate_record

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work, utcnow
-from registry.errors import BadRequest, QueryRefused, TooManyRequests
+from registry.errors import BadRequest, QueryRefused, ServiceUnavailable, TooManyRequests
 from registry.models import (
     PERTURBATION_SECRET, ApiToken, AuditEntry, QueryLogEntry, RegistrySecret, Site,
 )
@@ -114,8 +114,9 @@ def _noise_draw(session: Session, snapshot: str, cohort: tuple[int, int]) -> Noi
     secret = session.scalar(select(RegistrySecret.value).where(
         RegistrySecret.name == PERTURBATION_SECRET))
     if secret is None:  # the migrations draw it: a database without it was not migrated
-        raise RuntimeError("the registry's perturbation secret is missing: run "
-                           "`registry db upgrade`")
+        raise ServiceUnavailable("the registry's database is not migrated to the newest "
+                                 "revision; the operator must run `registry db upgrade`",
+                                 retry_after=60)
     return NoiseDraw(bytes.fromhex(secret), snapshot, cohort)
 
 
