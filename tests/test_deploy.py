@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -112,6 +113,25 @@ def test_entrypoint_migrates_then_serves_with_the_shipped_config(tmp_path: Path)
     assert put_line["token"] and put_line["token"] in secret
     assert subject_id not in logged and secret not in logged
     assert any(line.get("logger", "").startswith("gunicorn") for line in lines)
+
+
+def test_shipped_gunicorn_logger_builds_no_access_lines(tmp_path: Path) -> None:
+    # gunicorn's own logger, given the shipped logging config, would build every request's
+    # access line (and fail on these empty arguments); the shipped one builds nothing.
+    probe = (
+        "import runpy; from gunicorn.config import Config; from gunicorn.glogging import Logger\n"
+        "shipped = runpy.run_path('deploy/gunicorn.conf.py')\n"
+        "config = Config(); config.set('logconfig_dict', shipped['logconfig_dict'])\n"
+        "shipped['logger_class'](config).access(None, None, {}, None)\n"
+        "try:\n"
+        "    Logger(config).access(None, None, {}, None)\n"
+        "except AttributeError:\n"
+        "    print('stock logger builds the line')\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          env={**server_environment("sqlite://"),
+                               "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "stock logger builds the line"
 
 
 def test_compose_file_runs_the_app_on_a_healthy_postgresql() -> None:
