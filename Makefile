@@ -34,8 +34,10 @@ test: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-# B3 and B6 alone (gunicorn under load), on PostgreSQL and SQLite
+# B3 and B6 alone (gunicorn under load from wrk), on PostgreSQL and SQLite
 bench-load: install
+	@command -v wrk >/dev/null || { echo "installing the load generator wrk"; \
+	  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	$(BIN)/python -m benchmarks.load
 
 openapi: install
