@@ -52,12 +52,19 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Execution option of the SQLite engine for one-statement work: its transaction starts with a
+# plain (deferred) BEGIN, which takes no lock before its statement does.
+SQLITE_DEFERRED = "registry_sqlite_deferred"
+
+
 def _prepare_sqlite(engine: Engine) -> None:
     """Make SQLite transactional in the way the registry relies on.
 
     pysqlite's own transaction handling does not emit BEGIN for reads and breaks SAVEPOINT, so it
     is switched off and every transaction starts with BEGIN IMMEDIATE: writers queue instead of
-    failing half-way, and the test suite's savepoint recipe works.
+    failing half-way, and the test suite's savepoint recipe works. One-statement work (the token
+    check of every request) begins deferred instead: a read then never waits for the write lock,
+    and a lone write takes it, waiting its turn, when it runs.
     """
 
     @event.listens_for(engine, "connect")
@@ -72,7 +79,8 @@ def _prepare_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = connection.get_execution_options().get(SQLITE_DEFERRED, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) -> Engine:
@@ -110,11 +118,12 @@ class Database:
         self.engine = engine
         self.session_factory = sessionmaker(bind=engine, expire_on_commit=False)
         # Work of one statement needs no transaction around it: on PostgreSQL it runs in
-        # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps its transaction
-        # (BEGIN IMMEDIATE costs no round trip there). Anything with begin() yielding a
-        # Connection will do (the tests join their own transaction).
+        # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps a transaction
+        # (no round trip there), deferred so that a read takes no write lock. Anything with
+        # begin() yielding a Connection will do (the tests join their own transaction).
         self.autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT") \
-            if engine.dialect.name == "postgresql" else engine
+            if engine.dialect.name == "postgresql" else \
+            engine.execution_options(**{SQLITE_DEFERRED: True})
         self.transactions: Any = engine
 
     @property
@@ -162,8 +171,9 @@ def transaction() -> Iterator[Connection]:
 
 @contextmanager
 def single_statement() -> Iterator[Connection]:
-    """A connection for work that is one statement at a time, each atomic on its own (a
-    read, or a write that needs nothing else): on PostgreSQL each commits by itself."""
+    """A connection for one statement, atomic on its own (a read, or a write that needs nothing
+    else): on PostgreSQL it commits by itself. Not a read followed by a write: SQLite, which
+    begins this deferred, may refuse a write after a read when another writer came between."""
     with get_database().autocommit.begin() as connection:
         yield connection
 

@@ -1,20 +1,24 @@
-"""Operations: rate limiting, request ids, request logs, metrics, statement timeouts."""
+"""Operations: rate limiting, request ids, request logs, metrics, statement timeouts, locks."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from conftest import get_database_of, without_subject
+from conftest import get_database_of, migrate, without_subject
 from live import needs_postgres
 from registry import create_app
 from registry.db import unit_of_work
+from registry.models import ApiToken
+from registry.services.tokens import add_site, issue_token, resolve_token
 
 
 @pytest.fixture()
@@ -196,3 +200,36 @@ def test_instances_sharing_redis_share_one_limit(app_with, site_a):
     assert statuses == [200, 200, 200, 429]
     refused = second.get("/api/v1/records", headers=site_a)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+
+
+def test_on_sqlite_the_token_check_never_waits_for_a_writer(tmp_path) -> None:
+    # Every request checks its token; on SQLite that read must not queue for the write lock
+    # that another request (here: another connection) holds for as long as its write takes.
+    path = tmp_path / "locks.db"
+    migrate(f"sqlite:///{path}")
+    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True})
+    with app.app_context():
+        add_site("TOR", "Toronto")
+        secret = issue_token("submitter", "TOR")[1]
+        resolve_token(secret)  # the first use stamps last_used_at, a write of its own
+
+    def check() -> None:
+        with app.app_context():
+            checked.append(resolve_token(secret).role)
+
+    checked: list[str] = []
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        reader = threading.Thread(target=check)
+        reader.start()
+        reader.join(timeout=5)
+        assert checked == ["submitter"], "the token check waited for the writer"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        reader.join()
+    with app.app_context():
+        with unit_of_work() as session:
+            assert session.scalar(select(ApiToken.last_used_at)) is not None
+        get_database_of(app).engine.dispose()

@@ -128,14 +128,15 @@ def resolve_token(raw: str) -> Caller:
     public_id, secret = shape.groups()
     with single_statement() as connection:
         token = connection.execute(_TOKEN_BY_PUBLIC_ID, {"public_id": public_id}).first()
-        # Compare hashes in constant time; an unknown id still costs one comparison.
-        stored = token.secret_sha256 if token is not None else "0" * 64
-        if not hmac.compare_digest(stored, _sha256(secret)) or token is None:
-            raise Unauthenticated("the bearer token is not valid")
-        if token.revoked_at is not None:
-            raise Unauthenticated("the bearer token has been revoked")
-        now = utcnow()
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+    # Compare hashes in constant time; an unknown id still costs one comparison.
+    stored = token.secret_sha256 if token is not None else "0" * 64
+    if not hmac.compare_digest(stored, _sha256(secret)) or token is None:
+        raise Unauthenticated("the bearer token is not valid")
+    if token.revoked_at is not None:
+        raise Unauthenticated("the bearer token has been revoked")
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        with single_statement() as connection:
             connection.execute(_TOKEN_USED, {"token_id": token.id, "now": now})
-        return Caller(token_id=token.id, role=token.role, site_id=token.site_id,
-                      site_code=token.site_code, public_id=token.public_id)
+    return Caller(token_id=token.id, role=token.role, site_id=token.site_id,
+                  site_code=token.site_code, public_id=token.public_id)
