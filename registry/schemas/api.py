@@ -117,10 +117,12 @@ class RawRecords(_CodedField, fields.List):
 
 def batch_items_property(_converter: Any, field: fields.Field, ret: dict[str, Any],
                          **_kwargs: Any) -> dict[str, Any]:
-    """apispec attribute function: a batch item is documented as a record, yet any object is
-    accepted, because a record that fails validation is reported as rejected, not refused."""
+    """apispec attribute function: a batch item is documented as a record, yet any value is
+    accepted, because an item that is not a valid record (or not an object at all) is reported
+    as rejected at its index, not refused with the whole batch."""
     if isinstance(field, RawRecords) and "items" in ret:
-        return {"items": {"anyOf": [ret["items"], {"type": "object"}]}}
+        return {"items": {"anyOf": [ret["items"], {
+            "description": "any other value: reported as rejected, with its index"}]}}
     return {}
 
 
