@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
 from conftest import get_database_of, migrate, without_subject
 from live import needs_postgres
 from registry import create_app
+from registry import db
 from registry.db import unit_of_work
-from registry.models import ApiToken
+from registry.models import ApiToken, Site
 from registry.services.tokens import add_site, issue_token, resolve_token
 
 
@@ -202,12 +203,17 @@ def test_instances_sharing_redis_share_one_limit(app_with, site_a):
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
 
 
+def _sqlite_app(path) -> Flask:  # noqa: ANN001
+    """An app on a migrated SQLite file of its own (outside the test's joined transaction)."""
+    migrate(f"sqlite:///{path}")
+    return create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True})
+
+
 def test_on_sqlite_the_token_check_never_waits_for_a_writer(tmp_path) -> None:
     # Every request checks its token; on SQLite that read must not queue for the write lock
     # that another request (here: another connection) holds for as long as its write takes.
     path = tmp_path / "locks.db"
-    migrate(f"sqlite:///{path}")
-    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True})
+    app = _sqlite_app(path)
     with app.app_context():
         add_site("TOR", "Toronto")
         secret = issue_token("submitter", "TOR")[1]
@@ -233,3 +239,41 @@ def test_on_sqlite_the_token_check_never_waits_for_a_writer(tmp_path) -> None:
         with unit_of_work() as session:
             assert session.scalar(select(ApiToken.last_used_at)) is not None
         get_database_of(app).engine.dispose()
+
+
+def test_on_sqlite_a_writer_keeps_asking_for_the_write_lock_then_writes(tmp_path) -> None:
+    # SQLite's busy handler would sleep ever longer between tries (up to 100 ms), so a writer
+    # could sleep through the moments the lock is free; the registry asks at most 4 ms apart.
+    app = _sqlite_app(tmp_path / "queue.db")
+    attempts: list[int] = []
+    event.listen(get_database_of(app).engine, "before_cursor_execute",
+                 lambda *args: attempts.append(1) if args[2] == "BEGIN IMMEDIATE" else None)
+    holder = sqlite3.connect(tmp_path / "queue.db", isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, holder.execute, ["ROLLBACK"])
+    release.start()
+    try:
+        with app.app_context():
+            add_site("TOR", "Toronto")
+            with unit_of_work() as session:
+                assert session.scalar(select(Site.code)) == "TOR"
+    finally:
+        release.join()
+        holder.close()
+    assert len(attempts) >= 10  # about 75 while the lock was held; SQLite's handler: 1
+    get_database_of(app).engine.dispose()
+
+
+def test_on_sqlite_a_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch) -> None:
+    app = _sqlite_app(tmp_path / "held.db")
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    holder = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with app.app_context(), pytest.raises(OperationalError, match="locked"):
+            add_site("TOR", "Toronto")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    get_database_of(app).engine.dispose()
