@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test bench bench-load openapi clean
+.PHONY: install run test bench bench-load load-generator openapi clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,14 +31,17 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install load-generator
 	$(BIN)/python -m benchmarks
 
 # B3 and B6 alone (gunicorn under load from wrk), on PostgreSQL and SQLite
-bench-load: install
+bench-load: install load-generator
+	$(BIN)/python -m benchmarks.load
+
+# wrk, B3's load generator (a Debian package)
+load-generator:
 	@command -v wrk >/dev/null || { echo "installing the load generator wrk"; \
 	  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; }
-	$(BIN)/python -m benchmarks.load
 
 openapi: install
 	$(BIN)/registry openapi write openapi.yaml
