@@ -95,8 +95,9 @@ def _prepare_sqlite(engine: Engine) -> None:
     pysqlite's own transaction handling does not emit BEGIN for reads and breaks SAVEPOINT, so it
     is switched off and every transaction starts with BEGIN IMMEDIATE: writers queue instead of
     failing half-way, and the test suite's savepoint recipe works (see _begin_immediate for how
-    they queue). One-statement work (the token check of every request) begins deferred instead:
-    a read then never waits for the write lock, and a lone write takes it when it runs.
+    they queue). Reads (unit_of_work(read_only=True)) and one-statement work (the token check of
+    every request) begin deferred instead: a read then never waits for the write lock, and a
+    lone write takes it when it runs.
     """
 
     @event.listens_for(engine, "connect")
@@ -186,11 +187,17 @@ def get_database() -> Database:
 
 
 @contextmanager
-def unit_of_work() -> Iterator[Session]:
-    """A session in one transaction: committed when the block ends, rolled back on any error."""
+def unit_of_work(*, read_only: bool = False) -> Iterator[Session]:
+    """A session in one transaction: committed when the block ends, rolled back on any error.
+
+    read_only: the block only reads. On SQLite its transaction then begins deferred and takes no
+    write lock, so it neither waits for a writer nor holds one up (with WAL, reads see the last
+    commit)."""
     session = get_database().session_factory()
     try:
         with session.begin():
+            if read_only:
+                session.connection(execution_options={SQLITE_DEFERRED: True})
             yield session
     finally:
         session.close()

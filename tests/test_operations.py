@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
-from conftest import get_database_of, migrate, without_subject
+from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
 from live import needs_postgres
 from registry import create_app
 from registry import db
@@ -209,28 +209,33 @@ def _sqlite_app(path) -> Flask:  # noqa: ANN001
     return create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True})
 
 
-def test_on_sqlite_the_token_check_never_waits_for_a_writer(tmp_path) -> None:
-    # Every request checks its token; on SQLite that read must not queue for the write lock
-    # that another request (here: another connection) holds for as long as its write takes.
+def test_on_sqlite_reads_never_wait_for_a_writer(tmp_path) -> None:
+    # Every request checks its token, and reads (a record, a page, readiness) take no write lock:
+    # none of them queues behind a writer (here: another connection) for as long as it writes.
     path = tmp_path / "locks.db"
     app = _sqlite_app(path)
     with app.app_context():
         add_site("TOR", "Toronto")
         secret = issue_token("submitter", "TOR")[1]
         resolve_token(secret)  # the first use stamps last_used_at, a write of its own
+    client, bearer = app.test_client(), {"Authorization": f"Bearer {secret}"}
+    subject_id, record = without_subject(EXAMPLE_RECORD)
+    assert client.put(f"/api/v1/records/{subject_id}", json=record,
+                      headers=bearer).status_code == 201
 
-    def check() -> None:
-        with app.app_context():
-            checked.append(resolve_token(secret).role)
+    def read() -> None:
+        answered.extend(client.get(url, headers=bearer).status_code for url in (
+            "/api/v1/records", f"/api/v1/records/{subject_id}",
+            f"/api/v1/records/{subject_id}/history", "/readyz"))
 
-    checked: list[str] = []
+    answered: list[int] = []
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
     try:
-        reader = threading.Thread(target=check)
+        reader = threading.Thread(target=read)
         reader.start()
-        reader.join(timeout=5)
-        assert checked == ["submitter"], "the token check waited for the writer"
+        reader.join(timeout=10)
+        assert answered == [200, 200, 200, 200], "a read waited for the writer"
     finally:
         writer.execute("ROLLBACK")
         writer.close()

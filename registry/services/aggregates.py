@@ -41,7 +41,7 @@ def _catalogue(session: Session) -> dict[str, Dimension]:
 
 def list_dimensions(caller: Caller) -> dict[str, Any]:
     """The catalogue: each dimension with its categories and meaning."""
-    with unit_of_work() as session:
+    with unit_of_work(read_only=True) as session:
         catalogue = _catalogue(session)
     return {"dimensions": [
         {"name": d.name, "meaning": d.meaning, "categories": list(d.categories),
@@ -398,7 +398,7 @@ def _life_tables(names: Sequence[str], tally: dict[str, dict[int, list[int]]],
 
 def read_query_log(caller: Caller, limit: int, before: int | None) -> dict[str, Any]:
     """The aggregate query log, newest first, a page at a time."""
-    with unit_of_work() as session:
+    with unit_of_work(read_only=True) as session:
         statement = (select(QueryLogEntry, ApiToken.public_id, ApiToken.role)
                      .join(ApiToken, ApiToken.id == QueryLogEntry.token_id)
                      .order_by(QueryLogEntry.id.desc()).limit(limit + 1))

@@ -57,7 +57,7 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
     digests = {subject_id: submission_digest(raw, rules)
                for subject_id, raw in zip(subjects, records)
                if subject_id is not None}
-    with unit_of_work() as session:
+    with unit_of_work(read_only=True) as session:
         resent = _resent_unchanged(session, caller.site_id,
                                    {s: d for s, d in digests.items() if d is not None})
 

@@ -35,7 +35,7 @@ def readiness() -> dict[str, str]:
     """Check the database and its schema revision; ServiceUnavailable if either is not ready."""
     head = newest_revision()
     try:
-        with unit_of_work() as session:
+        with unit_of_work(read_only=True) as session:
             current = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError:
         raise ServiceUnavailable("the database does not answer, or has not been migrated") \

@@ -455,7 +455,7 @@ def _stored(session: Session, caller: Caller, subject_id: str) -> Record:
 
 def get_record(caller: Caller, subject_id: str) -> dict[str, Any]:
     """One of the caller's site's records."""
-    with unit_of_work() as session:
+    with unit_of_work(read_only=True) as session:
         row = _stored(session, caller, subject_id)
         return stored_view(row)
 
@@ -484,7 +484,7 @@ def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
         query = query.where(Record.id > _decode_cursor(cursor))
     if updated_since is not None:
         query = query.where(Record.updated_at >= updated_since)
-    with unit_of_work() as session:
+    with unit_of_work(read_only=True) as session:
         rows = list(session.scalars(query.order_by(Record.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -496,7 +496,7 @@ def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
 
 def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
     """The versions of a record: number, time, source and which fields changed."""
-    with unit_of_work() as session:
+    with unit_of_work(read_only=True) as session:
         record = _stored(session, caller, subject_id)
         versions = session.execute(
             select(RecordVersion.version, RecordVersion.created_at, RecordVersion.source,
