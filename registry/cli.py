@@ -183,7 +183,7 @@ redcap_cli = AppGroup("redcap", help="The REDCap data dictionary sites import.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def redcap_dictionary(path: Path) -> None:
     """Write the REDCap data dictionary (CSV) to PATH."""
-    from registry.redcap.dictionary import dictionary_csv
+    from registry.core.redcap_dictionary import dictionary_csv
 
     path.write_text(dictionary_csv())
     click.echo(f"wrote {path}")

@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from pythonjsonlogger.json import JsonFormatter
 
-from registry.schemas.identifiers import identifier_kind
+from registry.core.identifiers import identifier_kind
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is kept when it is short and plain; anything else is replaced.

@@ -21,7 +21,7 @@ from typing import Any
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from registry.redcap.dictionary import HEADER, dictionary_rows
+from registry.core.redcap_dictionary import HEADER, dictionary_rows
 
 METADATA_KEYS = (
     "field_name", "form_name", "section_header", "field_type", "field_label",
@@ -292,7 +292,7 @@ def site_rows(record: dict[str, Any], day_zero: Any, *, longitudinal: bool = Tru
     follow-up visits (the last one holding the record's follow-up values)."""
     from datetime import timedelta
 
-    from registry.redcap.dictionary import FOLLOW_UP_FORM, redcap_fields
+    from registry.core.redcap_dictionary import FOLLOW_UP_FORM, redcap_fields
 
     baseline: dict[str, Any] = {}
     final_visit: dict[str, Any] = {}

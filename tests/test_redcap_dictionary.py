@@ -5,14 +5,14 @@ import io
 import re
 from pathlib import Path
 
-from registry.redcap.dictionary import (
+from registry.core.redcap_dictionary import (
     BRANCHING, HEADER, MET_DX_DATE, RECORD_ID, VERSION_FIELD, dictionary_csv, redcap_code,
     redcap_fields,
 )
-from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "registry" / "redcap" / "registry_data_dictionary.csv"
+COMMITTED = ROOT / "registry" / "site" / "redcap" / "registry_data_dictionary.csv"
 
 
 def rows():
@@ -21,8 +21,8 @@ def rows():
 
 def test_committed_csv_is_what_the_code_generates():
     assert COMMITTED.read_text() == dictionary_csv(), (
-        "registry/redcap/registry_data_dictionary.csv is stale: run "
-        "`registry redcap dictionary registry/redcap/registry_data_dictionary.csv` and commit it")
+        "registry/site/redcap/registry_data_dictionary.csv is stale: run `registry redcap "
+        "dictionary registry/site/redcap/registry_data_dictionary.csv` and commit it")
 
 
 def test_header_is_redcaps_exact_18_columns():

@@ -13,13 +13,13 @@ from sqlalchemy import func, select
 from registry.db import unit_of_work
 from registry.models import Record, RecordVersion, Tombstone
 from registry.models import Site as Site_
-from registry.redcap.assembly import build_record, subject_id
-from registry.redcap.cli import main
-from registry.redcap.client import looks_hashed
-from registry.redcap.config import ConfigError, load_config
-from registry.redcap.sync import run
-from registry.schemas.fields import check_subject_id
-from registry.schemas.record import DICTIONARY_VERSION
+from registry.core.deidentify import build_record, subject_id
+from registry.site.redcap.cli import main
+from registry.site.redcap.client import looks_hashed
+from registry.site.redcap.config import ConfigError, load_config
+from registry.site.redcap.sync import run
+from registry.core.fields import check_subject_id
+from registry.core.record import DICTIONARY_VERSION
 from registry.services.records import record_from_row, validate_record
 from tests.fake_redcap import Fault, FakeRedcap, ServerThread, site_rows
 from tests.redcap_support import (
@@ -382,7 +382,7 @@ def test_the_fake_speaks_like_redcap_to_pycap(site):
 
 
 def test_redcap_error_messages_lose_record_ids_and_dates():
-    from registry.redcap.client import _scrub
+    from registry.site.redcap.client import _scrub
 
     text = _scrub("The following records were not found: pt0001, 17 (since 2020-01-01)")
     assert "pt0001" not in text and "17" not in text and "2020" not in text
@@ -405,7 +405,7 @@ def test_an_unknown_time_zone_is_refused(tmp_path):
     ("Deleted Record pt00001 (API)", "delete", "pt00001"), ("Lock/Unlock Record 3", None, None),
 ])
 def test_logging_actions_are_read_whatever_the_server_version(action, verb, record):
-    from registry.redcap.client import _LOG_ACTION
+    from registry.site.redcap.client import _LOG_ACTION
 
     match = _LOG_ACTION.match(action)
     assert (match.group(1).lower()[:6], match.group(2)) == (verb, record) if verb else not match

@@ -9,9 +9,9 @@ from marshmallow import Schema, fields
 
 from registry.api import Blueprint
 from registry.auth import requires
-from registry.redcap.dictionary import dictionary_csv
-from registry.services.dictionary import record_dictionary
-from registry.vocabulary import ROLES
+from registry.core.redcap_dictionary import dictionary_csv
+from registry.core.dictionary import record_dictionary
+from registry.core.vocabulary import ROLES
 
 blp = Blueprint("dictionary", __name__, url_prefix="/api/v1/dictionary",
                 description="The record dictionary, generated from the validating schema")

@@ -15,7 +15,7 @@ from registry.schemas.api import (
     RecordListQuerySchema, RecordOutSchema, RecordPageSchema, SourceHeaderSchema,
     WithdrawQuerySchema, WriteHeadersSchema,
 )
-from registry.schemas.record import PutRecordSchema, RecordSchema
+from registry.core.record import PutRecordSchema, RecordSchema
 from registry.services import batches, records
 
 blp = Blueprint("records", __name__, url_prefix="/api/v1/records",

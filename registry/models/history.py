@@ -11,7 +11,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db import Base, UtcDateTime, utcnow
-from registry.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
+from registry.core.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer, "sqlite")

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from registry import vocabulary as v
+from registry.core import vocabulary as v
 from registry.db import Base, UtcDateTime, utcnow
 
 # Fields holding a list of codes, and the codes each may hold.

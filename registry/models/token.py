@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from registry.db import Base, UtcDateTime, utcnow
 from registry.models.site import Site
-from registry.vocabulary import ROLES
+from registry.core.vocabulary import ROLES
 
 
 class ApiToken(Base):

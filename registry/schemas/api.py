@@ -7,10 +7,10 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields
 from marshmallow.validate import OneOf, Range
 
-from registry.derived import DERIVED_FIELDS
-from registry.schemas.fields import Problem, _CodedField
-from registry.schemas.record import RecordSchema
-from registry.vocabulary import SOURCES, WITHDRAWAL_REASONS
+from registry.core.derived import DERIVED_FIELDS
+from registry.core.fields import Problem, _CodedField
+from registry.core.record import RecordSchema
+from registry.core.vocabulary import SOURCES, WITHDRAWAL_REASONS
 
 
 def _derived_field(kind: str, categories: tuple[str, ...], meaning: str) -> fields.Field:

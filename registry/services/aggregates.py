@@ -23,7 +23,7 @@ from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
 from registry.services.disclosure import (
     Equation, NoiseDraw, Policy, contributing_sites, protect,
 )
-from registry.schemas.identifiers import printable_field_name
+from registry.core.identifiers import printable_field_name
 from registry.services.tokens import Caller
 
 MAX_FILTERS = 2

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work
 from registry.errors import BatchRejected, PayloadTooLarge
-from registry.schemas.fields import check_subject_id
+from registry.core.fields import check_subject_id
 from registry.models import Record
 from registry.services.records import (
     PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, rules_in_force,

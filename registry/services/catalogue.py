@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, true
 
-from registry.derived import DERIVED_FIELDS
+from registry.core.derived import DERIVED_FIELDS
 from registry.models import Record
-from registry.schemas.fields import Code
-from registry.schemas.record import RecordFieldsSchema
-from registry.vocabulary import met_dx_periods
+from registry.core.fields import Code
+from registry.core.record import RecordFieldsSchema
+from registry.core.vocabulary import met_dx_periods
 
 RECORDS = Record.__table__
 SITE = "site"

@@ -24,14 +24,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from registry.db import bulk_insert, transaction, unit_of_work, utcnow
-from registry.derived import DERIVED_FIELDS, derive
+from registry.core.derived import DERIVED_FIELDS, derive
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import LIST_FIELDS, AuditEntry, Record, RecordVersion, Tombstone, flag_column
 from registry.models.record import CELL_KEY_MODULUS
-from registry.schemas.fields import (
+from registry.core.fields import (
     check_subject_id, is_acceptable_subject_id, problems_to_list,
 )
-from registry.schemas.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
+from registry.core.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
 from registry.services.tokens import Caller
 
 RECORDS = Record.__table__

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select, update
 from registry.db import single_statement, unit_of_work, utcnow
 from registry.errors import Conflict, NotFound, RecordInvalid, Unauthenticated
 from registry.models import ApiToken, Site
-from registry.vocabulary import ROLES
+from registry.core.vocabulary import ROLES
 
 TOKEN_PREFIX = "reg"
 SITE_CODE = re.compile(r"^[A-Za-z0-9]{2,16}$")

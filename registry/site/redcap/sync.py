@@ -22,14 +22,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from registry.redcap.assembly import build_record, subject_id
-from registry.redcap.client import HASHED_MESSAGE, RedcapClient, RedcapFailure, looks_hashed
-from registry.redcap.config import SyncConfig
-from registry.redcap.dictionary import metadata_version, redcap_fields
-from registry.redcap.registry_client import RegistryClient, RegistryFailure
-from registry.schemas.record import DICTIONARY_VERSION
+from registry.core.deidentify import build_record, subject_id
+from registry.site.redcap.client import HASHED_MESSAGE, RedcapClient, RedcapFailure, looks_hashed
+from registry.site.redcap.config import SyncConfig
+from registry.core.redcap_dictionary import metadata_version, redcap_fields
+from registry.site.registry_client import RegistryClient, RegistryFailure
+from registry.core.record import DICTIONARY_VERSION
 
-log = logging.getLogger("registry.redcap.sync")
+log = logging.getLogger("registry.site.redcap.sync")
 WATERMARK_FORMAT = "%Y-%m-%d %H:%M:%S"
 OUTCOMES = ("created", "updated", "unchanged", "invalid", "withdrawn", "not_in_registry")
 EXIT_OK, EXIT_RECORDS_REFUSED, EXIT_FAILED = 0, 1, 2

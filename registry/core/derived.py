@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from registry import vocabulary as v
+from registry.core import vocabulary as v
 
 YEAR = 365.25
 ONE_YEAR, TWO_YEARS, THREE_YEARS, FIVE_YEARS, TEN_YEARS = (

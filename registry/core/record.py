@@ -15,9 +15,9 @@ from typing import Any
 from flask import current_app, has_app_context
 from marshmallow import EXCLUDE, Schema, ValidationError, validates_schema
 
-from registry import vocabulary as v
-from registry.schemas.fields import Code, CodeList, Problem, SubjectId, WholeNumber
-from registry.schemas.identifiers import is_identifier_field_name, printable_field_name
+from registry.core import vocabulary as v
+from registry.core.fields import Code, CodeList, Problem, SubjectId, WholeNumber
+from registry.core.identifiers import is_identifier_field_name, printable_field_name
 
 DICTIONARY_VERSION = "1.0.0"
 DEFAULT_MIN_REMISSION_DAYS = 730

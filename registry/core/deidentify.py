@@ -25,7 +25,7 @@ import re
 from datetime import date
 from typing import Any
 
-from registry.redcap.dictionary import (
+from registry.core.redcap_dictionary import (
     FOLLOW_UP_FORM, MET_DX_DATE, RedcapField, redcap_fields, redcap_name,
 )
 from registry.services.records import validate_record

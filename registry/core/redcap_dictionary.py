@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
-from registry.services.dictionary import field_type
+from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.core.dictionary import field_type
 
 HEADER = (
     "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",

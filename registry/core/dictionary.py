@@ -7,10 +7,10 @@ from typing import Any
 
 from marshmallow import fields as ma_fields
 
-from registry.derived import DERIVED_FIELDS
-from registry.schemas.fields import Code, CodeList, SubjectId, WholeNumber
-from registry.schemas.record import DICTIONARY_VERSION, RecordSchema
-from registry.vocabulary import met_dx_periods
+from registry.core.derived import DERIVED_FIELDS
+from registry.core.fields import Code, CodeList, SubjectId, WholeNumber
+from registry.core.record import DICTIONARY_VERSION, RecordSchema
+from registry.core.vocabulary import met_dx_periods
 
 # Every error code a submission can meet, and what it means. Published with the dictionary.
 ERROR_CODES: dict[str, str] = {
