@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from registry.core.record import read_threshold_from
+
 # Every setting the registry reads, its default and what it means. The README's settings table and
 # `registry settings` are produced from this list; keep the meaning to one line.
 SETTINGS: tuple[tuple[str, Any, str], ...] = (
@@ -114,3 +116,14 @@ def _check_rate_limit(setting: str) -> None:
     except ValueError:
         raise SystemExit("REGISTRY_RATE_LIMIT must be like '1200 per minute' (or 'off')") \
             from None
+
+
+def _threshold_of_current_app() -> int | None:
+    from flask import current_app, has_app_context
+
+    return int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]) if has_app_context() else None
+
+
+def use_app_settings_in_core() -> None:
+    """Let the record core read the inclusion threshold from the running app's settings."""
+    read_threshold_from(_threshold_of_current_app)

@@ -25,10 +25,10 @@ import re
 from datetime import date
 from typing import Any
 
+from registry.core.record import validate_record
 from registry.core.redcap_dictionary import (
     FOLLOW_UP_FORM, MET_DX_DATE, RedcapField, redcap_fields, redcap_name,
 )
-from registry.services.records import validate_record
 
 VISIT_DATE = "last_followup_date"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

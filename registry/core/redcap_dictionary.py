@@ -19,6 +19,7 @@ from functools import cache
 
 from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
 from registry.core.dictionary import field_type
+from registry.core.rules import branching, rule_texts
 
 HEADER = (
     "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
@@ -43,16 +44,6 @@ SECTION_HEADERS = {
     "treatment": "First-line treatment, remission and trastuzumab maintenance.",
     FOLLOW_UP_FORM: "Follow-up visit. Add one instance per visit: the registry takes the status "
                     "of the latest visit and the earliest progression date.",
-}
-# Branching logic for the conditional fields of record.md (those with `required_when`):
-# field -> (the field it depends on, the values that show it).
-BRANCHING: dict[str, tuple[str, tuple[str, ...]]] = {
-    "primary_dx_day": ("presentation", ("recurrent",)),
-    "primary_tumour_surgery": ("presentation", ("de_novo",)),
-    "trastuzumab_stop_day": ("maintenance_status", ("discontinued", "interrupted_resumed")),
-    "discontinuation_reason": ("maintenance_status", ("discontinued", "interrupted_resumed")),
-    "trastuzumab_resume_day": ("maintenance_status", ("interrupted_resumed",)),
-    "cause_of_death": ("vital_status", ("dead",)),
 }
 # Labels for codes whose plain spelling would read badly; every other code reads as itself.
 CODE_LABELS = {
@@ -118,14 +109,6 @@ def redcap_fields() -> tuple[RedcapField, ...]:
     return tuple(found)
 
 
-def _branching(registry_name: str) -> str:
-    if registry_name not in BRANCHING:
-        return ""
-    controller, values = BRANCHING[registry_name]
-    return " or ".join(f"[{redcap_name(controller)}] = '{redcap_code(value)}'"
-                       for value in values)
-
-
 def _row(field: RedcapField, section: str) -> dict[str, str]:
     schema_field = RecordFieldsSchema().fields[field.registry_name]
     meta = schema_field.metadata
@@ -135,7 +118,8 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
     row["Form Name"] = field.form
     row["Section Header"] = section
     row["Required Field?"] = "y" if field.required else ""
-    row["Branching Logic (Show field only if...)"] = _branching(field.registry_name)
+    row["Branching Logic (Show field only if...)"] = branching(field.registry_name, redcap_name,
+                                                                 redcap_code)
     notes = []
     if field.kind == "date":
         row["Field Type"] = "text"
@@ -160,8 +144,7 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
         row["Text Validation Max"] = str(schema_field.upper_bound())
         if "unit" in meta:
             notes.append(meta["unit"])
-    if "required_when" in meta:
-        notes.append("required when " + meta["required_when"])
+    notes.extend(rule_texts(field.registry_name))
     row["Field Label"] = description[:1].upper() + description[1:]
     row["Field Note"] = "; ".join(notes)
     return row

@@ -13,14 +13,8 @@ from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.core import vocabulary as v
+from registry.core.record import LIST_FIELDS
 from registry.db import Base, UtcDateTime, utcnow
-
-# Fields holding a list of codes, and the codes each may hold.
-LIST_FIELDS: dict[str, tuple[str, ...]] = {
-    "metastatic_sites": v.METASTATIC_SITES,
-    "later_anti_her2": v.LATER_ANTI_HER2,
-    "local_therapy_metastases": v.LOCAL_THERAPY_METASTASES,
-}
 
 
 # Cell keys are drawn uniformly from 0 .. CELL_KEY_MODULUS - 1 (privacy.md section 2, property 4).

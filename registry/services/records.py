@@ -31,7 +31,9 @@ from registry.models.record import CELL_KEY_MODULUS
 from registry.core.fields import (
     check_subject_id, is_acceptable_subject_id, problems_to_list,
 )
-from registry.core.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
+from registry.core.record import (
+    DICTIONARY_VERSION, SUBMITTED_FIELDS, canonical, remission_threshold, validate_record,
+)
 from registry.services.tokens import Caller
 
 RECORDS = Record.__table__
@@ -41,14 +43,6 @@ WRITE_ATTEMPTS = 3
 
 
 # --- mapping between the record as sent and the row as stored ---------------------------------
-
-def canonical(data: dict[str, Any]) -> dict[str, Any]:
-    """The submitted fields in a fixed form: every field present, absent = None, lists as []."""
-    record = {name: data.get(name) for name in SUBMITTED_FIELDS}
-    for name in LIST_FIELDS:
-        record[name] = record[name] or []
-    return record
-
 
 def row_values(record: dict[str, Any], derived: dict[str, Any] | None = None
                ) -> dict[str, Any]:
@@ -92,20 +86,9 @@ def changes_between(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[
 
 # --- validation --------------------------------------------------------------------------------
 
-_schema = RecordSchema()
-
-
-def validate_record(raw: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
-    """Validate one record with subject_id: (canonical data, []) or (None, errors)."""
-    try:
-        return canonical(_schema.load(raw)), []
-    except ValidationError as error:
-        return None, problems_to_list(error.messages)
-
-
 def rules_in_force() -> str:
     """What a record was accepted under: dictionary version, inclusion threshold, current year."""
-    return f"{DICTIONARY_VERSION}|{_schema.remission_threshold()}|{date.today().year}|"
+    return f"{DICTIONARY_VERSION}|{remission_threshold()}|{date.today().year}|"
 
 
 def submission_digest(raw: Any, rules: str) -> str | None:
