@@ -25,7 +25,7 @@ def _derived_field(kind: str, categories: tuple[str, ...], meaning: str) -> fiel
 
 
 DerivedSchema = Schema.from_dict(
-    {name: _derived_field(*spec) for name, spec in DERIVED_FIELDS.items()}, name="Derived")
+    {name: _derived_field(*spec[:3]) for name, spec in DERIVED_FIELDS.items()}, name="Derived")
 DerivedSchema.__doc__ = "Fields the registry computes from the record on every write."
 
 
