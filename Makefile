@@ -11,7 +11,7 @@ BIND ?= 127.0.0.1:8000
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[server,test]"
 	touch $@
 
 install: $(VENV)/.installed

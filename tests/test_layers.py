@@ -27,8 +27,10 @@ RANKS = {
     "registry.web": 3, "registry.cli": 3, "registry": 3,
 }
 SITE = "registry.site"
+# (numpy is not listed: openpyxl imports it when it happens to be installed; the fresh-venv
+# test of tests/test_site_tools.py shows the site tools do not bring it.)
 SERVER_PACKAGES = ("flask", "flask_smorest", "flask_limiter", "flask_swagger_ui", "werkzeug",
-                   "sqlalchemy", "alembic", "psycopg", "gunicorn", "scipy", "numpy",
+                   "sqlalchemy", "alembic", "psycopg", "gunicorn", "scipy",
                    "prometheus_client", "pythonjsonlogger")
 
 

@@ -164,9 +164,12 @@ def build_record(rows: list[dict[str, Any]], subject: str
     _, errors = validate_record(record)
     reported = {problem["field"] for problem in problems}
     for error in errors:
-        name = error["field"].split(".")[0]
-        if redcap_name(name) not in reported:  # an edge problem already explains it
-            problems.append({**error, "field": redcap_name(name)})
+        name = redcap_name(error["field"].split(".")[0])
+        if name in reported:  # an edge problem already explains it
+            continue
+        if MET_DX_DATE in reported and name.endswith("_date"):
+            continue  # without day 0 no date can become a day: the day-0 problem says it
+        problems.append({**error, "field": name})
     if problems:
         registry_names = {field.name: field.registry_name for field in redcap_fields()}
         return None, [{**problem, "registry_field": registry_names.get(problem["field"],

@@ -80,6 +80,7 @@ class RedcapField:
     kind: str  # date | code | codes | integer
     codes: tuple[tuple[str, str], ...] = ()  # (REDCap code, registry value)
     required: bool = False
+    bounds: tuple[int, int] | tuple[()] = ()  # (least, greatest) of a whole number
 
     def registry_value(self, code: str) -> str | None:
         """The registry value of a REDCap code, or None for a code the dictionary lacks."""
@@ -105,7 +106,8 @@ def redcap_fields() -> tuple[RedcapField, ...]:
         target = redcap_name(name)
         kind = "date" if target.endswith("_date") else _KINDS[field_type(field)]
         codes = tuple((redcap_code(value), value) for value in getattr(field, "choices", ()))
-        found.append(RedcapField(target, name, form, kind, codes, bool(field.required)))
+        bounds = (field.minimum, field.upper_bound()) if kind == "integer" else ()
+        found.append(RedcapField(target, name, form, kind, codes, bool(field.required), bounds))
     return tuple(found)
 
 

@@ -1,0 +1,194 @@
+"""Reading a site's spreadsheet: a REDCap raw CSV export or the registry's template.
+
+Both use the site-side names of the REDCap data dictionary, so both become the same flat rows
+that REDCap's API exports, and the de-identification of the core reads them unchanged:
+- a REDCap export (CSV, raw codes) may hold several rows per record (events, repeating
+  instruments) and columns REDCap adds (`redcap_event_name`, `*_complete`, ...);
+- the template (.xlsx or .csv) holds one row per patient.
+Only the columns the registry's dictionary defines are kept: identifier columns and a site's
+own extra columns are dropped as the file is read, and reported by count (never by value).
+Dates are brought to YYYY-MM-DD here (Excel serial numbers, ISO dates, or day/month order as the
+site writes them); a date that cannot be read is left as it is, and the core reports it as a
+`malformed_date` for its field and row.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from registry.core.identifiers import is_identifier_field_name
+from registry.core.redcap_dictionary import RECORD_ID, redcap_fields
+from registry.core.template import RECORDS_SHEET, checkbox_column
+
+# Columns REDCap adds to an export that the de-identification reads.
+REDCAP_COLUMNS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (it counts 1900 as a leap year)
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?$")
+_SEPARATED = re.compile(r"^(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})$")
+_SERIAL = re.compile(r"^\d{4,5}(?:\.0+)?$")
+
+
+class SpreadsheetError(Exception):
+    """The file cannot be read as a spreadsheet of the registry; the message says why."""
+
+
+@dataclass
+class Sheet:
+    """What was read: rows per local record id, their row numbers, what was dropped."""
+
+    rows_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    row_numbers: dict[str, list[int]] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_without_id: list[int] = field(default_factory=list)
+    dropped_columns: int = 0
+    dropped_identifier_columns: int = 0
+
+
+def site_columns() -> dict[str, str]:
+    """Every column the registry reads -> its kind (date, code, codes, integer, id)."""
+    columns = {RECORD_ID: "id", **{name: "redcap" for name in REDCAP_COLUMNS}}
+    for spec in redcap_fields():
+        if spec.kind == "codes":
+            columns.update({checkbox_column(spec.name, code): "codes" for code, _ in spec.codes})
+        else:
+            columns[spec.name] = spec.kind
+    return columns
+
+
+def normalise_date(value: Any, date_order: str) -> str:
+    """A date cell as YYYY-MM-DD; unreadable text is returned as it is (reported later)."""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = str(int(value)) if float(value).is_integer() else str(value)
+    else:
+        text = str(value).strip()
+    try:
+        iso = _ISO.match(text)
+        if iso:
+            return date(*map(int, iso.groups())).isoformat()
+        if _SERIAL.match(text):
+            return (EXCEL_EPOCH + timedelta(days=int(float(text)))).isoformat()
+        parts = _SEPARATED.match(text)
+        if parts:
+            first, second, third = parts.groups()
+            if date_order == "ymd" or len(first) == 4:
+                year, month, day = first, second, third
+            elif date_order == "mdy":
+                month, day, year = first, second, third
+            else:
+                day, month, year = first, second, third
+            if len(year) == 4:  # two-digit years are ambiguous: reported, never guessed
+                return date(int(year), int(month), int(day)).isoformat()
+    except ValueError:
+        pass
+    return text
+
+
+def _cell_text(value: Any) -> str:
+    """A non-date cell as REDCap would export it: text, whole numbers without '.0'."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _read_csv(path: Path) -> tuple[list[str], Iterable[list[Any]]]:
+    handle = path.open(newline="", encoding="utf-8-sig")
+    reader = csv.reader(handle)
+    try:
+        header = next(reader)
+    except StopIteration:
+        handle.close()
+        raise SpreadsheetError(f"{path.name} is empty") from None
+    except (UnicodeDecodeError, csv.Error):
+        handle.close()
+        raise SpreadsheetError(f"{path.name} is not a UTF-8 CSV file") from None
+
+    def rows() -> Iterable[list[Any]]:
+        with handle:
+            try:
+                yield from reader
+            except (UnicodeDecodeError, csv.Error):
+                raise SpreadsheetError(f"{path.name} is not a UTF-8 CSV file") from None
+
+    return header, rows()
+
+
+def _read_xlsx(path: Path) -> tuple[list[str], Iterable[list[Any]]]:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, OSError, KeyError, ValueError):
+        raise SpreadsheetError(f"{path.name} is not an .xlsx workbook") from None
+    sheet = workbook[RECORDS_SHEET] if RECORDS_SHEET in workbook.sheetnames \
+        else workbook.worksheets[0]
+    rows = sheet.iter_rows(values_only=True)
+    try:
+        header = [_cell_text(value) for value in next(rows)]
+    except StopIteration:
+        workbook.close()
+        raise SpreadsheetError(f"{path.name} has an empty first sheet") from None
+
+    def remaining() -> Iterable[list[Any]]:
+        try:
+            yield from (list(row) for row in rows)
+        finally:
+            workbook.close()  # a read-only workbook keeps its file open until closed
+
+    return header, remaining()
+
+
+def read_spreadsheet(path: Path, date_order: str) -> Sheet:
+    """Read a CSV or .xlsx file into the flat rows of each local record."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        header, rows = _read_csv(path)
+    elif suffix in (".xlsx", ".xlsm"):
+        header, rows = _read_xlsx(path)
+    else:
+        raise SpreadsheetError("the file must be .csv (REDCap export or template) or .xlsx")
+    known = site_columns()
+    names = [name.strip().lower() for name in header]
+    if RECORD_ID not in names:
+        raise SpreadsheetError(f"{path.name} has no {RECORD_ID} column: use the registry's "
+                               "template or a REDCap export in raw codes")
+    kept = [(index, name) for index, name in enumerate(names) if name in known]
+    dropped = [name for name in names if name and name not in known]
+    sheet = Sheet(dropped_columns=len(dropped),
+                  dropped_identifier_columns=sum(map(is_identifier_field_name, dropped)))
+    for number, row in enumerate(rows, start=2):
+        values = {name: row[index] if index < len(row) else None for index, name in kept}
+        if all(_cell_text(value) == "" for value in values.values()):
+            continue  # a blank line
+        sheet.rows_read += 1
+        flat: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = known[name]
+            if kind == "date" and _cell_text(value) != "":
+                flat[name] = normalise_date(value, date_order)
+            elif name == "redcap_repeat_instance":
+                text = _cell_text(value)
+                flat[name] = int(text) if text.isdigit() else ""
+            else:
+                flat[name] = _cell_text(value)
+        record_id = flat.get(RECORD_ID, "")
+        if not record_id:
+            sheet.rows_without_id.append(number)
+            continue
+        sheet.rows_of.setdefault(record_id, []).append(flat)
+        sheet.row_numbers.setdefault(record_id, []).append(number)
+    return sheet
