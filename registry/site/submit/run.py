@@ -109,9 +109,9 @@ def run(path: Path, config: SubmitConfig, *, dry_run: bool = False,
                               timeout=config.timeout_seconds, retries=config.retries,
                               backoff=config.backoff_seconds, source=SOURCE)
     try:
+        sheet = read_spreadsheet(path, config.date_order)
         threshold = registry.min_remission_days()
         read_threshold_from(lambda: threshold)  # validate as the registry will
-        sheet = read_spreadsheet(path, config.date_order)
         report.columns_dropped = sheet.dropped_columns
         report.identifier_columns_dropped = sheet.dropped_identifier_columns
         report.counts["rows"] = sheet.rows_read

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -104,29 +103,20 @@ def _cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _read_csv(path: Path) -> tuple[list[str], Iterable[list[Any]]]:
-    handle = path.open(newline="", encoding="utf-8-sig")
-    reader = csv.reader(handle)
+def _read_csv(path: Path) -> tuple[list[str], list[list[Any]]]:
     try:
-        header = next(reader)
-    except StopIteration:
-        handle.close()
-        raise SpreadsheetError(f"{path.name} is empty") from None
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
     except (UnicodeDecodeError, csv.Error):
-        handle.close()
         raise SpreadsheetError(f"{path.name} is not a UTF-8 CSV file") from None
-
-    def rows() -> Iterable[list[Any]]:
-        with handle:
-            try:
-                yield from reader
-            except (UnicodeDecodeError, csv.Error):
-                raise SpreadsheetError(f"{path.name} is not a UTF-8 CSV file") from None
-
-    return header, rows()
+    except OSError as error:
+        raise SpreadsheetError(f"cannot read {path.name}: {error.strerror}") from None
+    if not rows:
+        raise SpreadsheetError(f"{path.name} is empty")
+    return rows[0], rows[1:]
 
 
-def _read_xlsx(path: Path) -> tuple[list[str], Iterable[list[Any]]]:
+def _read_xlsx(path: Path) -> tuple[list[str], list[list[Any]]]:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -134,22 +124,15 @@ def _read_xlsx(path: Path) -> tuple[list[str], Iterable[list[Any]]]:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, OSError, KeyError, ValueError):
         raise SpreadsheetError(f"{path.name} is not an .xlsx workbook") from None
-    sheet = workbook[RECORDS_SHEET] if RECORDS_SHEET in workbook.sheetnames \
-        else workbook.worksheets[0]
-    rows = sheet.iter_rows(values_only=True)
     try:
-        header = [_cell_text(value) for value in next(rows)]
-    except StopIteration:
-        workbook.close()
-        raise SpreadsheetError(f"{path.name} has an empty first sheet") from None
-
-    def remaining() -> Iterable[list[Any]]:
-        try:
-            yield from (list(row) for row in rows)
-        finally:
-            workbook.close()  # a read-only workbook keeps its file open until closed
-
-    return header, remaining()
+        sheet = workbook[RECORDS_SHEET] if RECORDS_SHEET in workbook.sheetnames \
+            else workbook.worksheets[0]
+        rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    finally:
+        workbook.close()  # a read-only workbook keeps its file open until closed
+    if not rows:
+        raise SpreadsheetError(f"{path.name} has an empty first sheet")
+    return [_cell_text(value) for value in rows[0]], rows[1:]
 
 
 def read_spreadsheet(path: Path, date_order: str) -> Sheet:
