@@ -515,7 +515,7 @@ def test_a_database_without_the_perturbation_secret_answers_a_clear_503(
 
 def test_synthetic_helper_is_valid() -> None:
     # The direct-insert helper builds on records the API would accept.
-    from registry.services.records import validate_record
+    from registry.core.record import validate_record
 
     record = synthetic_record(random.Random(4), "TOR")
     assert validate_record(record)[1] == []

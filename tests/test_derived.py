@@ -12,7 +12,7 @@ from conftest import EXAMPLE_RECORD
 from registry.core import vocabulary as v
 from registry.core.derived import DERIVED_FIELDS, derive
 from registry.core.record import RecordSchema
-from registry.services.records import canonical
+from registry.core.record import canonical
 from rejections import INTERRUPTED, ONGOING, changed, submit
 
 

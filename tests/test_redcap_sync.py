@@ -20,7 +20,8 @@ from registry.site.redcap.config import ConfigError, load_config
 from registry.site.redcap.sync import run
 from registry.core.fields import check_subject_id
 from registry.core.record import DICTIONARY_VERSION
-from registry.services.records import record_from_row, validate_record
+from registry.core.record import validate_record
+from registry.services.record_rows import record_from_row
 from tests.fake_redcap import Fault, FakeRedcap, ServerThread, site_rows
 from tests.redcap_support import (
     environment_of, load_project, new_site, registry_server, source_records,

@@ -29,7 +29,7 @@ from registry.core.redcap_dictionary import redcap_fields
 from registry.core.template import checkbox_column
 from registry.db import unit_of_work
 from registry.models import Record, RecordVersion, Site
-from registry.services.records import record_from_row
+from registry.services.record_rows import record_from_row
 from tests.fake_redcap import FakeRedcap, ServerThread
 from tests.redcap_support import load_project, new_site, registry_server, source_records
 

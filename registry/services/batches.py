@@ -12,9 +12,10 @@ from registry.db import unit_of_work
 from registry.errors import BatchRejected, PayloadTooLarge
 from registry.core.fields import check_subject_id
 from registry.models import Record
-from registry.services.records import (
+from registry.core.record import validate_record
+from registry.services.writes import (
     PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, rules_in_force,
-    submission_digest, validate_record,
+    submission_digest,
 )
 from registry.services.tokens import Caller
 

@@ -15,7 +15,8 @@ from registry.models import Site
 from registry.models.record import CELL_KEY_MODULUS
 from registry.core.record import MAX_DAY
 from registry.services.batches import submit_batch
-from registry.services.records import canonical, row_values
+from registry.core.record import canonical
+from registry.services.record_rows import row_values
 from registry.services.tokens import Caller, add_site
 
 DEMO_SITES = (
