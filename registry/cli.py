@@ -14,6 +14,7 @@ from alembic import command as alembic_command
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup
 
+from registry.core.vocabulary import ROLES
 from registry.errors import RegistryError
 
 
@@ -96,7 +97,7 @@ tokens_cli = AppGroup("tokens", help="API tokens: issue (shown once), list, revo
 
 
 @tokens_cli.command("issue")
-@click.option("--role", required=True, type=click.Choice(["submitter", "coordinator", "steward"]))
+@click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--site", "site_code", help="the site of a submitter token")
 @click.option("--label", help="a note to recognise the token by (who holds it)")
 def tokens_issue(role: str, site_code: str | None, label: str | None) -> None:

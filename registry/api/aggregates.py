@@ -11,6 +11,7 @@ from marshmallow import INCLUDE
 
 from registry.api import Blueprint
 from registry.auth import current_caller, requires
+from registry.permissions import Action
 from registry.schemas.aggregates import (
     RESERVED, CatalogueSchema, CountsQuerySchema, CountsSchema, QueryLogQuerySchema,
     QueryLogSchema, RemissionQuerySchema, RemissionSchema,
@@ -60,7 +61,7 @@ def _csv(table: dict[str, Any]) -> Response:
 
 
 @blp.route("/dimensions", methods=["GET"])
-@requires("coordinator", "steward")
+@requires(Action.QUERY_AGGREGATES)
 @blp.response(200, CatalogueSchema)
 def list_dimensions() -> Any:
     """The catalogue: the dimensions you may count by, their categories and meaning"""
@@ -68,7 +69,7 @@ def list_dimensions() -> Any:
 
 
 @blp.route("/counts", methods=["GET"])
-@requires("coordinator", "steward")
+@requires(Action.QUERY_AGGREGATES)
 @blp.arguments(CountsQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, CountsSchema)
 @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv", success=True,
@@ -89,7 +90,7 @@ def count_records(query: dict[str, Any]) -> Any:
 
 
 @blp.route("/remission", methods=["GET"])
-@requires("coordinator", "steward")
+@requires(Action.QUERY_AGGREGATES)
 @blp.arguments(RemissionQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
@@ -105,7 +106,7 @@ def remission_table(query: dict[str, Any]) -> Any:
 
 
 @blp.route("/query-log", methods=["GET"])
-@requires("steward")
+@requires(Action.READ_QUERY_LOG)
 @blp.arguments(QueryLogQuerySchema(), location="query")
 @blp.response(200, QueryLogSchema)
 def query_log(query: dict[str, Any]) -> Any:

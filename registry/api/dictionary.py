@@ -12,7 +12,7 @@ from registry.auth import requires
 from registry.core.redcap_dictionary import dictionary_csv
 from registry.core.template import template_xlsx
 from registry.core.dictionary import record_dictionary
-from registry.core.vocabulary import ROLES
+from registry.permissions import Action
 
 blp = Blueprint("dictionary", __name__, url_prefix="/api/v1/dictionary",
                 description="The record dictionary, generated from the validating schema")
@@ -30,7 +30,7 @@ class DictionarySchema(Schema):
 
 
 @blp.route("", methods=["GET"])
-@requires(*ROLES)
+@requires(Action.READ_DICTIONARY)
 @blp.response(200, DictionarySchema)
 def get_dictionary() -> Any:
     """Fields, types, allowed values, rules, code-system mappings and error codes"""
@@ -39,7 +39,7 @@ def get_dictionary() -> Any:
 
 
 @blp.route("/redcap.csv", methods=["GET"])
-@requires(*ROLES)
+@requires(Action.READ_DICTIONARY)
 @blp.response(200, {"type": "string"}, content_type="text/csv",
               description="REDCap's 18-column data dictionary CSV")
 def get_redcap_dictionary() -> Any:
@@ -56,7 +56,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @blp.route("/template.xlsx", methods=["GET"])
-@requires(*ROLES)
+@requires(Action.READ_DICTIONARY)
 @blp.response(200, {"type": "string", "format": "binary"}, content_type=XLSX,
               description="The spreadsheet template (.xlsx)")
 def get_template() -> Any:

@@ -10,6 +10,7 @@ from registry.api import Blueprint
 from registry.auth import current_caller, requires
 from registry.errors import BadRequest
 from registry.observability import count_records
+from registry.permissions import Action
 from registry.schemas.api import (
     BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema,
     RecordListQuerySchema, RecordOutSchema, RecordPageSchema, SourceHeaderSchema,
@@ -42,7 +43,7 @@ def _if_match(value: str | None) -> int | None:
 
 
 @blp.route("/<subject_id>", methods=["PUT"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(WriteHeadersSchema(), location="headers")
 @blp.arguments(PutRecordSchema())
 @blp.response(200, RecordOutSchema, description="Updated, or unchanged", headers=ETAG_HEADER)
@@ -60,7 +61,7 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
 
 
 @blp.route("", methods=["POST"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.arguments(RecordSchema())
 @blp.response(201, RecordOutSchema, description="Created", headers=ETAG_HEADER)
@@ -72,7 +73,7 @@ def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
 
 
 @blp.route("", methods=["GET"])
-@requires("submitter")
+@requires(Action.READ_RECORDS)
 @blp.arguments(RecordListQuerySchema(), location="query")
 @blp.response(200, RecordPageSchema)
 def list_records(query: dict[str, Any]) -> Any:
@@ -85,7 +86,7 @@ def list_records(query: dict[str, Any]) -> Any:
 
 
 @blp.route("/<subject_id>", methods=["GET"])
-@requires("submitter")
+@requires(Action.READ_RECORDS)
 @blp.response(200, RecordOutSchema, headers=ETAG_HEADER)
 def get_record(subject_id: str) -> Any:
     """Read one of the site's records"""
@@ -94,7 +95,7 @@ def get_record(subject_id: str) -> Any:
 
 
 @blp.route("/<subject_id>/history", methods=["GET"])
-@requires("submitter")
+@requires(Action.READ_RECORDS)
 @blp.response(200, HistorySchema)
 def record_history(subject_id: str) -> Any:
     """The versions of a record: number, time, source and changed fields"""
@@ -102,7 +103,7 @@ def record_history(subject_id: str) -> Any:
 
 
 @blp.route("/<subject_id>", methods=["DELETE"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(WithdrawQuerySchema(), location="query")
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.response(204, description="Withdrawn: the data and every version are erased")
@@ -117,7 +118,7 @@ def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: 
 
 
 @blp.route("/batch", methods=["POST"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(BatchQuerySchema(), location="query")
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.arguments(BatchRequestSchema())

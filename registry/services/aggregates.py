@@ -25,6 +25,7 @@ from registry.services.disclosure import (
 )
 from registry.core.identifiers import printable_field_name
 from registry.services.tokens import Caller
+from registry.permissions import Action, authorize
 
 MAX_FILTERS = 2
 REPEAT_WINDOW = timedelta(days=30)
@@ -41,6 +42,7 @@ def _catalogue(session: Session) -> dict[str, Dimension]:
 
 def list_dimensions(caller: Caller) -> dict[str, Any]:
     """The catalogue: each dimension with its categories and meaning."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     with unit_of_work(read_only=True) as session:
         catalogue = _catalogue(session)
     return {"dimensions": [
@@ -194,6 +196,7 @@ def _tally(session: Session, groups: Sequence[Dimension], conditions: Iterable[A
 def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[str, str],
                 policy: Policy) -> dict[str, Any]:
     """Pooled counts by one or two dimensions with up to two filters, disclosure-controlled."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     groups, conditions = _validated({"rows": rows, "columns": columns}, filters)
     query = _query_key("counts", {"rows": rows, "columns": columns}, filters)
 
@@ -282,6 +285,7 @@ def _cohort(origin: str) -> tuple[Any, list[ColumnElement[bool]]]:
 def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[str, str],
                     policy: Policy) -> dict[str, Any]:
     """Yearly life table of sustained remission per group, disclosure-controlled."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     if origin not in ORIGINS:
         raise _invalid("origin", "unknown_origin", "must be one of: " + ", ".join(ORIGINS))
     groups, conditions = _validated({"by": by}, filters)
@@ -398,6 +402,7 @@ def _life_tables(names: Sequence[str], tally: dict[str, dict[int, list[int]]],
 
 def read_query_log(caller: Caller, limit: int, before: int | None) -> dict[str, Any]:
     """The aggregate query log, newest first, a page at a time."""
+    authorize(caller.role, Action.READ_QUERY_LOG)
     with unit_of_work(read_only=True) as session:
         statement = (select(QueryLogEntry, ApiToken.public_id, ApiToken.role)
                      .join(ApiToken, ApiToken.id == QueryLogEntry.token_id)

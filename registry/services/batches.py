@@ -12,6 +12,7 @@ from registry.db import unit_of_work
 from registry.errors import BatchRejected, PayloadTooLarge
 from registry.core.fields import check_subject_id
 from registry.models import Record
+from registry.permissions import Action, authorize
 from registry.core.record import validate_record
 from registry.services.writes import (
     PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, rules_in_force,
@@ -51,6 +52,7 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
 
     A record identical to the submission its stored version came from is unchanged; it is
     recognised by digest, without validating or comparing it field by field again."""
+    authorize(caller.role, Action.WRITE_RECORDS)
     if len(records) > max_batch:
         raise PayloadTooLarge(f"a batch holds at most {max_batch} records; split it")
     subjects = [_printable_subject(raw) for raw in records]

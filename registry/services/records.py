@@ -21,6 +21,7 @@ from registry.core.record import canonical
 from registry.db import transaction, unit_of_work, utcnow
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import AuditEntry, Record, RecordVersion, Tombstone
+from registry.permissions import Action, authorize
 from registry.services.record_rows import derived_from_row, record_from_row
 from registry.services.tokens import Caller
 from registry.services.writes import PlannedWrite, apply_writes, plan_write, retrying_races
@@ -85,6 +86,7 @@ def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
                if_match: int | None = None, source: str = "api") -> tuple[str, dict[str, Any]]:
     """Create or replace a record (idempotent) from validated fields: returns the outcome and
     the stored record."""
+    authorize(caller.role, Action.WRITE_RECORDS)
     _checked_subject(subject_id, record)
 
     def check(plan: PlannedWrite) -> None:
@@ -98,6 +100,7 @@ def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
 def create_record(caller: Caller, record: dict[str, Any], *, source: str = "api"
                   ) -> dict[str, Any]:
     """Create a record, from validated fields, that must not exist yet."""
+    authorize(caller.role, Action.WRITE_RECORDS)
 
     def check(plan: PlannedWrite) -> None:
         if plan.outcome != "created":
@@ -119,6 +122,7 @@ def _stored(session: Session, caller: Caller, subject_id: str) -> Record:
 
 def get_record(caller: Caller, subject_id: str) -> dict[str, Any]:
     """One of the caller's site's records."""
+    authorize(caller.role, Action.READ_RECORDS)
     with unit_of_work(read_only=True) as session:
         row = _stored(session, caller, subject_id)
         return stored_view(row)
@@ -143,6 +147,7 @@ def _decode_cursor(cursor: str) -> int:
 def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
                  updated_since: datetime | None = None) -> dict[str, Any]:
     """A page of the site's records in a stable order, and the cursor of the next page."""
+    authorize(caller.role, Action.READ_RECORDS)
     query = select(Record).where(Record.site_id == caller.site_id)
     if cursor:
         query = query.where(Record.id > _decode_cursor(cursor))
@@ -160,6 +165,7 @@ def list_records(caller: Caller, *, limit: int, cursor: str | None = None,
 
 def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
     """The versions of a record: number, time, source and which fields changed."""
+    authorize(caller.role, Action.READ_RECORDS)
     with unit_of_work(read_only=True) as session:
         record = _stored(session, caller, subject_id)
         versions = session.execute(
@@ -174,6 +180,7 @@ def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
 def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_withdrawn",
                     source: str = "api") -> None:
     """Withdrawal of consent: erase the record and all its versions, keep a tombstone."""
+    authorize(caller.role, Action.WRITE_RECORDS)
     if not is_acceptable_subject_id(subject_id):
         raise NotFound("no record with this subject_id at your site")
     with unit_of_work() as session:
