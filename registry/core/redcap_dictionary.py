@@ -146,7 +146,7 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
         row["Text Validation Max"] = str(schema_field.upper_bound())
         if "unit" in meta:
             notes.append(meta["unit"])
-    notes.extend(rule_texts(field.registry_name))
+    notes.extend(rule_texts(field.registry_name, redcap_name, redcap_code))
     row["Field Label"] = description[:1].upper() + description[1:]
     row["Field Note"] = "; ".join(notes)
     return row

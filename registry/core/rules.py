@@ -19,6 +19,9 @@ from typing import Any, Union
 from registry.core.fields import Problem
 
 
+Naming = Callable[[str], str]
+
+
 class Values:
     """What a rule sees of a record: valid values (`data`) and what was sent (`original`)."""
 
@@ -47,9 +50,9 @@ class Is:
         value = record.data.get(self.field)
         return None if value is None else value in self.values
 
-    def text(self) -> str:
-        """The condition in words."""
-        return f"{self.field} is {' or '.join(self.values)}"
+    def text(self, name: Naming = str, code: Naming = str) -> str:
+        """The condition in words (fields and codes named by `name` and `code`)."""
+        return f"{name(self.field)} is {' or '.join(map(code, self.values))}"
 
     def branching(self, name: Callable[[str], str], code: Callable[[str], str]) -> str:
         """The condition in REDCap's branching-logic syntax."""
@@ -67,9 +70,9 @@ class AllOf:
         found = [condition.holds(record) for condition in self.conditions]
         return None if None in found else all(found)
 
-    def text(self) -> str:
+    def text(self, name: Naming = str, code: Naming = str) -> str:
         """The condition in words."""
-        return " and ".join(condition.text() for condition in self.conditions)
+        return " and ".join(condition.text(name, code) for condition in self.conditions)
 
     def branching(self, name: Callable[[str], str], code: Callable[[str], str]) -> str:
         """The condition in REDCap's branching-logic syntax."""
@@ -99,17 +102,18 @@ class OnlyWhen:
                 self.required is True or record.given(self.required)):
             fail(self.field, "required", f"is required when {self.required_text()}")
 
-    def required_text(self) -> str:
+    def required_text(self, name: Naming = str, code: Naming = str) -> str:
         """When the field is required, in words."""
         if isinstance(self.required, str):
-            return f"{self.when.text()} and {self.required} is given"
-        return self.when.text()
+            return f"{self.when.text(name, code)} and {name(self.required)} is given"
+        return self.when.text(name, code)
 
-    def text(self) -> str:
+    def text(self, name: Naming = str, code: Naming = str) -> str:
         """The rule in words."""
+        when = self.when.text(name, code)
         if not self.required:
-            return f"only when {self.when.text()}; absent otherwise"
-        return f"required when {self.required_text()}; absent unless {self.when.text()}"
+            return f"only when {when}; absent otherwise"
+        return f"required when {self.required_text(name, code)}; absent unless {when}"
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,9 @@ class RequiredWhen:
         if self.when.holds(record) and not record.given(self.field):
             fail(self.field, "required", f"is required when {self.when.text()}")
 
-    def text(self) -> str:
+    def text(self, name: Naming = str, code: Naming = str) -> str:
         """The rule in words."""
-        return f"required when {self.when.text()}"
+        return f"required when {self.when.text(name, code)}"
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,9 @@ class MustBe:
                 and record.data[self.field] != self.value:
             fail(self.field, "not_allowed_here", f"must be {self.value} when {self.when.text()}")
 
-    def text(self) -> str:
+    def text(self, name: Naming = str, code: Naming = str) -> str:
         """The rule in words."""
-        return f"must be {self.value} when {self.when.text()}"
+        return f"must be {code(self.value)} when {self.when.text(name, code)}"
 
 
 _ORDER_WORDS = {">": "after", ">=": "on or after", "<=": "not above"}
@@ -169,9 +173,9 @@ class Order:
         if not ok:
             fail(self.field, self.code, f"must be {_ORDER_WORDS[self.relation]} {self.other}")
 
-    def text(self) -> str:
+    def text(self, name: Naming = str, code: Naming = str) -> str:
         """The rule in words."""
-        return f"{_ORDER_WORDS[self.relation]} {self.other}"
+        return f"{_ORDER_WORDS[self.relation]} {name(self.other)}"
 
 
 Rule = Union[OnlyWhen, RequiredWhen, MustBe, Order]
@@ -212,9 +216,10 @@ def check_conditional_rules(data: dict[str, Any], original: dict[str, Any]
     return errors
 
 
-def rule_texts(field: str) -> list[str]:
-    """Every rule of the table about `field`, in words."""
-    return [rule.text() for rule in RULES if rule.field == field]
+def rule_texts(field: str, name: Naming = str, code: Naming = str) -> list[str]:
+    """Every rule of the table about `field`, in words; `name` and `code` give the names of
+    fields and codes (the site's REDCap names, for the REDCap dictionary and the template)."""
+    return [rule.text(name, code) for rule in RULES if rule.field == field]
 
 
 def required_when(field: str) -> str | None:
