@@ -2,8 +2,9 @@
 
 Every /api/v1 endpoint declares the action it performs with @requires(Action...) or is marked
 @public; an endpoint with neither is refused (fail closed). Which roles may perform an action is
-registry/permissions.py's table, which the services check too. Authentication and the role check run before
-the body is parsed, so a caller without the right never learns what the body would have met.
+registry/permissions.py's table, which the services check too. Authentication and the role
+check run before the body is parsed, so a caller without the right never learns what the body
+would have met.
 """
 
 from __future__ import annotations
