@@ -25,8 +25,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from registry.core.deidentify import subject_id
-from registry.core.redcap_dictionary import redcap_fields
-from registry.core.template import checkbox_column
+from registry.core.redcap_dictionary import checkbox_column, redcap_fields
 from registry.db import unit_of_work
 from registry.models import Record, RecordVersion, Site
 from registry.services.record_rows import record_from_row

@@ -13,10 +13,10 @@ import pytest
 from openpyxl import Workbook, load_workbook
 
 from registry.core.deidentify import subject_id
-from registry.core.redcap_dictionary import redcap_fields
+from registry.core.redcap_dictionary import checkbox_column, redcap_fields
 from registry.core.rules import RULES, OnlyWhen
 from registry.core.template import (
-    CHECKBOX, FIELDS_SHEET, RECORDS_SHEET, checkbox_column, template_columns, template_xlsx,
+    CHECKBOX, FIELDS_SHEET, RECORDS_SHEET, template_columns, template_xlsx,
 )
 from registry.site.redcap.config import ConfigError, SubmitConfig, load_config
 from registry.site.submit.cli import main

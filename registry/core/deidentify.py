@@ -25,9 +25,10 @@ import re
 from datetime import date
 from typing import Any
 
+from registry.core.identifiers import is_identifier_field_name
 from registry.core.record import validate_record
 from registry.core.redcap_dictionary import (
-    FOLLOW_UP_FORM, MET_DX_DATE, RedcapField, redcap_fields, redcap_name,
+    FOLLOW_UP_FORM, MET_DX_DATE, RedcapField, redcap_fields, redcap_name, site_columns,
 )
 
 VISIT_DATE = "last_followup_date"
@@ -41,6 +42,15 @@ def subject_id(secret: str, record_id: str, prefix: str = "") -> str:
     digest = hmac.new(secret.encode(), record_id.encode(), hashlib.sha256).hexdigest()
     letters = "".join(chr(ord("a") + int(nibble, 16)) for nibble in digest)
     return prefix + letters[:SUBJECT_HASH_LETTERS]
+
+
+def split_columns(names: list[str]) -> tuple[list[str], list[str], int]:
+    """(the columns the registry reads, the others, how many of those look like identifiers):
+    identifier columns and a site's own columns are dropped before any value is read."""
+    known = site_columns()
+    kept = [name for name in names if name in known]
+    dropped = [name for name in names if name and name not in known]
+    return kept, dropped, sum(map(is_identifier_field_name, dropped))
 
 
 def _problem(field: str, code: str, message: str) -> dict[str, str]:

@@ -111,6 +111,27 @@ def redcap_fields() -> tuple[RedcapField, ...]:
     return tuple(found)
 
 
+def checkbox_column(field: str, code: str) -> str:
+    """The column of one code of a list field, as REDCap exports it (`field___code`)."""
+    return f"{field}___{code.lower()}"
+
+
+# Columns REDCap adds to an export that the de-identification reads.
+REDCAP_COLUMNS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+
+
+def site_columns() -> dict[str, str]:
+    """Every site-side column the registry reads -> its kind (id, redcap, date, code, codes,
+    integer): record_id, REDCap's event and repeat columns, and the registry's fields."""
+    columns = {RECORD_ID: "id", **{name: "redcap" for name in REDCAP_COLUMNS}}
+    for spec in redcap_fields():
+        if spec.kind == "codes":
+            columns.update({checkbox_column(spec.name, code): "codes" for code, _ in spec.codes})
+        else:
+            columns[spec.name] = spec.kind
+    return columns
+
+
 def _row(field: RedcapField, section: str) -> dict[str, str]:
     schema_field = RecordFieldsSchema().fields[field.registry_name]
     meta = schema_field.metadata

@@ -20,7 +20,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 
 from registry.core.record import DICTIONARY_VERSION
 from registry.core.redcap_dictionary import (
-    RECORD_ID, RedcapField, code_label, dictionary_rows, redcap_fields,
+    RECORD_ID, RedcapField, checkbox_column, code_label, dictionary_rows, redcap_fields,
 )
 
 RECORDS_SHEET = "records"
@@ -30,11 +30,6 @@ CODES_SHEET = "codes"
 TEMPLATE_ROWS = 2000
 DATE_FORMAT = "yyyy-mm-dd"
 CHECKBOX = ("1", "0")
-
-
-def checkbox_column(field: str, code: str) -> str:
-    """The column of one code of a list field, as REDCap exports it."""
-    return f"{field}___{code.lower()}"
 
 
 def template_columns() -> list[tuple[str, RedcapField | None]]:

@@ -21,12 +21,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from registry.core.identifiers import is_identifier_field_name
-from registry.core.redcap_dictionary import RECORD_ID, redcap_fields
-from registry.core.template import RECORDS_SHEET, checkbox_column
-
-# Columns REDCap adds to an export that the de-identification reads.
-REDCAP_COLUMNS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+from registry.core.deidentify import split_columns
+from registry.core.redcap_dictionary import RECORD_ID, site_columns
+from registry.core.template import RECORDS_SHEET
 EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (it counts 1900 as a leap year)
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?$")
 _SEPARATED = re.compile(r"^(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})$")
@@ -47,17 +44,6 @@ class Sheet:
     rows_without_id: list[int] = field(default_factory=list)
     dropped_columns: int = 0
     dropped_identifier_columns: int = 0
-
-
-def site_columns() -> dict[str, str]:
-    """Every column the registry reads -> its kind (date, code, codes, integer, id)."""
-    columns = {RECORD_ID: "id", **{name: "redcap" for name in REDCAP_COLUMNS}}
-    for spec in redcap_fields():
-        if spec.kind == "codes":
-            columns.update({checkbox_column(spec.name, code): "codes" for code, _ in spec.codes})
-        else:
-            columns[spec.name] = spec.kind
-    return columns
 
 
 def normalise_date(value: Any, date_order: str) -> str:
@@ -149,10 +135,9 @@ def read_spreadsheet(path: Path, date_order: str) -> Sheet:
     if RECORD_ID not in names:
         raise SpreadsheetError(f"{path.name} has no {RECORD_ID} column: use the registry's "
                                "template or a REDCap export in raw codes")
-    kept = [(index, name) for index, name in enumerate(names) if name in known]
-    dropped = [name for name in names if name and name not in known]
-    sheet = Sheet(dropped_columns=len(dropped),
-                  dropped_identifier_columns=sum(map(is_identifier_field_name, dropped)))
+    kept_names, dropped, identifiers = split_columns(names)
+    kept = [(index, name) for index, name in enumerate(names) if name in kept_names]
+    sheet = Sheet(dropped_columns=len(dropped), dropped_identifier_columns=identifiers)
     for number, row in enumerate(rows, start=2):
         values = {name: row[index] if index < len(row) else None for index, name in kept}
         if all(_cell_text(value) == "" for value in values.values()):
