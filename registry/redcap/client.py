@@ -54,7 +54,7 @@ LOG_FORMS: tuple[tuple[str, str, str], ...] = (
     ("Update record (Auto calculation) 12 (3 Month (Arm 1: Control))", "change",
      "REDCap KB RC-LOG-01 Logging, section 4.2"),
     ("Update record (API) (Auto calculation) 12 (Baseline)", "change",
-     "issue 13 (a real REDCap); REDCap source description 'Update record (API) (Auto calculation)'"),
+     "issue 13 (a real REDCap); REDCap source: 'Update record (API) (Auto calculation)'"),
     ("Update record (DTS) 12", "change", "REDCap source description 'Update record (DTS)'"),
     ("Update record (DDP) 12", "change", "REDCap source description 'Update record (DDP)'"),
     ("Create Response 12 (Baseline)", "change", "issue 13 (a real REDCap, survey entry)"),
