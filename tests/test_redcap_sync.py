@@ -342,7 +342,7 @@ def test_a_project_on_another_dictionary_version_is_refused(registry, tmp_path):
     site = Site(registry, tmp_path, count=2)
     try:
         marker = next(row for row in site.fake.metadata
-                      if row["field_name"] == "registry_dictionary_version")
+                      if row["field_name"] == "registry_dict_version")
         marker["field_annotation"] = "REGISTRY_DICTIONARY_VERSION=0.9.0"
         report = site.sync()
         assert report.exit_code == 2 and "import the current dictionary" in report.failure
