@@ -162,7 +162,7 @@ def _changed_records(client: RedcapClient, report: Report, since: datetime | Non
                     found.not_understood)
     if not found.deleted:
         return found.changed, []
-    listed = set(client.record_ids())  # a record deleted, then created again under its id
+    listed = _listed(client)  # a record deleted, then created again under its id
     return (found.changed + [record for record in found.deleted if record in listed],
             [record for record in found.deleted if record not in listed])
 
@@ -194,13 +194,21 @@ def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], repor
     return to_send, not_returned
 
 
+def _listed(client: RedcapClient) -> set[str]:
+    """Every record id REDCap lists now (hashed ids abort: they would read as all deleted)."""
+    listed = client.record_ids()
+    if looks_hashed(listed):
+        raise SyncAborted(HASHED_MESSAGE)
+    return set(listed)
+
+
 def _gone(client: RedcapClient, config: SyncConfig, report: Report,
           not_returned: list[str]) -> list[str]:
     """The records among those the export did not return that REDCap no longer lists (deleted
     since the log or the list named them); raises when REDCap still lists any of them."""
     if not not_returned:
         return []
-    listed = set(client.record_ids())
+    listed = _listed(client)
     stuck = [record for record in not_returned if record in listed]
     if stuck:
         subjects = [subject_id(config.site_secret, record, config.subject_prefix)
