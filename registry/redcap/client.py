@@ -46,7 +46,7 @@ LOG_FORMS: tuple[tuple[str, str, str], ...] = (
     ("Create record (API) 12", "change",
      "REDCap source, API record import: log description 'Create record (API)'"),
     ("Update record (API) 12", "change",
-     "REDCap source 'Update record (API)'; export_logging test data in a public R client"),
+     "REDCap source, API record import: log description 'Update record (API)'"),
     ("Create record (import) 12", "change",
      "REDCap source, Data Import Tool: log description 'Create record (import)'"),
     ("Update record (import) 12", "change",
@@ -63,13 +63,15 @@ LOG_FORMS: tuple[tuple[str, str, str], ...] = (
     ("Update Response 12 (Event 1 (Arm 1: Arm 1))", "change",
      "vanderbilt-redcap/redcap_rsvc, e-Consent feature ([survey respondent] entries)"),
     ("Update Response (Auto calculation) 12", "change",
-     "REDCap source description 'Update survey response (Auto calculation)'"),
+     "REDCap source description 'Update survey response (Auto calculation)' (action text "
+     "inferred from it)"),
     ("Deleted Response 12", "delete", "issue 13 (a real REDCap, survey response deleted)"),
     ("Created Record (API) 12", "change",
      "epicentre-msf/redcap R/parse_logging.R: '(Created?|Updated?|Deleted?) [Rr]ecord'"),
     ("Updated Record 12", "change", "epicentre-msf/redcap R/parse_logging.R"),
     ("Deleted Record 12 (API)", "delete",
-     "epicentre-msf/redcap R/parse_logging.R (older servers put the source after the id)"),
+     "epicentre-msf/redcap R/parse_logging.R ('Deleted Record'); the source after the id as "
+     "this sync's first parser read it (not confirmed on a live server)"),
 )
 _EVENT = r"\((?:[^()]|\([^()]*\))*\)"  # "(Baseline)" or "(Baseline (Arm 1: Control))"
 _LOG_ACTION = re.compile(
