@@ -246,3 +246,13 @@ def test_cli_writes_the_dictionary(app, tmp_path):
     result = app.test_cli_runner().invoke(args=["redcap", "dictionary", str(target)])
     assert result.exit_code == 0, result.output
     assert target.read_text() == dictionary_csv()
+
+
+def test_projects_holding_the_former_version_field_name_still_sync():
+    from registry.redcap.dictionary import metadata_version
+
+    former = [{"field_name": "record_id", "field_annotation": ""},
+              {"field_name": "registry_dictionary_version",
+               "field_annotation": f"REGISTRY_DICTIONARY_VERSION={DICTIONARY_VERSION}"}]
+    assert metadata_version(former) == DICTIONARY_VERSION
+    assert metadata_version(former[:1]) is None
