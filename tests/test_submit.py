@@ -71,12 +71,13 @@ def test_template_explains_every_field_and_rule(tmp_path):
     sheet = _workbook(tmp_path)[FIELDS_SHEET]
     rows = {row[0]: row for row in sheet.iter_rows(min_row=2, values_only=True) if row[0]}
     assert {spec.name for spec in redcap_fields()} <= set(rows)
-    assert "must be no when presentation is de_novo" in rows["prior_adjuvant_trastuzumab"][5]
+    assert "must be no when presentation is de_novo" in rows["prior_adjuvant_trastuzumab"][6]
+    assert "on or after trastuzumab_start_date" in rows["remission_start_date"][6]
     for rule in RULES:
         if isinstance(rule, OnlyWhen):
             name = next(spec.name for spec in redcap_fields()
                         if spec.registry_name == rule.field)
-            assert rows[name][6], name  # "asked only if" is filled from the rule table
+            assert rows[name][7], name  # "asked only if" is filled from the rule table
 
 
 def test_template_is_served_to_any_role(client, site_a, coordinator):

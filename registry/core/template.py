@@ -20,8 +20,10 @@ from openpyxl.worksheet.datavalidation import DataValidation
 
 from registry.core.record import DICTIONARY_VERSION
 from registry.core.redcap_dictionary import (
-    RECORD_ID, RedcapField, checkbox_column, code_label, dictionary_rows, redcap_fields,
+    RECORD_ID, RedcapField, checkbox_column, code_label, dictionary_rows, redcap_code,
+    redcap_fields, redcap_name,
 )
+from registry.core.rules import rule_texts
 
 RECORDS_SHEET = "records"
 FIELDS_SHEET = "fields"
@@ -51,10 +53,11 @@ def template_csv_header() -> str:
 def _explanations(workbook: Workbook) -> None:
     sheet = workbook.create_sheet(FIELDS_SHEET)
     heading = ("column", "what it holds", "type", "required", "allowed codes (code = meaning)",
-               "rules and notes", "asked only if")
+               "notes", "rules the registry checks", "asked only if")
     sheet.append(heading)
     sheet.append((RECORD_ID, "the site's own record id; never sent: the registry receives an "
-                  "HMAC of it made with the site secret", "text", "y", "", "", ""))
+                  "HMAC of it made with the site secret", "text", "y", "", "", "", ""))
+    registry_name = {spec.name: spec.registry_name for spec in redcap_fields()}
     for row in dictionary_rows():
         name = row["Variable / Field Name"]
         if row["Field Type"] == "descriptive" or name == RECORD_ID:
@@ -64,15 +67,17 @@ def _explanations(workbook: Workbook) -> None:
                 "one column per code"}.get(kind, kind)
         if row["Text Validation Min"]:
             kind += f" {row['Text Validation Min']} to {row['Text Validation Max']}"
+        rules = rule_texts(registry_name[name], redcap_name, redcap_code)
         sheet.append((name, row["Field Label"], kind, row["Required Field?"],
                       row["Choices, Calculations, OR Slider Labels"].replace(", ", " = "),
-                      row["Field Note"], row["Branching Logic (Show field only if...)"]))
+                      row["Field Note"], "; ".join(rules),
+                      row["Branching Logic (Show field only if...)"]))
     sheet.append(())
     sheet.append((f"registry data dictionary version {DICTIONARY_VERSION}. Dates stay at the "
                   "site: registry-submit sends days from met_dx_date and its year only.",))
     for cell in sheet[1]:
         cell.font = Font(bold=True)
-    for letter, width in zip("ABCDEFG", (30, 60, 22, 9, 60, 70, 50)):
+    for letter, width in zip("ABCDEFGH", (30, 60, 22, 9, 60, 60, 60, 50)):
         sheet.column_dimensions[letter].width = width
     sheet.freeze_panes = "B2"
 
