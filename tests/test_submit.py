@@ -205,3 +205,35 @@ def test_template_csv_round_trip_and_report(registry, tmp_path, monkeypatch, cap
     assert created["subject_id"] == subject_id(SECRET, "LOCALX-1")
     assert main([str(template), "--report", str(report_path)]) == 1
     assert json.loads(report_path.read_text())["counts"]["unchanged"] == 1
+
+
+def test_records_are_checked_under_the_registrys_published_threshold(registry, tmp_path,
+                                                                     monkeypatch):
+    app, _, url = registry
+    monkeypatch.setenv("REGISTRY_URL", url)
+    monkeypatch.setenv("REGISTRY_TOKEN", new_site(app, "THRS"))
+    monkeypatch.setenv("REGISTRY_SITE_SECRET", SECRET)
+    monkeypatch.setitem(app.config, "REGISTRY_MIN_REMISSION_DAYS", 365)
+    template = tmp_path / "short.csv"
+    main(["template", str(template)])
+    header = template.read_text().strip().split(",")
+    row = dict.fromkeys(header, "")
+    row.update({"record_id": "SHORT-1", "met_dx_date": "2018-01-01", "age_at_met_dx": "60",
+                "sex": "female", "her2_ihc": "3plus", "her2_ish": "amplified",
+                "er_status": "negative", "pr_status": "negative", "presentation": "de_novo",
+                "prior_adjuvant_trastuzumab": "no", "metastatic_sites___liver": "1",
+                "first_line_anti_her2": "trastuzumab_pertuzumab",
+                "first_line_chemotherapy": "taxane", "endocrine_maintenance": "not_applicable",
+                "trastuzumab_start_date": "2018-01-10", "best_response": "complete_response",
+                "remission_start_date": "2018-07-01", "maintenance_status": "ongoing",
+                "cardiac_event": "none", "disease_status_last": "ned",
+                "last_followup_date": "2019-11-01", "vital_status": "alive"})  # 488 days
+    with template.open("a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=header).writerow(row)
+    report = tmp_path / "report.json"
+    assert main([str(template), "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["counts"]["created"] == 1
+    # the site's threshold did not leak into this process's other validations
+    from registry.core.record import remission_threshold
+
+    assert remission_threshold() == 730

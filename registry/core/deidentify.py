@@ -164,14 +164,16 @@ def assemble(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str,
     return {key: value for key, value in record.items() if value is not None}, reader.problems
 
 
-def build_record(rows: list[dict[str, Any]], subject: str
+def build_record(rows: list[dict[str, Any]], subject: str,
+                 min_remission_days: int | None = None
                  ) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
-    """A registry record ready to send, or None and its problems (edge and registry rules).
+    """A registry record ready to send, or None and its problems (edge and registry rules,
+    under the given inclusion threshold, else the default).
 
     Problems name the REDCap field (`field`) and the registry field (`registry_field`)."""
     record, problems = assemble(rows)
     record = {"subject_id": subject, **record}
-    _, errors = validate_record(record)
+    _, errors = validate_record(record, min_remission_days)
     reported = {problem["field"] for problem in problems}
     for error in errors:
         name = redcap_name(error["field"].split(".")[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, validates_schema
@@ -308,10 +309,20 @@ def canonical(data: dict[str, Any]) -> dict[str, Any]:
 _schema = RecordSchema()
 
 
-def validate_record(raw: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
-    """Validate one record with subject_id: (canonical data, []) or (None, errors)."""
+@lru_cache(maxsize=8)
+def _schema_with_threshold(min_remission_days: int) -> RecordSchema:
+    return RecordSchema(min_remission_days=min_remission_days)
+
+
+def validate_record(raw: Any, min_remission_days: int | None = None
+                    ) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """Validate one record with subject_id: (canonical data, []) or (None, errors). The
+    inclusion threshold is the deployment's unless `min_remission_days` is given (a site tool
+    validates with the threshold its registry publishes)."""
+    schema = _schema if min_remission_days is None else \
+        _schema_with_threshold(min_remission_days)
     try:
-        return canonical(_schema.load(raw)), []
+        return canonical(schema.load(raw)), []
     except ValidationError as error:
         return None, problems_to_list(error.messages)
 

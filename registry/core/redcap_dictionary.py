@@ -11,7 +11,7 @@ cannot drift apart.
 The file stays within what REDCap's Data Dictionary upload accepts without a warning (field
 names of lowercase letters, digits and underscores, starting with a letter, at most 26
 characters) and reads as a REDCap user expects: labels and notes are plain words, never a
-registry field name, a code or "null" (`REDCAP_WORDING`). tests/test_redcap_dictionary.py
+registry field name, a code or "null" (`REDCAP_LABELS`, and the plain words of each rule). tests/test_redcap_dictionary.py
 applies REDCap's upload checks to the generated file.
 """
 
@@ -25,7 +25,7 @@ from functools import cache
 
 from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
 from registry.core.dictionary import field_type
-from registry.core.rules import branching
+from registry.core.rules import branching, plain_words
 
 HEADER = (
     "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
@@ -64,41 +64,28 @@ CODE_LABELS = {
     "remission_physician_decision": "physician's decision during remission",
     "not_done": "not done", "not_applicable": "not applicable", "de_novo": "de novo",
 }
-# Label and note (None: generated) of fields whose schema wording speaks the registry's language
-# (field names, codes, "null", "absent"), in the words a REDCap user reads on the form.
-REDCAP_WORDING: dict[str, tuple[str | None, str | None]] = {
-    "primary_dx_day": (None, "Required for recurrent disease; leave blank for de novo disease"),
-    "prior_adjuvant_trastuzumab": (
+# Labels of fields whose schema description speaks the registry's language (field names, codes,
+# "null"), in the words a REDCap user reads on the form. The notes of conditional fields are the
+# plain words of their rules (core/rules.py).
+REDCAP_LABELS: dict[str, str] = {
+    "prior_adjuvant_trastuzumab":
         "Trastuzumab given in the adjuvant setting before metastasis (No for de novo disease)",
-        None),
-    "ecog_at_met_dx": (
-        "ECOG performance status at metastatic diagnosis (leave blank if unknown)", None),
-    "later_anti_her2": (
-        "Anti-HER2 agents given after the first line (leave all unticked if none)", None),
-    "local_therapy_metastases": (
-        "Local therapy of metastases (leave all unticked if none)", None),
-    "primary_tumour_surgery": (None, "Only for de novo disease"),
-    "endocrine_maintenance": (
-        "Endocrine maintenance therapy (not applicable when ER and PR are both negative)", None),
-    "best_response": (
+    "ecog_at_met_dx":
+        "ECOG performance status at metastatic diagnosis (leave blank if unknown)",
+    "later_anti_her2":
+        "Anti-HER2 agents given after the first line (leave all unticked if none)",
+    "local_therapy_metastases": "Local therapy of metastases (leave all unticked if none)",
+    "endocrine_maintenance":
+        "Endocrine maintenance therapy (not applicable when ER and PR are both negative)",
+    "best_response":
         "Best response to first-line therapy; the registry takes patients with a complete "
-        "response or no evidence of disease after local therapy", None),
-    "trastuzumab_stop_day": (
-        None, "Required when maintenance was discontinued, or interrupted and resumed; leave "
-              "blank while it is ongoing"),
-    "discontinuation_reason": (
-        None, "Required when a trastuzumab stop date is given; leave blank while maintenance "
-              "is ongoing"),
-    "trastuzumab_resume_day": (
-        None, "Required when maintenance was interrupted and resumed; leave blank otherwise"),
-    "progression_day": (
+        "response or no evidence of disease after local therapy",
+    "progression_day":
         "Date of progression after the remission started (leave blank if no progression)",
-        "Required when the disease status at the last follow-up is progressing"),
-    "disease_status_last": (
-        "Disease status at the last follow-up (progressing needs a progression date)", None),
-    "last_followup_day": (
-        "Date of the last follow-up; on or after every other date of the record", None),
-    "cause_of_death": (None, "Required when the patient has died; leave blank while alive"),
+    "disease_status_last":
+        "Disease status at the last follow-up (progressing needs a progression date)",
+    "last_followup_day":
+        "Date of the last follow-up; on or after every other date of the record",
 }
 # The published dictionary's type of a field -> the kind of REDCap field it becomes.
 _KINDS = {"list of codes": "codes", "code": "code", "integer": "integer"}
@@ -214,12 +201,9 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
         row["Text Validation Max"] = str(schema_field.upper_bound())
         if "unit" in meta:
             notes.append(meta["unit"])
-    # The rule table's wording names fields and codes; a REDCap form speaks plain words
-    # (REDCAP_WORDING), which tests/test_redcap_dictionary.py holds to every conditional rule.
-    label, note = REDCAP_WORDING.get(field.registry_name, (None, None))
-    if note is not None:
-        notes.append(note)
-    label = label or description[:1].upper() + description[1:]
+    # A form speaks plain words: each conditional rule's own (core/rules.py), not field names.
+    notes.append(plain_words(field.registry_name))
+    label = REDCAP_LABELS.get(field.registry_name) or description[:1].upper() + description[1:]
     row["Field Label"] = label
     text = "; ".join(note for note in notes if note)
     row["Field Note"] = text[:1].upper() + text[1:]

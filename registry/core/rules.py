@@ -92,6 +92,7 @@ class OnlyWhen:
     field: str
     when: Condition
     required: bool | str = True
+    words: str = ""  # the rule in plain words, for the site's forms (no field names or codes)
 
     def check(self, record: Values, fail: Failure) -> None:
         """Report a field sent where it does not belong, or missing where it is required."""
@@ -122,6 +123,7 @@ class RequiredWhen:
 
     field: str
     when: Condition
+    words: str = ""  # the rule in plain words, for the site's forms (no field names or codes)
 
     def check(self, record: Values, fail: Failure) -> None:
         """Report the field missing where it is required."""
@@ -184,21 +186,32 @@ Failure = Callable[[str, str, str], None]
 _MAINTENANCE_STOPPED = Is("maintenance_status", ("discontinued", "interrupted_resumed"))
 # The conditional rules of record.md, in the order of the record.
 RULES: tuple[Rule, ...] = (
-    OnlyWhen("primary_dx_day", Is("presentation", ("recurrent",))),
+    OnlyWhen("primary_dx_day", Is("presentation", ("recurrent",)),
+             words="Required for recurrent disease; leave blank for de novo disease"),
     MustBe("prior_adjuvant_trastuzumab", "no", Is("presentation", ("de_novo",))),
-    OnlyWhen("primary_tumour_surgery", Is("presentation", ("de_novo",)), required=False),
+    OnlyWhen("primary_tumour_surgery", Is("presentation", ("de_novo",)), required=False,
+             words="Only for de novo disease"),
     MustBe("endocrine_maintenance", "not_applicable",
            AllOf((Is("er_status", ("negative",)), Is("pr_status", ("negative",))))),
     Order("remission_start_day", ">=", "trastuzumab_start_day"),
-    OnlyWhen("trastuzumab_stop_day", _MAINTENANCE_STOPPED),
+    OnlyWhen("trastuzumab_stop_day", _MAINTENANCE_STOPPED,
+             words="Required when maintenance was discontinued, or interrupted and resumed; "
+                   "leave blank while it is ongoing"),
     Order("trastuzumab_stop_day", ">", "trastuzumab_start_day"),
-    OnlyWhen("discontinuation_reason", _MAINTENANCE_STOPPED, required="trastuzumab_stop_day"),
-    OnlyWhen("trastuzumab_resume_day", Is("maintenance_status", ("interrupted_resumed",))),
+    OnlyWhen("discontinuation_reason", _MAINTENANCE_STOPPED, required="trastuzumab_stop_day",
+             words="Required when a trastuzumab stop date is given; leave blank while "
+                   "maintenance is ongoing"),
+    OnlyWhen("trastuzumab_resume_day", Is("maintenance_status", ("interrupted_resumed",)),
+             words="Required when maintenance was interrupted and resumed; leave blank "
+                   "otherwise"),
     Order("trastuzumab_resume_day", ">", "trastuzumab_stop_day"),
     Order("lvef_nadir_pct", "<=", "lvef_baseline_pct", code="out_of_range"),
     Order("progression_day", ">", "remission_start_day"),
-    RequiredWhen("progression_day", Is("disease_status_last", ("progressing",))),
-    OnlyWhen("cause_of_death", Is("vital_status", ("dead",))),
+    RequiredWhen("progression_day", Is("disease_status_last", ("progressing",)),
+                 words="Required when the disease status at the last follow-up is "
+                       "progressing"),
+    OnlyWhen("cause_of_death", Is("vital_status", ("dead",)),
+             words="Required when the patient has died; leave blank while alive"),
 )
 
 
@@ -220,6 +233,12 @@ def rule_texts(field: str, name: Naming = str, code: Naming = str) -> list[str]:
     """Every rule of the table about `field`, in words; `name` and `code` give the names of
     fields and codes (the site's REDCap names, for the REDCap dictionary and the template)."""
     return [rule.text(name, code) for rule in RULES if rule.field == field]
+
+
+def plain_words(field: str) -> str:
+    """The rules about a field as the site's forms say them (REDCap field notes)."""
+    return "; ".join(rule.words for rule in RULES if rule.field == field
+                     and isinstance(rule, (OnlyWhen, RequiredWhen)) and rule.words)
 
 
 def required_when(field: str) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from registry.core.deidentify import build_record, subject_id
-from registry.core.record import DICTIONARY_VERSION, read_threshold_from
+from registry.core.record import DICTIONARY_VERSION
 from registry.core.redcap_dictionary import RECORD_ID
 from registry.site.redcap.config import SubmitConfig
 from registry.site.redcap.sync import EXIT_FAILED, EXIT_OK, EXIT_RECORDS_REFUSED
@@ -77,8 +77,8 @@ class SubmitReport:
         }
 
 
-def _local_problems(sheet: Sheet, config: SubmitConfig, report: SubmitReport
-                    ) -> list[tuple[list[int], dict[str, Any]]]:
+def _local_problems(sheet: Sheet, config: SubmitConfig, report: SubmitReport,
+                    min_remission_days: int) -> list[tuple[list[int], dict[str, Any]]]:
     """De-identify and validate every record; (rows, record) of the valid ones."""
     valid = []
     for number in sheet.rows_without_id:
@@ -88,7 +88,7 @@ def _local_problems(sheet: Sheet, config: SubmitConfig, report: SubmitReport
     for record_id, rows in sheet.rows_of.items():
         numbers = sheet.row_numbers[record_id]
         subject = subject_id(config.site_secret, record_id, config.subject_prefix)
-        record, problems = build_record(rows, subject)
+        record, problems = build_record(rows, subject, min_remission_days)
         if record is None:
             report.add(numbers, subject, "invalid", refused_by="submit", errors=problems)
         else:
@@ -110,13 +110,12 @@ def run(path: Path, config: SubmitConfig, *, dry_run: bool = False,
                               backoff=config.backoff_seconds, source=SOURCE)
     try:
         sheet = read_spreadsheet(path, config.date_order)
-        threshold = registry.min_remission_days()
-        read_threshold_from(lambda: threshold)  # validate as the registry will
+        threshold = registry.min_remission_days()  # validate as the registry will
         report.columns_dropped = sheet.dropped_columns
         report.identifier_columns_dropped = sheet.dropped_identifier_columns
         report.counts["rows"] = sheet.rows_read
         report.counts["records"] = len(sheet.rows_of) + len(sheet.rows_without_id)
-        valid = _local_problems(sheet, config, report)
+        valid = _local_problems(sheet, config, report, threshold)
         size = config.push_batch_size
         batches = [valid[start:start + size] for start in range(0, len(valid), size)]
         to_write: list[tuple[list[int], dict[str, Any]]] = []
