@@ -36,7 +36,9 @@ _MONTH_NUMBERS = {
     **dict.fromkeys(("dec", "december", "decembre"), 12),
 }
 _LETTER_RUN = re.compile(r"[a-z]+")
-_ORDINAL = re.compile(r"(?<=[0-9])(?:st|nd|rd|th|er)(?![a-z0-9])")
+_MONTH_NAME = "|".join(sorted(_MONTH_NUMBERS, key=len, reverse=True))
+# 3rd, 1er: dropped when a separator, the end or a month name (1stJan) follows.
+_ORDINAL = re.compile(rf"(?<=[0-9])(?:st|nd|rd|th|er)(?=$|[^a-z0-9]|(?:{_MONTH_NAME})(?![a-z]))")
 _UNICODE_DIGIT = re.compile(r"[^\x00-\x7f]")
 # Digit groups joined by exactly one separator; letters between two groups end the chain.
 _CHAIN = re.compile(r"(?<![0-9])[0-9]+(?: [0-9]+)*(?![0-9])")
