@@ -80,6 +80,22 @@ if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
+# Rate limits hold whatever the number of workers: every worker counts in one store. Without
+# REGISTRY_RATE_LIMIT_STORAGE (Redis, for several instances), the workers share a SQLite file
+# made here, in memory (/dev/shm) where the host has it. memory:// would give each worker a
+# budget of its own: with 4 workers a token would get 4 times its limit.
+_limits_storage = _settings["REGISTRY_RATE_LIMIT_STORAGE"]
+_own_limits_dir = None
+if not _limits_storage:
+    _own_limits_dir = tempfile.mkdtemp(prefix="registry-limits-",
+                                       dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    os.environ["REGISTRY_RATE_LIMIT_STORAGE"] = f"sqlite:///{_own_limits_dir}/counters.sqlite"
+elif _limits_storage.startswith("memory://") and workers > 1:
+    raise SystemExit("REGISTRY_RATE_LIMIT_STORAGE=memory:// counts in each worker alone, so "
+                     "each would grant the whole limit: leave it unset (the workers then share "
+                     "a file) or point it at Redis")
+
+
 def on_starting(server):  # noqa: ANN001, ANN201
     """Empty the metrics directory before the first worker starts."""
     os.makedirs(_metrics_dir, exist_ok=True)
@@ -95,6 +111,8 @@ def child_exit(server, worker):  # noqa: ANN001, ANN201
 
 
 def on_exit(server):  # noqa: ANN001, ANN201
-    """Remove a metrics directory this configuration created."""
+    """Remove the metrics and rate-limit directories this configuration created."""
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    if _own_limits_dir:
+        shutil.rmtree(_own_limits_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ import logging
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -69,7 +70,7 @@ def test_limits_count_refused_writes_and_leave_health_checks_alone(app_with, sit
 
 
 def test_requests_without_a_token_are_limited_by_address(app_with):
-    limited = app_with(REGISTRY_RATE_LIMIT="2 per minute").test_client()
+    limited = app_with(REGISTRY_ADDRESS_RATE_LIMIT="2 per minute").test_client()
     seen = [limited.get("/api/v1/openapi.json", environ_base={"REMOTE_ADDR": "192.0.2.1"})
             .status_code for _ in range(3)]
     assert seen == [200, 200, 429]
@@ -217,7 +218,9 @@ def _redis_answers(url: str = "redis://127.0.0.1:6379") -> bool:
 @pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379")
 def test_instances_sharing_redis_share_one_limit(app_with, site_a):
     settings = {"REGISTRY_RATE_LIMIT": "3 per minute",
-                "REGISTRY_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379"}
+                "REGISTRY_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379",
+                # Redis is shared: this run's keys carry a prefix of their own.
+                "REGISTRY_RATE_LIMIT_PREFIX": f"test-i11-{uuid.uuid4().hex}"}
     first, second = app_with(**settings).test_client(), app_with(**settings).test_client()
     statuses = [client.get("/api/v1/records", headers=site_a).status_code
                 for client in (first, second, first, second)]
