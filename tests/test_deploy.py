@@ -148,6 +148,10 @@ def test_compose_file_runs_the_app_on_a_healthy_postgresql() -> None:
     assert environment["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert "@db:5432/" in environment["DATABASE_URL"]
     assert {"PROMETHEUS_MULTIPROC_DIR", "REGISTRY_RATE_LIMIT_STORAGE"} <= set(environment)
+    # Rate limits counted once for every worker and instance: in the compose file's Redis.
+    assert "redis://redis:6379" in environment["REGISTRY_RATE_LIMIT_STORAGE"]
+    assert app["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert compose["services"]["redis"]["image"].startswith("redis:")
     assert set(environment) - {"DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "REGISTRY_WORKERS"} \
         <= {name for name, _, _ in SETTINGS}
     # No password written into the file: it comes from deploy/.env.
