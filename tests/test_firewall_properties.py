@@ -185,6 +185,29 @@ def test_an_hmac_in_letters_always_passes(key, study_id):
     assert firewall_code(pseudonym) is None and identifier_kind(pseudonym) is None
 
 
+@fuzz
+@given(prefix=st.from_regex(r"[A-Za-z]{0,24}[-_.]?", fullmatch=True),
+       record_id=st.text(min_size=1, max_size=20), secret=st.text(min_size=32, max_size=40))
+@example(prefix="www-", record_id="1", secret="s" * 32)
+@example(prefix="http_", record_id="1", secret="s" * 32)
+@example(prefix="_", record_id="1", secret="s" * 32)
+@example(prefix="TOR-", record_id="1", secret="s" * 32)
+def test_every_pseudonym_of_the_redcap_sync_passes(prefix, record_id, secret):
+    """Whatever prefix the sync's configuration accepts, its HMAC pseudonyms pass."""
+    from registry.redcap.assembly import subject_id
+    from registry.redcap.config import ConfigError, load_config
+
+    environ = {"REDCAP_API_URL": "http://127.0.0.1:1/api/", "REDCAP_API_TOKEN": "A" * 32,
+               "REGISTRY_URL": "http://127.0.0.1:2", "REGISTRY_TOKEN": "t",
+               "REGISTRY_SITE_SECRET": "s" * 32}
+    try:
+        load_config(None, environ=environ, subject_prefix=prefix)
+    except ConfigError as refused:
+        assert "subject_prefix" in str(refused)
+        return
+    assert firewall_code(subject_id(secret, record_id, prefix)) is None
+
+
 def test_normalisation_is_one_form_for_every_spelling():
     for spelling in ("046_454_286", "046.454.286", "046 454 286", "(046) [454] 286",
                      "046-454/286", "０４６ ４５４ ２８６"):
