@@ -237,3 +237,14 @@ def test_the_ids_that_passed_the_old_firewall_are_refused(client, site_a, subjec
                                  hidden=(subject_id,))
         assert errors[0]["code"] in REFUSED
     assert client.get("/api/v1/records", headers=site_a).json["records"] == []
+
+
+def test_a_long_text_is_read_whole_in_bounded_pieces():
+    """A shape is found wherever it sits in a long value (pieces overlap), in linear time."""
+    for filler in ("x" * 5000, "ab " * 2000):
+        for shape, check in (("2019-03-03", looks_like_date),
+                             ("416_555_0199", identifier_kind), ("SECA-M5V_2T6", identifier_kind)):
+            for position in range(0, len(filler), 997):
+                assert check(filler[:position] + " " + shape + " " + filler[position:]), \
+                    (shape, position)
+    assert not looks_like_date("x" * 4_000_000) and identifier_kind("x" * 4_000_000) is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from functools import lru_cache
 
 _SEPARATORS = re.compile(r"[\s._\-/\\()\[\]{}<>,:;'\"`|]+")
@@ -58,9 +59,30 @@ def _month_as_number(match: re.Match[str]) -> str:
     return match.group() if number is None else f" {number:02d} "
 
 
-@lru_cache(maxsize=16384)
+# Texts are read in pieces of at most this many characters, overlapping by more than any shape
+# spans, so that a long value (a 4 MB string where a code was due) costs linear time and bounded
+# memory, and only short texts are cached.
+_PIECE, _OVERLAP = 1024, 128
+
+
+def _pieces(text: str) -> list[str]:
+    if len(text) <= _PIECE:
+        return [text]
+    return [text[start:start + _PIECE] for start in range(0, len(text) - _OVERLAP,
+                                                           _PIECE - _OVERLAP)]
+
+
 def normalise(text: str) -> str:
     """The one form of a text that every identifier rule reads (see the module docstring)."""
+    return _normalise_short(text) if len(text) <= _PIECE else _normalise(text)
+
+
+@lru_cache(maxsize=4096)
+def _normalise_short(text: str) -> str:
+    return _normalise(text)
+
+
+def _normalise(text: str) -> str:
     if not text.isascii():
         text = _ascii(text)
     text = text.lower()
@@ -73,8 +95,8 @@ def _chains(normal: str) -> list[list[str]]:
     return [match.group().split(" ") for match in _CHAIN.finditer(normal)]
 
 
-def _windows(groups: list[str], size: int) -> list[tuple[str, ...]]:
-    return [tuple(groups[start:start + size]) for start in range(len(groups) - size + 1)]
+def _windows(groups: list[str], size: int) -> Iterator[tuple[str, ...]]:
+    return (tuple(groups[start:start + size]) for start in range(len(groups) - size + 1))
 
 
 # --- dates -------------------------------------------------------------------------------------
@@ -123,10 +145,14 @@ def _chain_has_date(groups: list[str]) -> bool:
                for first, second in _windows(groups, 2))
 
 
-@lru_cache(maxsize=16384)
 def looks_like_date(text: str) -> bool:
     """Whether a string holds a calendar date (or a month and year), in any spelling."""
-    return any(_chain_has_date(groups) for groups in _chains(normalise(text)))
+    return any(_piece_has_date(piece) for piece in _pieces(text))
+
+
+@lru_cache(maxsize=4096)
+def _piece_has_date(piece: str) -> bool:
+    return any(_chain_has_date(groups) for groups in _chains(normalise(piece)))
 
 
 # --- identifiers -------------------------------------------------------------------------------
@@ -162,10 +188,18 @@ _TEXT_SHAPES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-@lru_cache(maxsize=16384)
 def identifier_kind(text: str) -> str | None:
     """The kind of identifier `text` holds (e.g. 'a phone number'), or None."""
-    normal = normalise(text)
+    for piece in _pieces(text):
+        kind = _piece_identifier_kind(piece)
+        if kind is not None:
+            return kind
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _piece_identifier_kind(piece: str) -> str | None:
+    normal = normalise(piece)
     for pattern, kind in _TEXT_SHAPES:
         if pattern.search(normal):
             return kind
