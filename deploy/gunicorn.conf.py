@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker
 
 from registry.config import settings_from_environment
 
@@ -20,7 +21,28 @@ bind = _settings["REGISTRY_BIND"]
 # 2 x REGISTRY_DB_POOL_SIZE database connections: size PostgreSQL's max_connections for it.
 workers = int(_settings["REGISTRY_WORKERS"] or multiprocessing.cpu_count() * 2)
 threads = _settings["REGISTRY_THREADS"]
-worker_class = "gthread"
+
+
+class QuietWorker(ThreadWorker):
+    """gunicorn's threaded worker, except that a request it cannot parse is answered and logged
+    without repeating it: gunicorn quotes the bad request line or header in its 400 and in its
+    log line, and either may hold a subject id or any value a client chose."""
+
+    _quiet_classes: dict[type, type] = {}
+
+    def handle_error(self, req, client, addr, exc):  # noqa: ANN001, ANN201
+        """Answer as gunicorn does (same status), with a message that names no value."""
+        kind = type(exc)
+        quiet_class = self._quiet_classes.setdefault(kind, type(kind.__name__, (kind,), {
+            "__str__": lambda self: "(not repeated)", "__repr__": lambda self: kind.__name__}))
+        quiet = quiet_class.__new__(quiet_class)
+        try:  # what gunicorn logs with the error is this exception, not the client's text
+            raise quiet from None
+        except quiet_class:
+            super().handle_error(None, client, addr, quiet)
+
+
+worker_class = QuietWorker
 timeout = _settings["REGISTRY_WORKER_TIMEOUT"]
 graceful_timeout = 30
 keepalive = 5

@@ -205,6 +205,18 @@ def _check_guessing_meets_429(base: str, secret: str, address_limit: int) -> Non
     assert status == 429  # the address waits, whoever holds the right token
 
 
+def _check_malformed_requests_repeat_nothing(base: str) -> None:
+    """gunicorn itself answers requests it cannot parse: its answer quotes nothing sent."""
+    from test_deploy import _raw_request
+
+    for head in ("GET /api/v1/records/SECA-416_555_0199 HTTP/1.1x\r\nHost: x\r\n\r\n",
+                 "GET /api/v1/records/SECA 416_555_0199 HTTP/1.1\r\nHost: x\r\n\r\n",
+                 "GET /api/v1/records HTTP/1.1\r\nHost: x\r\nX-Bad\x01: SECA-416_555_0199"
+                 "\r\n\r\n"):
+        answer = _raw_request(base, head, [])
+        assert answer.startswith("HTTP/1.1 400") and "416_555_0199" not in answer, answer
+
+
 def test_gunicorn_with_4_workers_enforces_the_advertised_limits(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics"
     with own_database("limits", tmp_path) as url:
@@ -216,8 +228,10 @@ def test_gunicorn_with_4_workers_enforces_the_advertised_limits(tmp_path: Path) 
             _check_advertised_limit_is_enforced(base, secret, 120)
             assert _workers_that_answered(metrics) >= 2
             _check_guessing_meets_429(base, secret, 50)
+            _check_malformed_requests_repeat_nothing(base)
         logged = (tmp_path / "server.log").read_text()
-    assert secret not in logged and "reg_" not in logged
+    assert secret not in logged and "reg_" not in logged and "416_555_0199" not in logged
+    assert "Invalid request from ip=" in logged  # gunicorn did log the malformed requests
 
 
 @needs_redis
