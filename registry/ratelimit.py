@@ -24,9 +24,10 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage, storage_from_string
 
@@ -111,8 +112,6 @@ def client_address() -> str:
 
 
 def _limiter() -> RateLimiter | None:
-    from flask import current_app
-
     return current_app.extensions.get("registry_limiter")
 
 
@@ -121,9 +120,9 @@ def _limited() -> bool:
     return request.path.startswith(API_PREFIX + "/")
 
 
-def _safely(spend_or_look: object, *args: str) -> Standing | None:
+def _safely(spend_or_look: Callable[..., Standing | None], *args: str) -> Standing | None:
     try:
-        return spend_or_look(*args)  # type: ignore[operator]
+        return spend_or_look(*args)
     except Exception as error:  # noqa: BLE001  (any storage failure: serve, and say so)
         log.warning("rate-limit storage unavailable", extra={"error_class": type(error).__name__})
         return None
