@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,18 @@ def record_view(subject_id: str, record: dict[str, Any], derived: dict[str, Any]
 
 
 # --- single-record operations ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VersionCondition:
+    """The versions a conditional request names (If-Match, If-None-Match): some, or any."""
+
+    versions: frozenset[int] = frozenset()
+    any_version: bool = False
+
+    def names(self, current: int | None) -> bool:
+        """Whether the record's current version (None: no record) is one of those named."""
+        return current is not None and (self.any_version or current in self.versions)
+
 
 def _checked_subject(subject_id: str, record: dict[str, Any]) -> None:
     """Refuse a subject_id in the URL that breaks the identifier rules, or that differs from
@@ -83,16 +96,23 @@ def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: 
 
 
 def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
-               if_match: int | None = None, source: str = "api") -> tuple[str, dict[str, Any]]:
+               if_match: VersionCondition | None = None,
+               if_none_match: VersionCondition | None = None,
+               source: str = "api") -> tuple[str, dict[str, Any]]:
     """Create or replace a record (idempotent) from validated fields: returns the outcome and
-    the stored record."""
+    the stored record. `if_match` must name the current version; `if_none_match` must not
+    (`*`: the record must not exist yet)."""
     authorize(caller.role, Action.WRITE_RECORDS)
     _checked_subject(subject_id, record)
 
     def check(plan: PlannedWrite) -> None:
-        if if_match is not None and (plan.existing is None or plan.existing.version != if_match):
+        current = None if plan.existing is None else plan.existing.version
+        if if_match is not None and not if_match.names(current):
             raise PreconditionFailed("If-Match does not name the current version; GET the "
                                      "record and apply the change again")
+        if if_none_match is not None and if_none_match.names(current):
+            raise PreconditionFailed("If-None-Match names the current version (or is * and the "
+                                     "record exists)")
 
     return _write_one(caller, subject_id, canonical(record), source, check)
 

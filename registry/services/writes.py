@@ -67,7 +67,7 @@ class PlannedWrite:
 
     index: int
     subject_id: str | None
-    outcome: str  # created | updated | unchanged | rejected
+    outcome: str  # created | updated | unchanged | rejected (| stale: a resend to plan again)
     record: dict[str, Any] | None = None
     existing: Any = None  # the stored row, if any
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -127,7 +127,8 @@ def _lock_subjects(connection: Connection, site_id: int, subjects: list[str]) ->
 # What a write reads of a stored record: its submitted fields (to find the changes), and what
 # the answer shows. Not the derived fields, the cell key or the digest, which it rewrites.
 _STORED_COLUMNS = [RECORDS.c[name] for name in ("id", "subject_id", "version", "created_at",
-                                                "updated_at", *SUBMITTED_COLUMNS)]
+                                                "updated_at", "submission_digest",
+                                                *SUBMITTED_COLUMNS)]
 _STORED = select(*_STORED_COLUMNS).where(
     RECORDS.c.site_id == bindparam("site_id"),
     RECORDS.c.subject_id.in_(bindparam("subjects", expanding=True)))
@@ -147,13 +148,20 @@ def _withdrawn(connection: Connection, site_id: int, subjects: list[str]) -> set
     return set(connection.scalars(_WITHDRAWN, {"site_id": site_id, "subjects": subjects}))
 
 
-def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | None,
+def _plan(index: int, subject_id: str, record: dict[str, Any] | None, digest: str | None,
           stored: Row | None, withdrawn: bool) -> PlannedWrite:
-    """The outcome of one valid record, given its stored row (if any)."""
+    """The outcome of one valid record, given its stored row (if any). A record of None is a
+    resend (its digest equalled the stored record's when last read): unchanged if it still
+    does, else `stale` (to be validated and planned again)."""
     if withdrawn:
         return rejected(index, subject_id, [{
             "field": "subject_id", "code": "subject_withdrawn",
             "message": "this subject was withdrawn and may not be submitted again"}])
+    if record is None:
+        if stored is not None and stored.submission_digest == digest:
+            return PlannedWrite(index, subject_id, "unchanged", existing=stored,
+                                version=stored.version, digest=digest)
+        return PlannedWrite(index, subject_id, "stale", digest=digest)
     if stored is None:
         return PlannedWrite(index, subject_id, "created", record, version=1, digest=digest)
     changes = changes_between(record_from_row(stored), record)
@@ -163,10 +171,10 @@ def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | Non
 
 
 def plan_writes(connection: Connection, site_id: int,
-                items: list[tuple[int, str, dict[str, Any], str | None]], *, lock: bool
+                items: list[tuple[int, str, dict[str, Any] | None, str | None]], *, lock: bool
                 ) -> list[PlannedWrite]:
     """Decide the outcome of each valid (index, subject_id, record, digest) against what is
-    stored.
+    stored; a record of None is a resend recognised by its digest (see _plan).
 
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
