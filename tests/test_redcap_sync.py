@@ -594,3 +594,23 @@ def test_the_fake_keeps_time_as_a_server_in_its_own_zone_does(site):
     assert newest["timestamp"] <= local and server.utcoffset().total_seconds() == 0
     assert site.fake.now().strftime("%Y-%m-%d %H:%M") != \
         server.strftime("%Y-%m-%d %H:%M")  # not UTC
+
+
+def test_records_are_checked_under_the_registrys_published_threshold(registry, tmp_path,
+                                                                     monkeypatch):
+    site = Site(registry, tmp_path, count=1)
+    try:
+        record_id, record, day_zero = site.records[0]
+        short = {**record, "progression_day": None, "disease_status_last": "ned",
+                 "vital_status": "alive", "cause_of_death": None,
+                 "last_followup_day": record["remission_start_day"] + 500}
+        for name in ("trastuzumab_stop_day", "trastuzumab_resume_day"):
+            if (short.get(name) or 0) > short["last_followup_day"]:
+                short.update(maintenance_status="ongoing", trastuzumab_stop_day=None,
+                             trastuzumab_resume_day=None, discontinuation_reason=None)
+        site.fake.save(record_id, site_rows(short, day_zero))
+        monkeypatch.setitem(site.app.config, "REGISTRY_MIN_REMISSION_DAYS", 365)
+        report = site.sync()
+        assert report.exit_code == 0 and report.counts["created"] == 1, report.as_dict()
+    finally:
+        site.close()
