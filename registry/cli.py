@@ -154,12 +154,20 @@ def demo_data(records_per_site: int, seed: int) -> None:
 openapi_cli = AppGroup("openapi", help="The OpenAPI contract.")
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: a shared list is written out at each use."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        """Never write an alias."""
+        return True
+
+
 def openapi_text(fmt: str = "yaml") -> str:
     """The OpenAPI document the code generates, as YAML or JSON text."""
     spec = current_app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
     if fmt == "json":
         return json.dumps(spec, indent=2) + "\n"
-    return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(spec, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 @openapi_cli.command("write")

@@ -72,7 +72,11 @@ def test_atomic_batch_writes_nothing_when_one_record_fails(client, site_a, examp
     response = client.post(f"{URL}?atomic=true", json={"records": records}, headers=site_a)
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
-    assert response.json["summary"]["rejected"] == 1
+    assert response.json["summary"] == {"created": 0, "updated": 0, "unchanged": 0,
+                                        "rejected": 1, "not_written": 2}
+    # No record claims a write that did not happen; each says what it would have been.
+    assert [(r["outcome"], r.get("would_be")) for r in response.json["results"]] == [
+        ("not_written", "created"), ("rejected", None), ("not_written", "created")]
     assert response.json["results"][1]["errors"][0]["code"] == "invalid_choice"
     assert "fenale" not in response.get_data(as_text=True)
     assert stored_count() == 0 and stored_count(AuditEntry) == 0

@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import current_app
 
-from registry.api import Blueprint
+from registry.api import Blueprint, json_body, no_content
 from registry.auth import current_caller, requires
-from registry.errors import BadRequest
+from registry.errors import PROBLEM_JSON, BadRequest
 from registry.observability import count_records
 from registry.schemas.api import (
     BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema,
@@ -44,16 +44,19 @@ def _if_match(value: str | None) -> int | None:
 @blp.route("/<subject_id>", methods=["PUT"])
 @requires("submitter")
 @blp.arguments(WriteHeadersSchema(), location="headers")
-@blp.arguments(PutRecordSchema())
+@blp.json_body(PutRecordSchema)
 @blp.response(200, RecordOutSchema, description="Updated, or unchanged", headers=ETAG_HEADER)
 @blp.alt_response(201, schema=RecordOutSchema, description="Created", headers=ETAG_HEADER)
-def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -> Any:
+@blp.problems(409, 412)
+def put_record(headers: dict[str, Any], subject_id: str) -> Any:
     """Create or replace a record (idempotent)
 
     201 when created, 200 when updated or unchanged. Send If-Match with the ETag of the
-    version you edited to be told (412) when someone else changed it first."""
+    version you edited to be told (412) when someone else changed it first. A withdrawn
+    subject answers 409 subject_withdrawn; otherwise every problem of the body and of the
+    subject_id is listed in one 422."""
     outcome, record = records.put_record(
-        current_caller(), subject_id, body, if_match=_if_match(headers["if_match"]),
+        current_caller(), subject_id, json_body(), if_match=_if_match(headers["if_match"]),
         source=headers["source"])
     count_records("put", {outcome: 1})
     return record, 201 if outcome == "created" else 200, _etag(record["version"])
@@ -62,11 +65,12 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
 @blp.route("", methods=["POST"])
 @requires("submitter")
 @blp.arguments(SourceHeaderSchema(), location="headers")
-@blp.arguments(RecordSchema())
+@blp.json_body(RecordSchema)
 @blp.response(201, RecordOutSchema, description="Created", headers=ETAG_HEADER)
-def create_record(headers: dict[str, Any], body: dict[str, Any]) -> Any:
+@blp.problems(409)
+def create_record(headers: dict[str, Any]) -> Any:
     """Create a record that does not exist yet (409 if it does)"""
-    record = records.create_record(current_caller(), body, source=headers["source"])
+    record = records.create_record(current_caller(), json_body(), source=headers["source"])
     count_records("post", {"created": 1})
     return record, 201, _etag(record["version"])
 
@@ -81,12 +85,13 @@ def list_records(query: dict[str, Any]) -> Any:
     Keyset-paginated: pass next_cursor back as cursor. With updated_since, only records changed
     at or after that time."""
     return records.list_records(current_caller(), limit=query["limit"], cursor=query["cursor"],
-                                updated_since=query["updated_since"])
+                                updated_since=query.get("updated_since"))
 
 
 @blp.route("/<subject_id>", methods=["GET"])
 @requires("submitter")
 @blp.response(200, RecordOutSchema, headers=ETAG_HEADER)
+@blp.problems(404)
 def get_record(subject_id: str) -> Any:
     """Read one of the site's records"""
     record = records.get_record(current_caller(), subject_id)
@@ -96,6 +101,7 @@ def get_record(subject_id: str) -> Any:
 @blp.route("/<subject_id>/history", methods=["GET"])
 @requires("submitter")
 @blp.response(200, HistorySchema)
+@blp.problems(404)
 def record_history(subject_id: str) -> Any:
     """The versions of a record: number, time, source and changed fields"""
     return records.record_history(current_caller(), subject_id)
@@ -106,6 +112,7 @@ def record_history(subject_id: str) -> Any:
 @blp.arguments(WithdrawQuerySchema(), location="query")
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.response(204, description="Withdrawn: the data and every version are erased")
+@blp.problems(404)
 def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: str) -> Any:
     """Withdraw a record (consent withdrawn)
 
@@ -113,7 +120,7 @@ def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: 
     subject answers 409 subject_withdrawn."""
     records.withdraw_record(current_caller(), subject_id, reason=query["reason"],
                             source=headers["source"])
-    return None
+    return no_content()
 
 
 @blp.route("/batch", methods=["POST"])
@@ -122,6 +129,10 @@ def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: 
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.arguments(BatchRequestSchema())
 @blp.response(200, BatchResponseSchema)
+@blp.alt_response(422, schema=BatchResponseSchema, content_type=PROBLEM_JSON,
+                  description="atomic=true and a record was rejected: nothing was written; "
+                              "the problem carries the report (outcome not_written for the "
+                              "accepted records)")
 def submit_batch(query: dict[str, Any], headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Submit many records at once
 
