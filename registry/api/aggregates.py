@@ -105,7 +105,8 @@ def remission_csv(table: dict[str, Any]) -> Response:
     """The life tables as CSV: one line per interval of each group, with the group's size."""
     lines = ([group["group"], group["count"], interval["from_year"], interval["to_year"],
               interval["at_risk"], interval["relapses"], interval["censored"],
-              interval["in_remission"], _flag(interval.get("suppressed") or group.get("suppressed"))]
+              interval["in_remission"],
+              _flag(interval.get("suppressed") or group.get("suppressed"))]
              for group in table["groups"] for interval in group["intervals"])
     return _csv_response(
         [table["by"] or "group", "group_count", "from_year", "to_year", "at_risk", "relapses",
@@ -122,12 +123,12 @@ def list_dimensions(_query: dict[str, Any]) -> Any:
 
 
 def _count_table(query: dict[str, Any]) -> dict[str, Any]:
-    return aggregates.count_table(current_caller(), query["rows"], query["columns"],
+    return aggregates.count_table(current_caller(), query["rows"], query.get("columns"),
                                   _filters(query), _policy())
 
 
 def _remission_table(query: dict[str, Any]) -> dict[str, Any]:
-    return aggregates.remission_table(current_caller(), query["by"], query["origin"],
+    return aggregates.remission_table(current_caller(), query.get("by"), query["origin"],
                                       _filters(query), _policy())
 
 
@@ -197,4 +198,4 @@ def remission_table_csv(query: dict[str, Any]) -> Any:
 @blp.response(200, QueryLogSchema)
 def query_log(query: dict[str, Any]) -> Any:
     """The log of aggregate queries, newest first (steward only)"""
-    return aggregates.read_query_log(current_caller(), query["limit"], query["before"])
+    return aggregates.read_query_log(current_caller(), query["limit"], query.get("before"))

@@ -8,7 +8,7 @@ from flask import current_app
 
 from registry.api import Blueprint, json_body, no_content
 from registry.auth import current_caller, requires
-from registry.errors import PROBLEM_JSON, BadRequest
+from registry.errors import BadRequest
 from registry.observability import count_records
 from registry.schemas.api import (
     BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema,
@@ -56,7 +56,7 @@ def put_record(headers: dict[str, Any], subject_id: str) -> Any:
     subject answers 409 subject_withdrawn; otherwise every problem of the body and of the
     subject_id is listed in one 422."""
     outcome, record = records.put_record(
-        current_caller(), subject_id, json_body(), if_match=_if_match(headers["if_match"]),
+        current_caller(), subject_id, json_body(), if_match=_if_match(headers.get("if_match")),
         source=headers["source"])
     count_records("put", {outcome: 1})
     return record, 201 if outcome == "created" else 200, _etag(record["version"])
@@ -84,7 +84,7 @@ def list_records(query: dict[str, Any]) -> Any:
 
     Keyset-paginated: pass next_cursor back as cursor. With updated_since, only records changed
     at or after that time."""
-    return records.list_records(current_caller(), limit=query["limit"], cursor=query["cursor"],
+    return records.list_records(current_caller(), limit=query["limit"], cursor=query.get("cursor"),
                                 updated_since=query.get("updated_since"))
 
 
@@ -129,16 +129,13 @@ def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: 
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.arguments(BatchRequestSchema())
 @blp.response(200, BatchResponseSchema)
-@blp.alt_response(422, schema=BatchResponseSchema, content_type=PROBLEM_JSON,
-                  description="atomic=true and a record was rejected: nothing was written; "
-                              "the problem carries the report (outcome not_written for the "
-                              "accepted records)")
 def submit_batch(query: dict[str, Any], headers: dict[str, Any], body: dict[str, Any]) -> Any:
     """Submit many records at once
 
     Each record gets an outcome: created, updated (with the changed fields), unchanged or
     rejected (with its errors). dry_run=true writes nothing; atomic=true writes nothing unless
-    every record is accepted (422 otherwise)."""
+    every record is accepted: otherwise 422, a problem carrying the report, in which the
+    accepted records are not_written (with would_be: what they would have been)."""
     result = batches.submit_batch(
         current_caller(), body["records"], dry_run=query["dry_run"], atomic=query["atomic"],
         max_batch=current_app.config["REGISTRY_MAX_BATCH"], source=headers["source"])

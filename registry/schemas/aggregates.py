@@ -38,14 +38,14 @@ class _FilteredQuerySchema(Schema):
 CountsQuerySchema = _FilteredQuerySchema.from_dict({
     "rows": fields.String(required=True, metadata={
         "description": f"dimension of the rows ({_CATALOGUE})"}),
-    "columns": fields.String(load_default=None, metadata={
+    "columns": fields.String(metadata={
         "description": "dimension of the columns (optional)"}),
     "format": Code(FORMATS, metadata={"description": _FORMAT_MEANING}),
     **_filters(),
 }, name="CountsQuery")
 
 RemissionQuerySchema = _FilteredQuerySchema.from_dict({
-    "by": fields.String(load_default=None, metadata={
+    "by": fields.String(metadata={
         "description": f"dimension of the groups (optional; {_CATALOGUE})"}),
     "origin": fields.String(load_default="remission_start", metadata={
         "enum": list(ORIGINS),
@@ -155,7 +155,7 @@ class QueryLogQuerySchema(JsonOnlyQuerySchema):
     """Query parameters of the query log."""
 
     limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000))
-    before = fields.Integer(load_default=None, metadata={
+    before = fields.Integer(metadata={
         "description": "next_before of the previous page"})
 
 

@@ -87,8 +87,8 @@ class RecordListQuerySchema(Schema):
 
     limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000),
                            metadata={"description": "records per page, 1 to 1000"})
-    cursor = fields.String(load_default=None, metadata={"description": "next_cursor of the "
-                                                                       "previous page"})
+    cursor = fields.String(metadata={
+        "description": "next_cursor of the previous page"})
     updated_since = Since(metadata={
         "description": "only records changed at or after this moment: a date (2026-11-29, "
                        "from its start in UTC) or a date and time with its zone "
@@ -135,7 +135,7 @@ class SourceHeaderSchema(Schema):
 class WriteHeadersSchema(SourceHeaderSchema):
     """Headers of PUT /records/{subject_id}."""
 
-    if_match = fields.String(data_key="If-Match", load_default=None, metadata={
+    if_match = fields.String(data_key="If-Match", metadata={
         "description": 'the version being replaced, as its ETag ("3"); 412 if it is stale'})
 
 
