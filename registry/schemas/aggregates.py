@@ -155,7 +155,8 @@ class QueryLogQuerySchema(JsonOnlyQuerySchema):
     """Query parameters of the query log."""
 
     limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000))
-    before = fields.Integer(metadata={
+    # Bounded: an id beyond the database's integer would fail in SQL, not as a bad parameter.
+    before = fields.Integer(validate=Range(min=1, max=2**31 - 1), metadata={
         "description": "next_before of the previous page"})
 
 
