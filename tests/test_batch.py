@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from registry.db import unit_of_work
 from registry.models import AuditEntry, Record, RecordVersion
+
+ROOT = Path(__file__).resolve().parents[1]
 
 URL = "/api/v1/records/batch"
 
@@ -155,3 +159,16 @@ def test_non_object_records_are_rejected_one_by_one(client, site_a, example_reco
                            headers=site_a).json
     assert [r["outcome"] for r in response["results"]] == ["created"] + ["rejected"] * 3
     assert all(r["errors"][0]["code"] == "invalid_type" for r in response["results"][1:])
+
+
+def test_the_readmes_batch_example_file_is_accepted_whole(client, site_a):
+    """docs/examples/batch.json is what the README's batch command sends: complete, valid."""
+    example = json.loads((ROOT / "docs" / "examples" / "batch.json").read_text())
+    assert "docs/examples/batch.json" in (ROOT / "README.md").read_text()
+    dry = client.post(f"{URL}?dry_run=true", json=example, headers=site_a).json
+    assert dry["summary"] == {"created": len(example["records"]), "updated": 0,
+                              "unchanged": 0, "rejected": 0}
+    sent = client.post(URL, json=example, headers=site_a).json
+    assert sent["summary"]["created"] == len(example["records"]) >= 2
+    again = client.post(URL, json=example, headers=site_a).json
+    assert again["summary"]["unchanged"] == len(example["records"])
