@@ -301,7 +301,7 @@ def test_a_generated_client_reads_every_pooled_count_in_json_and_csv(
                                  origin=models.GetApiV1AggregatesRemissionOrigin(origin),
                                  format_=models.GetApiV1AggregatesRemissionFormat.JSON)
         assert table.status_code == 200 and isinstance(table.parsed, models.Remission)
-        assert table.parsed.groups[0].intervals[0].at_risk is not None
+        assert any(group.intervals[0].at_risk is not None for group in table.parsed.groups)
         table_csv = api("remission_csv")(
             client=coordinator, by="hr_status",
             origin=models.GetApiV1AggregatesRemissionCsvOrigin(origin))
