@@ -20,7 +20,9 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from registry.errors import PROBLEM_JSON, MalformedJson, UnsupportedMediaType
-from registry.schemas.api import ProblemSchema, batch_items_property, nullable_enum_property
+from registry.schemas.api import (
+    ProblemSchema, batch_items_property, code_list_property, nullable_enum_property,
+)
 
 API_PREFIX = "/api/v1"
 JSON_METHODS = ("POST", "PUT", "PATCH")
@@ -204,6 +206,7 @@ def init_app(app: Flask) -> RegistryApi:
 
     api = RegistryApi(app)
     api.ma_plugin.converter.add_attribute_function(batch_items_property)
+    api.ma_plugin.converter.add_attribute_function(code_list_property)
     api.ma_plugin.converter.add_attribute_function(nullable_enum_property)
     for module in (records, dictionary, operations, aggregates):
         api.register_blueprint(module.blp)

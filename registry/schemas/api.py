@@ -9,8 +9,8 @@ from marshmallow import EXCLUDE, Schema, fields
 from marshmallow.validate import OneOf, Range
 
 from registry.derived import DERIVED_FIELDS
-from registry.schemas.fields import Problem, _CodedField
-from registry.schemas.record import RecordSchema
+from registry.schemas.fields import Code, Problem, _CodedField
+from registry.schemas.record import RecordFieldsSchema, RecordSchema
 from registry.vocabulary import SOURCES, WITHDRAWAL_REASONS
 
 
@@ -158,6 +158,30 @@ def batch_items_property(_converter: Any, field: fields.Field, ret: dict[str, An
         return {"items": {"anyOf": [ret["items"], {
             "description": "any other value: reported as rejected, with its index"}]}}
     return {}
+
+
+def code_list_property(converter: Any, field: fields.Field, ret: dict[str, Any],
+                       **_kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: each code list of the record is one named schema (e.g.
+    `Her2Ihc`), referenced wherever the field appears (the record as sent, as stored, in a
+    batch), so that a typed client makes one enum class per field, not one per schema; a code
+    that may be null is "that schema, or null"."""
+    if not isinstance(field, Code) or not isinstance(field.parent, RecordFieldsSchema) \
+            or "enum" not in ret:
+        return {}
+    name = "".join(part.title() for part in field.name.split("_"))
+    codes = {"type": "string", "enum": list(field.choices)}
+    registered = converter.spec.components.schemas.get(name)
+    if registered is None:
+        converter.spec.components.schema(name, codes)
+    elif registered != codes:
+        raise ValueError(f"two code lists would be published as {name}")
+    ret.pop("enum")
+    ret.pop("type", None)
+    reference = {"$ref": f"#/components/schemas/{name}"}
+    if field.allow_none:
+        return {"anyOf": [reference, {"type": "null"}]}
+    return reference
 
 
 def nullable_enum_property(_converter: Any, field: fields.Field, ret: dict[str, Any],
