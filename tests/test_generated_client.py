@@ -266,6 +266,20 @@ def test_a_generated_client_runs_the_whole_workflow(served: dict[str, Any]) -> N
     for status, answer in problems.items():
         assert answer.status_code == status, (status, answer.content)
         assert isinstance(answer.parsed, models.Problem) and answer.parsed.status == status
+    # The dictionary (JSON and REDCap's CSV) and the operations endpoints, checked too.
+    dictionary = importlib.import_module(f"{package.__name__}.api.dictionary")
+    operations = importlib.import_module(f"{package.__name__}.api.operations")
+    importlib.import_module(f"{dictionary.__name__}.get_api_v1_dictionary_redcap_csv")
+    for module in ("get_healthz", "get_readyz", "get_metrics"):
+        importlib.import_module(f"{operations.__name__}.{module}")
+    anonymous = _client(served, checker, None)
+    assert importlib.import_module(f"{dictionary.__name__}.get_api_v1_dictionary").sync_detailed(
+        client=submitter).parsed.version
+    assert dictionary.get_api_v1_dictionary_redcap_csv.sync_detailed(
+        client=submitter).content.startswith(b"Variable / Field Name,")
+    assert operations.get_healthz.sync_detailed(client=anonymous).status_code == 200
+    assert operations.get_readyz.sync_detailed(client=anonymous).parsed.status == "ready"
+    assert operations.get_metrics.sync_detailed(client=anonymous).status_code == 200
     codes = {(error.field, error.code) for error in problems[422].parsed.errors}
     assert {("subject_id", "identifier_like"), ("cause_of_death", "required")} <= codes
     assert len({path for _, path, _ in checker.seen}) >= 6
