@@ -91,10 +91,14 @@ class PlannedWrite:
         """The audit log's action for this write."""
         return "create" if self.outcome == "created" else "update"
 
-    def result(self) -> dict[str, Any]:
-        """The per-record line of a batch response."""
+    def result(self, *, written: bool = True) -> dict[str, Any]:
+        """The per-record line of a batch response. When the batch was not written (atomic,
+        with a rejected record), an accepted record is `not_written` and says what it would
+        have been (`would_be`)."""
         line: dict[str, Any] = {"index": self.index, "subject_id": self.subject_id,
                                 "outcome": self.outcome}
+        if not written and self.outcome != "rejected":
+            line.update(outcome="not_written", would_be=self.outcome)
         if self.outcome == "rejected":
             line["errors"] = self.errors
         else:
@@ -289,17 +293,18 @@ def _write_one_with_history(connection: Connection, caller: Caller, plan: Planne
 
 
 def apply_writes(connection: Connection, caller: Caller, plans: Iterable[PlannedWrite],
-                 source: str) -> None:
+                 source: str) -> datetime:
     """Write created and updated records with their versions and audit entries, in bulk (one
-    statement for a single record on PostgreSQL)."""
+    statement for a single record on PostgreSQL); returns the time stored as their
+    updated_at (and created_at for new records)."""
     now = utcnow()
     created = [plan for plan in plans if plan.outcome == "created"]
     updated = [plan for plan in plans if plan.outcome == "updated"]
     if not created and not updated:
-        return
+        return now
     if len(created) + len(updated) == 1 and connection.dialect.name == "postgresql":
         _write_one_with_history(connection, caller, (created + updated)[0], source, now)
-        return
+        return now
     ids: dict[str, int] = {}
     if created:
         rows = [{**row_values(plan.record, plan.derived), "site_id": caller.site_id,
@@ -330,6 +335,7 @@ def apply_writes(connection: Connection, caller: Caller, plans: Iterable[Planned
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
          "subject_id": plan.subject_id, "action": plan.action, "source": source,
          "version": plan.version, "changed_fields": plan.changed_fields} for plan in written])
+    return now
 
 
 def retrying_races(work: Callable[[], T]) -> T:
