@@ -97,8 +97,12 @@ class SpecChecker:
 def generate_client(target: Path) -> ModuleType:
     """Generate the client package from the committed openapi.yaml and import it."""
     config = target / "config.yaml"
+    # The template is a binary file to the generator (it knows no spreadsheet type).
     config.write_text(f"post_hooks: []\nproject_name_override: {PACKAGE}\n"
-                      f"package_name_override: {PACKAGE}\n")
+                      f"package_name_override: {PACKAGE}\n"
+                      "content_type_overrides:\n"
+                      "  application/vnd.openxmlformats-officedocument.spreadsheetml.sheet:"
+                      " application/octet-stream\n")
     generator = Path(sys.executable).parent / "openapi-python-client"
     done = subprocess.run(
         [str(generator), "generate", "--path", str(ROOT / "openapi.yaml"), "--meta", "none",
