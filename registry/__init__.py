@@ -10,10 +10,10 @@ __version__ = "1.0.0"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the WSGI application: settings, database, auth, API, error handlers."""
+    """Build the WSGI application: settings, database, auth, API, console, error handlers."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from registry import api, auth, cli, db, errors, observability, ratelimit
+    from registry import api, auth, cli, db, errors, observability, ratelimit, web
     from registry.config import check_settings, default_database_url, settings_from_environment
 
     app = Flask(__name__, instance_relative_config=True)
@@ -33,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     auth.init_app(app)
     api.init_app(app)
+    web.init_app(app)  # the console at /, on the same services
     ratelimit.init_app(app)  # after auth: limits are counted per verified token
     errors.register_error_handlers(app)
     cli.init_app(app)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from flask import Response, current_app, request
@@ -17,6 +15,7 @@ from registry.schemas.aggregates import (
 )
 from registry.services import aggregates
 from registry.services.disclosure import Policy
+from registry.services.exports import count_table_csv, disclosure_header
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
                 description="Pooled counts under disclosure control (coordinator, steward)")
@@ -38,25 +37,10 @@ def _wants_csv(query: dict[str, Any]) -> bool:
 
 
 def _csv(table: dict[str, Any]) -> Response:
-    """The table as CSV: one line per count, totals labelled (all); disclosure in headers."""
-    dims = [table["rows"]] + ([table["columns"]] if table["columns"] else [])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*dims, "count", "suppressed"])
-    lines = table["cells"] + table["row_totals"] + table["column_totals"] + [
-        {"count": table["total"], **({"suppressed": True} if table["total"] is None else {})}]
-    for line in lines:
-        writer.writerow([line.get(d, "(all)") for d in dims]
-                        + ["" if line["count"] is None else line["count"],
-                           "true" if line.get("suppressed") else "false"])
-    disclosure = table["disclosure"]
-    sites = disclosure["contributing_sites"]
+    """The table as CSV (services/exports.py); the disclosure block in a header."""
     headers = {"Content-Disposition": "attachment; filename=counts.csv",
-               "Registry-Disclosure": (
-                   f"min_cell_count={disclosure['min_cell_count']}; "
-                   f"method={','.join(disclosure['method'])}; snapshot={disclosure['snapshot']}; "
-                   f"contributing_sites={'' if sites is None else sites}")}
-    return Response(out.getvalue(), mimetype="text/csv", headers=headers)
+               "Registry-Disclosure": disclosure_header(table["disclosure"])}
+    return Response(count_table_csv(table), mimetype="text/csv", headers=headers)
 
 
 @blp.route("/dimensions", methods=["GET"])
