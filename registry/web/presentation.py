@@ -10,7 +10,9 @@ _YEARS = re.compile(r"^(\d{4})_(\d{4})$")
 _AGES = re.compile(r"^(\d{1,2})_(\d{1,2})$")
 _WORDS = {"true": "yes", "false": "no", "ned": "NED", "ct": "CT", "pet_ct": "PET-CT",
           "mri": "MRI", "cns": "CNS", "t_dm1": "T-DM1", "t_dxd": "T-DXd",
-          "de_novo": "de novo"}
+          "de_novo": "de novo", "interrupted_resumed": "interrupted and resumed"}
+_ACRONYMS = {"lvef": "LVEF", "her2": "HER2", "cns": "CNS", "ecog": "ECOG", "ihc": "IHC",
+             "ish": "ISH"}
 _OUTCOMES = {"answered": "answered", "refused": "refused (cohort too small)",
              "limit_reached": "refused (asked too often)"}
 
@@ -23,16 +25,41 @@ def category_label(code: str) -> str:
         match = pattern.match(code)
         if match:
             return f"{match.group(1)}\u2013{match.group(2)}"
-    text = code.replace("_", " ")
+    text = " ".join(_ACRONYMS.get(word, word) for word in code.split("_"))
     text = re.sub(r"(\d+)y\b", r"\1 years", text)
     text = re.sub(r"\bplus$", "or more", text)
     return text
 
 
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def shows_code(code: str) -> bool:
+    """Whether a category's label says more than its code with spaces (then show both)."""
+    return category_label(code).lower() != code.replace("_", " ").lower()
+
+
+def dimension_meaning(entry: dict[str, Any]) -> str:
+    """A catalogue dimension's whole meaning, capitalised."""
+    return _capitalised(entry["meaning"])
+
+
 def dimension_title(entry: dict[str, Any]) -> str:
-    """A catalogue dimension's meaning, capitalised, for a label or heading."""
-    meaning = entry["meaning"]
-    return meaning[:1].upper() + meaning[1:]
+    """A catalogue dimension's meaning cut to a title: without the remark after ';' or '(', and
+    without a list of its values after ':' (hr_status -> Hormone-receptor status)."""
+    title = re.split(r";| \(|, in bands", entry["meaning"])[0]
+    head, colon, rest = title.partition(":")
+    if colon and ("," in rest or " if " in rest):
+        title = head
+    return _capitalised(title.strip())
+
+
+def in_sentence(title: str) -> str:
+    """A title inside a sentence: first letter lowered, unless it begins an acronym (HER2)."""
+    if len(title) > 1 and title[1].isupper():
+        return title
+    return title[:1].lower() + title[1:]
 
 
 def outcome_label(outcome: str) -> str:
