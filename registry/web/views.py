@@ -62,6 +62,9 @@ def _to_sign_in() -> Response:
 @bp.before_request
 def check_session() -> Any:
     """Every console request: CSRF token on forms, then a live session with an admitted role."""
+    # Flask-WTF caches the form token in g; requests that share an app context (the test
+    # client's) must not see the previous request's.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
     if request.endpoint == "console.static":
