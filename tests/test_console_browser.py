@@ -138,7 +138,11 @@ def test_coordinator_builds_a_two_way_table_and_downloads_its_csv(page, console,
     check_page(page, "02-home-coordinator")
 
     follow(page, page.get_by_role("link", name="Tables").first)
+    page.get_by_label("Rows").select_option("site")  # the site is counted only on its own
+    assert page.get_by_label("Columns (optional)").is_disabled()
     page.get_by_label("Rows").select_option("hr_status")
+    assert page.locator("#columns option[value=hr_status]").is_disabled()
+    assert page.locator("#filter-1 option[value='hr_status=positive']").is_disabled()
     page.get_by_label("Columns (optional)").select_option("maintenance_status")
     follow(page, page.get_by_role("button", name="Show the table"))
     table = page.locator("table#counts")
