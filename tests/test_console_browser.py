@@ -130,6 +130,9 @@ def sign_in(page: Any, console: Console, token: str, path: str = "/") -> None:
 
 def test_coordinator_builds_a_two_way_table_and_downloads_its_csv(page, console, tmp_path):
     token = console.token("coordinator")
+    csp_violations: list[str] = []
+    page.on("console", lambda message: csp_violations.append(message.text)
+            if "Content Security Policy" in message.text and "script" in message.text else None)
     page.goto(f"{console.base_url}/sign-in")
     check_page(page, "01-sign-in")
     sign_in(page, console, token)
@@ -154,6 +157,16 @@ def test_coordinator_builds_a_two_way_table_and_downloads_its_csv(page, console,
     assert page.locator("#provenance").get_by_text("How to cite").is_visible()
     assert "perturbation" in page.locator(".disclosure").inner_text()
     check_page(page, "03-tables-two-way")
+
+    # The chart, drawn by Observable Plot from the package's assets, and its SVG download.
+    chart = page.locator("#table-figure svg[role=img]")
+    chart.wait_for()
+    assert chart.locator("rect").count() >= 5  # a bar per published cell at least
+    with page.expect_download() as svg_info:
+        page.get_by_role("link", name="Download the chart as SVG").click()
+    assert Path(svg_info.value.path()).read_text().startswith("<svg")
+    page.get_by_role("link", name="Download the chart as PNG").wait_for()
+    assert csp_violations == [], csp_violations
 
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download this table as CSV").click()

@@ -33,7 +33,8 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
 SESSION_KEY = "sid"
 # The console's pages may use only its own scripts, styles and images, never a CDN; no framing.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                               "object-src 'none'; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
