@@ -14,6 +14,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from conftest import get_database_of
+from registry import create_app
 from registry.db import transaction, utcnow
 from registry.models import ConsoleSession
 from registry.services.synthetic import load_demo_data
@@ -215,3 +217,17 @@ def test_count_grid_lays_out_margins():
 ])
 def test_category_labels(code, label):
     assert presentation.category_label(code) == label
+
+
+def test_sign_in_paces_token_guessing_by_address(database_url):
+    paced = create_app({"DATABASE_URL": database_url, "TESTING": True,
+                        "REGISTRY_ADDRESS_RATE_LIMIT": "3 per minute",
+                        "REGISTRY_RATE_LIMIT_STORAGE": "memory://"})
+    client = paced.test_client()
+    wrong = "reg_abcdefghijkl_" + "Z" * 43
+    answers = [sign_in(client, wrong).status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429]
+    refused = sign_in(client, wrong)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert b"Too many sign-ins" in refused.data
+    get_database_of(paced).engine.dispose()

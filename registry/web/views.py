@@ -17,6 +17,7 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFError
 
+from registry import ratelimit
 from registry.auth import current_caller, public, requires
 from registry.errors import BadRequest, QueryRefused, RegistryError, TooManyRequests, \
     Unauthenticated
@@ -132,10 +133,18 @@ def sign_in() -> Any:
     target = _local_target(request.values.get("next"))
     if request.method == "GET":
         return render_template("console/sign_in.html", next=target, error=None)
+    try:
+        ratelimit.refuse_spent_address()
+    except TooManyRequests as refusal:
+        return render_template("console/sign_in.html", next=target,
+                               error="Too many sign-ins without a valid token came from your "
+                                     "address. " + refusal.detail[:1].upper()
+                                     + refusal.detail[1:] + "."), 429, refusal.headers
     token = request.form.get("token", "").strip()
     try:
         key, _caller = console_sessions.sign_in(token, _lifetime())
     except Unauthenticated:
+        ratelimit.spend_address()
         return render_template(
             "console/sign_in.html", next=target,
             error="This token is not valid: it is mistyped, incomplete, or has been revoked. "
