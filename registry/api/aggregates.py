@@ -1,4 +1,9 @@
-"""Pooled counts for coordinators and stewards: catalogue, counts, remission, query log."""
+"""Pooled counts for coordinators and stewards: catalogue, counts, remission, query log.
+
+One format rule for every endpoint: `format` names one of the formats the endpoint offers
+(json, and csv for the tables; anything else answers 400), and Accept: text/csv also asks a
+table for CSV. Typed clients call the .csv operations, which answer text/csv only.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,22 @@ from marshmallow import INCLUDE
 from registry.api import Blueprint
 from registry.auth import current_caller, requires
 from registry.schemas.aggregates import (
-    RESERVED, CatalogueSchema, CountsQuerySchema, CountsSchema, QueryLogQuerySchema,
-    QueryLogSchema, RemissionQuerySchema, RemissionSchema,
+    RESERVED, CatalogueSchema, CountsCsvQuerySchema, CountsQuerySchema, CountsSchema,
+    JsonOnlyQuerySchema, QueryLogQuerySchema, QueryLogSchema, RemissionCsvQuerySchema,
+    RemissionQuerySchema, RemissionSchema,
 )
 from registry.services import aggregates
 from registry.services.disclosure import Policy
-from registry.services.exports import count_table_csv, disclosure_header
+from registry.services import exports
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
                 description="Pooled counts under disclosure control (coordinator, steward)")
+
+CSV_ANSWER = {"type": "string", "description": "one line per count; the disclosure block is in "
+                                               "the Registry-Disclosure header"}
+DISCLOSURE_HEADER = {"Registry-Disclosure": {
+    "description": "the disclosure block as key=value pairs separated by '; '",
+    "schema": {"type": "string"}}}
 
 
 def _policy() -> Policy:
@@ -36,56 +48,95 @@ def _wants_csv(query: dict[str, Any]) -> bool:
     return best == "text/csv"
 
 
-def _csv(table: dict[str, Any]) -> Response:
-    """The table as CSV (services/exports.py); the disclosure block in a header."""
-    headers = {"Content-Disposition": "attachment; filename=counts.csv",
-               "Registry-Disclosure": disclosure_header(table["disclosure"])}
-    return Response(count_table_csv(table), mimetype="text/csv", headers=headers)
+def _csv_response(body: str, disclosure: dict[str, Any], name: str) -> Response:
+    return Response(body, mimetype="text/csv", headers={
+        "Content-Disposition": f"attachment; filename={name}.csv",
+        "Registry-Disclosure": exports.disclosure_header(disclosure)})
 
 
-@blp.route("/dimensions", methods=["GET"])
-@requires("coordinator", "steward")
-@blp.response(200, CatalogueSchema)
-def list_dimensions() -> Any:
+def counts_csv(table: dict[str, Any]) -> Response:
+    """The table as CSV (services/exports.py, the console's CSV too)."""
+    return _csv_response(exports.count_table_csv(table), table["disclosure"], "counts")
+
+
+def remission_csv(table: dict[str, Any]) -> Response:
+    """The life tables as CSV (services/exports.py)."""
+    return _csv_response(exports.remission_table_csv(table), table["disclosure"], "remission")
+
+
+def list_dimensions(_query: dict[str, Any]) -> Any:
     """The catalogue: the dimensions you may count by, their categories and meaning"""
     return aggregates.list_dimensions(current_caller())
+
+
+def _count_table(query: dict[str, Any]) -> dict[str, Any]:
+    return aggregates.count_table(current_caller(), query["rows"], query.get("columns"),
+                                  _filters(query), _policy())
+
+
+def _remission_table(query: dict[str, Any]) -> dict[str, Any]:
+    return aggregates.remission_table(current_caller(), query.get("by"), query["origin"],
+                                      _filters(query), _policy())
 
 
 @blp.route("/counts", methods=["GET"])
 @requires("coordinator", "steward")
 @blp.arguments(CountsQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, CountsSchema)
-@blp.alt_response(200, schema={"type": "string"}, content_type="text/csv", success=True,
+@blp.alt_response(200, schema=CSV_ANSWER, content_type="text/csv", success=True,
+                  headers=DISCLOSURE_HEADER,
                   description="The table; as CSV with format=csv or Accept: text/csv")
-@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-@blp.alt_response(429, response="TOO_MANY_REQUESTS")
+@blp.problems(422)
 def count_records(query: dict[str, Any]) -> Any:
     """Pooled counts by one or two dimensions, with up to two filters
 
     Filters are `<dimension>=<category>`. Counts are perturbed (cell-key method) and small or
     revealing counts are withheld: null with suppressed: true. Totals are perturbed on their
-    own, so cells need not add up. 400: unknown dimension or category (the error lists the
-    allowed values); 422: the cohort is smaller than the minimum cell count; 429: this query
-    was asked too often by this token in 30 days."""
-    table = aggregates.count_table(current_caller(), query["rows"], query["columns"],
-                                   _filters(query), _policy())
-    return _csv(table) if _wants_csv(query) else table
+    own, so cells need not add up. 400: unknown dimension, category or format (the error lists
+    the allowed values); 422: the cohort is smaller than the minimum cell count; 429: this
+    query was asked too often by this token."""
+    table = _count_table(query)
+    return counts_csv(table) if _wants_csv(query) else table
+
+
+@blp.route("/counts.csv", methods=["GET"])
+@requires("coordinator", "steward")
+@blp.arguments(CountsCsvQuerySchema(), location="query", unknown=INCLUDE)
+@blp.response(200, CSV_ANSWER, content_type="text/csv", headers=DISCLOSURE_HEADER,
+              description="The table as CSV: one line per count, totals labelled (all)")
+@blp.problems(422)
+def count_records_csv(query: dict[str, Any]) -> Any:
+    """Pooled counts as CSV (the same question and answer as /counts)"""
+    return counts_csv(_count_table(query))
 
 
 @blp.route("/remission", methods=["GET"])
 @requires("coordinator", "steward")
 @blp.arguments(RemissionQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
-@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-@blp.alt_response(429, response="TOO_MANY_REQUESTS")
+@blp.alt_response(200, schema=CSV_ANSWER, content_type="text/csv", success=True,
+                  headers=DISCLOSURE_HEADER,
+                  description="The life tables; as CSV with format=csv or Accept: text/csv")
+@blp.problems(422)
 def remission_table(query: dict[str, Any]) -> Any:
     """Yearly life table of sustained remission per group
 
     At risk, relapses (progression), censored and the actuarial proportion still in remission,
     from the start of remission or from the stop of trastuzumab. Intervals with small counts
-    are merged with the next. 422 and 429 as for counts."""
-    return aggregates.remission_table(current_caller(), query["by"], query["origin"],
-                                      _filters(query), _policy())
+    are merged with the next. 400, 422 and 429 as for counts."""
+    table = _remission_table(query)
+    return remission_csv(table) if _wants_csv(query) else table
+
+
+@blp.route("/remission.csv", methods=["GET"])
+@requires("coordinator", "steward")
+@blp.arguments(RemissionCsvQuerySchema(), location="query", unknown=INCLUDE)
+@blp.response(200, CSV_ANSWER, content_type="text/csv", headers=DISCLOSURE_HEADER,
+              description="The life tables as CSV: one line per interval of each group")
+@blp.problems(422)
+def remission_table_csv(query: dict[str, Any]) -> Any:
+    """Life tables of sustained remission as CSV (the same question and answer as /remission)"""
+    return remission_csv(_remission_table(query))
 
 
 @blp.route("/query-log", methods=["GET"])
@@ -94,4 +145,4 @@ def remission_table(query: dict[str, Any]) -> Any:
 @blp.response(200, QueryLogSchema)
 def query_log(query: dict[str, Any]) -> Any:
     """The log of aggregate queries, newest first (steward only)"""
-    return aggregates.read_query_log(current_caller(), query["limit"], query["before"])
+    return aggregates.read_query_log(current_caller(), query["limit"], query.get("before"))
