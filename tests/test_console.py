@@ -185,7 +185,7 @@ def test_the_tables_csv_is_the_apis_csv(client, app, coordinator_token):
     from_api = client.get("/api/v1/aggregates/counts?rows=hr_status&columns=maintenance_status"
                           "&format=csv", headers={"Authorization": f"Bearer {coordinator_token}"})
     assert from_page == from_api.get_data(as_text=True)
-    assert from_page.startswith("hr_status,maintenance_status,count,suppressed\n")
+    assert from_page.startswith("hr_status,maintenance_status,count,suppressed,note\n")
 
 
 def test_a_bad_question_is_shown_on_the_page(client, coordinator_token):

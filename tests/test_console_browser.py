@@ -183,7 +183,8 @@ def test_coordinator_builds_a_two_way_table_and_downloads_its_csv(page, console,
 
 def test_a_withheld_count_explains_itself_on_focus(page, console):
     sign_in(page, console, console.token("coordinator"),
-            "/tables?rows=cardiac_event&filter=histology%3Dlobular")
+            "/tables?rows=remission_band&filter=histology%3Dother"
+            "&filter=cardiac_event%3Dheart_failure")
     withheld = page.locator("table#counts .suppressed")
     assert withheld.count() > 0, "the demo data give this table small cells, whatever the noise"
     first = withheld.first
@@ -205,9 +206,10 @@ def test_a_one_way_table_with_a_filter_and_a_refusal(page, console):
     assert "de novo" in page.locator(".result").inner_text()
     check_page(page, "05-tables-one-way-filtered")
 
-    # Two narrow filters: the cohort is smaller than k, and the page says what would help.
-    page.get_by_label("Filter 1").select_option("histology=lobular")
-    page.get_by_label("Filter 2").select_option("cardiac_event=heart_failure")
+    # Two filters no record meets (de novo disease excludes adjuvant trastuzumab): the cohort
+    # is smaller than k, and the page says what would help.
+    page.get_by_label("Filter 1").select_option("presentation=de_novo")
+    page.get_by_label("Filter 2").select_option("prior_adjuvant_trastuzumab=yes")
     follow(page, page.get_by_role("button", name="Show the table"))
     alert = page.get_by_role("alert")
     assert "fewer than 11" in alert.inner_text() and "widen" in alert.inner_text().lower()

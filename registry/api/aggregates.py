@@ -19,9 +19,8 @@ from registry.schemas.aggregates import (
     JsonOnlyQuerySchema, QueryLogQuerySchema, QueryLogSchema, RemissionCsvQuerySchema,
     RemissionQuerySchema, RemissionSchema,
 )
-from registry.services import aggregates
+from registry.services import aggregates, exports
 from registry.services.disclosure import Policy
-from registry.services import exports
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
                 description="Pooled counts under disclosure control (coordinator, steward)")
@@ -64,6 +63,10 @@ def remission_csv(table: dict[str, Any]) -> Response:
     return _csv_response(exports.remission_table_csv(table), table["disclosure"], "remission")
 
 
+@blp.route("/dimensions", methods=["GET"])
+@requires("coordinator", "steward")
+@blp.arguments(JsonOnlyQuerySchema(), location="query")
+@blp.response(200, CatalogueSchema)
 def list_dimensions(_query: dict[str, Any]) -> Any:
     """The catalogue: the dimensions you may count by, their categories and meaning"""
     return aggregates.list_dimensions(current_caller())
