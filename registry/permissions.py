@@ -21,6 +21,7 @@ class Action(str, Enum):
     READ_DICTIONARY = "read_dictionary"  # the dictionary, the REDCap dictionary, the template
     QUERY_AGGREGATES = "query_aggregates"  # the catalogue, pooled counts, life tables
     READ_QUERY_LOG = "read_query_log"
+    OPEN_CONSOLE = "open_console"  # the console's home page (what each role may do there)
 
 
 PERMISSIONS: dict[Action, frozenset[str]] = {
@@ -29,6 +30,7 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     Action.READ_DICTIONARY: frozenset(ROLES),
     Action.QUERY_AGGREGATES: frozenset({"coordinator", "steward"}),
     Action.READ_QUERY_LOG: frozenset({"steward"}),
+    Action.OPEN_CONSOLE: frozenset(ROLES),
 }
 
 

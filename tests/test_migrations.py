@@ -57,12 +57,16 @@ def _secrets(url: str) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def test_each_database_draws_its_own_perturbation_secret(scratch_database_url: str,
-                                                         database_url: str) -> None:
+def test_each_database_draws_its_own_secrets(scratch_database_url: str,
+                                             database_url: str) -> None:
     command.upgrade(alembic_config(scratch_database_url), "head")
-    ((name, value),) = _secrets(scratch_database_url)
-    assert name == "perturbation" and len(bytes.fromhex(value)) == 32
-    assert _secrets(database_url)[0][1] != value  # the suite's database has another one
+    drawn = dict(_secrets(scratch_database_url))
+    # the noise of aggregate answers, and the console's cookie and CSRF signing key
+    assert set(drawn) == {"perturbation", "console"}
+    assert all(len(bytes.fromhex(value)) == 32 for value in drawn.values())
+    assert drawn["perturbation"] != drawn["console"]
+    suite = dict(_secrets(database_url))  # the suite's database has other ones
+    assert suite["perturbation"] != drawn["perturbation"]
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:

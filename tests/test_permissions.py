@@ -23,7 +23,8 @@ def test_every_action_has_a_row_and_names_known_roles():
 
 
 def test_endpoints_declare_actions_never_roles():
-    for path in sorted((ROOT / "registry" / "api").glob("*.py")):
+    for path in sorted([*(ROOT / "registry" / "api").glob("*.py"),
+                        *(ROOT / "registry" / "web").glob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "requires":
                 assert len(node.args) == 1 and isinstance(node.args[0], ast.Attribute) \
