@@ -153,10 +153,10 @@ def test_roles_decide_the_pages(client, make_site, make_token):
     assert client.get("/log").status_code == 403
 
 
-def test_every_console_view_declares_its_roles(app):
+def test_every_console_view_declares_its_action(app):
     for endpoint, view in app.view_functions.items():
         if endpoint.startswith("console.") and endpoint != "console.static":
-            assert getattr(view, "_registry_roles", None) or \
+            assert getattr(view, "_registry_action", None) or \
                 getattr(view, "_registry_public", False), endpoint
 
 
