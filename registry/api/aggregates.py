@@ -54,7 +54,7 @@ def _csv(table: dict[str, Any]) -> Response:
     headers = {"Content-Disposition": "attachment; filename=counts.csv",
                "Registry-Disclosure": (
                    f"min_cell_count={disclosure['min_cell_count']}; "
-                   f"method={','.join(disclosure['method'])}; snapshot={disclosure['snapshot']}; "
+                   f"method={','.join(disclosure['method'])}; release={disclosure['release']}; "
                    f"contributing_sites={'' if sites is None else sites}")}
     return Response(out.getvalue(), mimetype="text/csv", headers=headers)
 
@@ -73,18 +73,21 @@ def list_dimensions() -> Any:
 @blp.response(200, CountsSchema)
 @blp.alt_response(200, schema={"type": "string"}, content_type="text/csv", success=True,
                   description="The table; as CSV with format=csv or Accept: text/csv")
+@blp.alt_response(409, response="CONFLICT")
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 @blp.alt_response(429, response="TOO_MANY_REQUESTS")
 def count_records(query: dict[str, Any]) -> Any:
     """Pooled counts by one or two dimensions, with up to two filters
 
-    Filters are `<dimension>=<category>`. Counts are perturbed (cell-key method) and small or
-    revealing counts are withheld: null with suppressed: true. Totals are perturbed on their
-    own, so cells need not add up. 400: unknown dimension or category (the error lists the
-    allowed values); 422: the cohort is smaller than the minimum cell count; 429: this query
-    was asked too often by this token in 30 days."""
+    Computed from a release (`release`, default the newest). Filters are
+    `<dimension>=<category>`. Counts are perturbed (cell-key method, fixed record keys) and
+    small or revealing counts are withheld: null with suppressed: true. Totals are perturbed on
+    their own, so cells need not add up. Asking again, in any wording, is free and gives the
+    same answer. 400: unknown dimension, category or release (the error lists what is allowed);
+    409: no release has been cut yet; 422: the cohort has fewer than the minimum cell count;
+    429: you have asked as many distinct questions of this release as allowed."""
     table = aggregates.count_table(current_caller(), query["rows"], query["columns"],
-                                   _filters(query), _policy())
+                                   _filters(query), _policy(), query["release"])
     return _csv(table) if _wants_csv(query) else table
 
 
@@ -92,16 +95,18 @@ def count_records(query: dict[str, Any]) -> Any:
 @requires("coordinator", "steward")
 @blp.arguments(RemissionQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
+@blp.alt_response(409, response="CONFLICT")
 @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
 @blp.alt_response(429, response="TOO_MANY_REQUESTS")
 def remission_table(query: dict[str, Any]) -> Any:
     """Yearly life table of sustained remission per group
 
     At risk, relapses (progression), censored and the actuarial proportion still in remission,
-    from the start of remission or from the stop of trastuzumab. Intervals with small counts
-    are merged with the next. 422 and 429 as for counts."""
+    from the start of remission or from the stop of trastuzumab, of a release. The intervals
+    are fixed (one per year for 10 years, then one open interval); a number that may not be
+    shown is null. 409, 422 and 429 as for counts."""
     return aggregates.remission_table(current_caller(), query["by"], query["origin"],
-                                      _filters(query), _policy())
+                                      _filters(query), _policy(), query["release"])
 
 
 @blp.route("/query-log", methods=["GET"])

@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, true
 
 from registry.derived import DERIVED_FIELDS
-from registry.models import Record
+from registry.models import release_records
 from registry.schemas.fields import Code
 from registry.schemas.record import RecordFieldsSchema
 from registry.vocabulary import met_dx_periods
 
-RECORDS = Record.__table__
+# Dimensions count the records of a release (services/releases.py), never the live table.
+RECORDS = release_records
 SITE = "site"
 NOT_RECORDED = "not_recorded"  # an optional field left empty
 NOT_APPLICABLE = "not_applicable"  # a derived field without a value for this record
@@ -37,7 +38,7 @@ class Dimension:
 
     @property
     def column(self) -> Any:
-        """The records column grouped by."""
+        """The released records' column grouped by."""
         return RECORDS.c.site_id if self.name == SITE else RECORDS.c[self.name]
 
     def label(self, value: Any) -> str:
