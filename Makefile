@@ -19,6 +19,8 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/registry db upgrade
 	$(BIN)/registry demo-data
+	REGISTRY_RELEASE_MIN_DAYS=0 $(BIN)/registry releases cut --note "demo data" \
+	  || echo "(no new release: the demo data has not changed since the last one)"
 	@echo
 	@echo "A submitter token for the demo site TOR (shown once):"
 	@$(BIN)/registry tokens issue --site TOR --role submitter --label "make run" | tail -n 1

@@ -32,14 +32,13 @@ def _remember_retry_after(response: Response) -> Response:
 
 
 def _retry_after_only_when_limited(response: Response) -> Response:
-    # Flask-Limiter writes Retry-After on every response; keep it for 429 only, and give other
-    # answers (a 503's own Retry-After) back what they had.
-    if response.status_code != 429:
-        own = g.pop("own_retry_after", None)
-        if own is None:
-            response.headers.pop("Retry-After", None)
-        else:
-            response.headers["Retry-After"] = own
+    # Flask-Limiter writes Retry-After on every response: give an answer that set its own (a
+    # 503, the question budget's 429) back what it had, and keep the limiter's for its own 429.
+    own = g.pop("own_retry_after", None)
+    if own is not None:
+        response.headers["Retry-After"] = own
+    elif response.status_code != 429:
+        response.headers.pop("Retry-After", None)
     return response
 
 
