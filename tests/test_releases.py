@@ -66,8 +66,13 @@ def test_stewards_cut_and_everyone_at_the_window_lists(client: FlaskClient, coor
     assert cut.json["record_count"] == 40 and cut.json["changes"] == 40
     listed = client.get(RELEASES, headers=coordinator).json["releases"]
     assert [(r["id"], r["note"]) for r in listed] == [(cut.json["id"], "first look")]
-    assert client.get(COUNTS, headers=coordinator).json["disclosure"]["release"] == \
-        cut.json["id"]
+    table = client.get(COUNTS, headers=coordinator).json
+    assert table["disclosure"]["release"] == cut.json["id"]
+    # A coordinator sees the record count as the table's total (the same records, the same
+    # protected number), and no exact count of changes.
+    assert listed[0]["record_count"] == table["total"] and listed[0]["changes"] is None
+    exact = client.get(RELEASES, headers=steward).json["releases"][0]
+    assert exact["record_count"] == 40 and exact["changes"] == 40
     bad = client.post(RELEASES, json={"note": "two\nlines"}, headers=steward)
     assert bad.status_code == 422
 

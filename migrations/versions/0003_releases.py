@@ -35,6 +35,7 @@ def upgrade() -> None:
     sa.Column('token_id', sa.Integer(), nullable=True),
     sa.Column('note', sa.String(length=200), nullable=True),
     sa.Column('record_count', sa.Integer(), nullable=False),
+    sa.Column('record_key_sum', sa.BigInteger(), nullable=False),
     sa.Column('changes', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['token_id'], ['api_tokens.id'], name=op.f('fk_releases_token_id_api_tokens')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_releases'))

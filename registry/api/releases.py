@@ -35,5 +35,9 @@ def cut_release(body: dict[str, Any]) -> Any:
 @requires("coordinator", "steward")
 @blp.response(200, ReleaseListSchema)
 def list_releases() -> Any:
-    """The releases, newest first: id, time, note, record count"""
-    return {"releases": releases.list_releases()}
+    """The releases, newest first: id, time, note, record count
+
+    Coordinators see the record count protected like the total of an unfiltered table of the
+    release (the same number), and no count of changes; stewards see both exactly."""
+    return {"releases": releases.list_releases(current_caller(),
+                                               Policy.from_config(current_app.config))}

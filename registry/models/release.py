@@ -29,8 +29,8 @@ _NOT_RELEASED = frozenset({"id", "site_id", "subject_id", "version", "cell_key",
 
 
 class Release(Base):
-    """One release: when it was cut, by whom, the steward's note and how many records it
-    holds (lowered when a patient withdraws)."""
+    """One release: when it was cut, by whom, the steward's note, how many records it holds
+    and the sum of their keys (both lowered when a patient withdraws)."""
 
     __tablename__ = "releases"
 
@@ -40,6 +40,9 @@ class Release(Base):
     token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
     note: Mapped[str | None] = mapped_column(String(200))
     record_count: Mapped[int]
+    # Sum of the held records' keys: a coordinator sees the record count protected as the total
+    # of any unfiltered table of the release is (the same records, so the same number).
+    record_key_sum: Mapped[int] = mapped_column(BigInteger)
     # Records created, changed or withdrawn since the previous release (at least k).
     changes: Mapped[int]
 

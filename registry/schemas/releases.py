@@ -22,10 +22,12 @@ class ReleaseSchema(Schema):
     id = fields.Integer(metadata={"description": "pass as release=<id> to aggregates"})
     cut_at = fields.DateTime()
     note = fields.String(allow_none=True)
-    record_count = fields.Integer(metadata={
-        "description": "records the release holds (lowered when a patient withdraws)"})
-    changes = fields.Integer(metadata={
-        "description": "records created, changed or withdrawn since the previous release"})
+    record_count = fields.Integer(allow_none=True, metadata={
+        "description": "records the release holds (lowered when a patient withdraws); for a "
+                       "coordinator, protected like the total of an unfiltered table"})
+    changes = fields.Integer(allow_none=True, metadata={
+        "description": "records created, changed or withdrawn since the previous release "
+                       "(stewards only; null for coordinators)"})
 
 
 class ReleaseListSchema(Schema):

@@ -22,7 +22,7 @@ from registry.errors import BadRequest, Conflict
 from registry.models import (
     AuditEntry, Record, Release, Tombstone, in_release, release_records,
 )
-from registry.services.disclosure import Policy
+from registry.services.disclosure import Policy, protect
 from registry.services.tokens import Caller
 
 RECORDS = Record.__table__
@@ -37,16 +37,27 @@ class ReleaseRefused(Conflict):
     """A release that privacy.md 2.1 does not allow yet (too few changes, or too soon)."""
 
 
-def release_view(release: Release) -> dict[str, Any]:
-    """What the API and the command line show of a release."""
-    return {"id": release.id, "cut_at": release.cut_at, "note": release.note,
+def release_view(release: Release, caller: Caller | None = None,
+                 policy: Policy | None = None) -> dict[str, Any]:
+    """What the API and the command line show of a release. A coordinator sees the record
+    count as disclosure control publishes the total of an unfiltered table of the release (the
+    same records, so the same number), and not the number of changes: an exact count would
+    turn the difference of two releases into an exact count of the patients between them."""
+    view = {"id": release.id, "cut_at": release.cut_at, "note": release.note,
             "record_count": release.record_count, "changes": release.changes}
+    if caller is not None and caller.role != "steward":
+        assert policy is not None
+        view["record_count"] = protect([release.record_count], [release.record_key_sum], [],
+                                       policy)[0]
+        view["changes"] = None
+    return view
 
 
-def list_releases() -> list[dict[str, Any]]:
-    """Every release, newest first."""
+def list_releases(caller: Caller | None = None, policy: Policy | None = None
+                  ) -> list[dict[str, Any]]:
+    """Every release, newest first (for a coordinator, with protected numbers)."""
     with unit_of_work(read_only=True) as session:
-        return [release_view(r) for r in session.scalars(
+        return [release_view(r, caller, policy) for r in session.scalars(
             select(Release).order_by(Release.id.desc()))]
 
 
@@ -142,12 +153,14 @@ def cut_release(caller: Caller | None, note: str | None, policy: Policy) -> dict
                 f"needs at least {k} (the minimum cell count), so that no two releases differ "
                 "by fewer than k patients. Cut it once more records have been submitted")
         release = Release(cut_at=now, token_id=caller.token_id if caller else None,
-                          note=note, record_count=0, changes=changes)
+                          note=note, record_count=0, record_key_sum=0, changes=changes)
         session.add(release)
         session.flush()
         _freeze(session, release.id)
-        release.record_count = session.scalar(select(func.count()).select_from(RELEASED).where(
-            in_release(release.id))) or 0
+        count, keys = session.execute(
+            select(func.count(), func.coalesce(func.sum(RELEASED.c.record_key), 0))
+            .where(in_release(release.id))).one()
+        release.record_count, release.record_key_sum = count, int(keys)
         return release_view(release)
 
 
@@ -171,12 +184,13 @@ def erase_from_releases(session: Session, record_id: int) -> None:
     """Withdrawal of consent: erase every released state of the record, and lower the record
     count of each release that held it (the law wins over reproducibility; the audit log
     shows the withdrawal)."""
-    states = session.execute(select(RELEASED.c.valid_from, RELEASED.c.valid_until).where(
+    states = session.execute(select(RELEASED.c.valid_from, RELEASED.c.valid_until,
+                                    RELEASED.c.record_key).where(
         RELEASED.c.record_id == record_id)).all()
-    for valid_from, valid_until in states:
+    for valid_from, valid_until, key in states:
         held = Release.id >= valid_from
         if valid_until is not None:
             held = and_(held, Release.id < valid_until)
         session.execute(update(Release).where(held).values(
-            record_count=Release.record_count - 1))
+            record_count=Release.record_count - 1, record_key_sum=Release.record_key_sum - key))
     session.execute(RELEASED.delete().where(RELEASED.c.record_id == record_id))
