@@ -116,13 +116,13 @@ def quick_follow_up(count: int, rng: random.Random) -> None:
             version=Record.version + 1, last_followup_day=Record.last_followup_day + 30))
 
 
-def pinned_after(estimates: list[float], truth: int) -> int | None:
-    """After how many observations the attacker's running mean, rounded, is within one of the
-    truth and stays there until the last one; None if it never settles."""
+def pinned_after(estimates: list[float], truth: int, within: int = 1) -> int | None:
+    """After how many observations the attacker's running mean, rounded, is within `within` of
+    the truth and stays there until the last one; None if it never settles."""
     settled = None
     for number in range(1, len(estimates) + 1):
         mean = statistics.fmean(estimates[:number])
-        if abs(round(mean) - truth) <= 1:
+        if abs(round(mean) - truth) <= within:
             settled = settled or number
         else:
             settled = None
@@ -401,17 +401,17 @@ def test_measure_growth_averaging_over_monthly_releases(
     estimate (records minus the large cohorts) gets a fresh draw each month because those
     counts change. How many releases until the running mean, rounded, stays within one of the
     truth? (benchmarks/window.py runs this over many registries for docs/privacy.md.)"""
-    releases = measure_growth_averaging(client, coordinator, seed=110, months=24)
+    releases = pinned_after(growth_estimates(client, coordinator, seed=110, months=24), SMALL)
     with capsys.disabled():
         print(f"\n[2.3 growth averaging] pinned within one after {releases} monthly releases "
               "(None: not within 24)")
     assert releases is None or releases >= 1
 
 
-def measure_growth_averaging(client: FlaskClient, headers: dict[str, str], seed: int,
-                             months: int) -> int | None:
-    """Releases of realistic growth an attacker averages to pin a SMALL suppressed count within
-    one (None: not within `months`)."""
+def growth_estimates(client: FlaskClient, headers: dict[str, str], seed: int, months: int
+                     ) -> list[int]:
+    """The attacker's estimate of a SMALL suppressed count in each of `months` releases of
+    realistic growth."""
     registry_with_small_group(seed=seed, size=300)
     rng = random.Random(seed)
     estimates = [small_count_estimate(client, headers)[0]]
@@ -421,7 +421,7 @@ def measure_growth_averaging(client: FlaskClient, headers: dict[str, str], seed:
         cut()
         estimates.append(small_count_estimate(client, headers)[0])
     assert len(set(estimates)) > 1  # growth does redraw: the route exists
-    return pinned_after(estimates, SMALL)
+    return estimates
 
 
 def test_measure_distinct_questions_within_one_release(
@@ -431,18 +431,20 @@ def test_measure_distinct_questions_within_one_release(
     estimate of the group's count from two questions: the one-way table of everyone and of
     the filtered cohort, summed over the categories. How many distinct questions until the
     running mean, rounded, stays within one of the truth?"""
-    questions = measure_distinct_questions(client, coordinator, seed=111, two_way=False)
+    estimates, asked = question_estimates(client, coordinator, seed=111, two_way=False)
+    settled = pinned_after(estimates, SMALL)
+    questions = None if settled is None else asked[settled - 1]
     with capsys.disabled():
         print(f"\n[2.3 distinct questions] pinned within one after {questions} questions "
               "(None: not with one-way tables)")
     assert questions is None or questions >= 2
 
 
-def measure_distinct_questions(client: FlaskClient, headers: dict[str, str], seed: int,
-                               two_way: bool) -> int | None:
-    """Distinct questions of one release an attacker asks to pin a SMALL suppressed count
-    within one, in the best case above (None: not with the questions the catalogue offers;
-    `two_way` adds two-way tables after the one-way ones)."""
+def question_estimates(client: FlaskClient, headers: dict[str, str], seed: int, two_way: bool,
+                       limit: int = 10_000) -> tuple[list[int], list[int]]:
+    """The attacker's estimates of a SMALL suppressed count within one release, in the best case
+    above, and how many distinct questions were asked when each was made (`two_way` adds
+    two-way tables after the one-way ones; at most `limit` questions)."""
     registry_with_small_group(seed=seed, size=400, **ONLY_THE_GROUP_HAS_A_CARDIAC_EVENT)
     names = [name for name in dimensions() if name not in (SITE, "cardiac_event")]
     plans = [f"rows={name}" for name in names]
@@ -452,6 +454,8 @@ def measure_distinct_questions(client: FlaskClient, headers: dict[str, str], see
     asked: list[int] = []  # distinct questions asked when each estimate was made
     questions = 0
     for plan in plans:
+        if questions + 2 > limit:
+            break
         questions += 2
         everyone = ask(client, headers, f"counts?{plan}")["cells"]
         filtered = ask(client, headers, f"counts?{plan}&cardiac_event=none")["cells"]
@@ -461,5 +465,4 @@ def measure_distinct_questions(client: FlaskClient, headers: dict[str, str], see
             continue  # a withheld cell: this pair tells nothing usable
         estimates.append(sum(a - b for a, b in pairs))
         asked.append(questions)
-    settled = pinned_after(estimates, SMALL)
-    return None if settled is None else asked[settled - 1]
+    return estimates, asked
