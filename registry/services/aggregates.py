@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, distinct, func, select
 from sqlalchemy.orm import Session
 
-from registry.db import unit_of_work, utcnow
+from registry.db import single_statement, unit_of_work, utcnow
 from registry.errors import BadRequest, QueryRefused, TooManyRequests
 from registry.models import ApiToken, QueryLogEntry, Release, Site, in_release
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
@@ -97,8 +97,11 @@ def _validated(groups: dict[str, str | None], filters: dict[str, str]
                ) -> tuple[list[Dimension], list[ColumnElement[bool]]]:
     """Check a query against the catalogue before anything of it reaches the database or the
     query log (a 400 is neither counted nor logged)."""
-    with unit_of_work() as session:
-        return _checked(_catalogue(session), groups, filters)
+    codes: tuple[str, ...] = ()
+    if SITE in groups.values():  # the site codes are the categories of rows=site only
+        with single_statement() as connection:
+            codes = tuple(connection.scalars(select(Site.code).order_by(Site.code)))
+    return _checked(dimensions(codes), groups, filters)
 
 
 def question_key(endpoint: str, params: dict[str, str | None], filters: dict[str, str]
@@ -119,15 +122,20 @@ def _same_policy(released: dict[str, Any] | None, policy: Policy) -> bool:
             and disclosure.get("method") == policy.methods)
 
 
-def _earlier_answer(session: Session, release_id: int, key: str, policy: Policy
-                    ) -> dict[str, Any] | None:
-    """The logged answer (or refusal) of this question on this release, if any was given."""
-    entries = session.scalars(
-        select(QueryLogEntry.released).where(
+def _earlier_answer(session: Session, caller: Caller, release_id: int, key: str
+                    ) -> tuple[dict[str, Any] | None, bool]:
+    """The logged answer (or refusal) of this question on this release, if one was given (the
+    caller's own first, else anyone's), and whether the caller asked it before. One statement:
+    the caller's first asking of a question is always logged as answered or refused."""
+    mine = QueryLogEntry.token_id == caller.token_id
+    row = session.execute(
+        select(QueryLogEntry.released, mine).where(
             QueryLogEntry.release_id == release_id, QueryLogEntry.query == key,
             QueryLogEntry.outcome.in_(("answered", "refused")))
-        .order_by(QueryLogEntry.id.desc()).limit(4))
-    return next((released for released in entries if _same_policy(released, policy)), None)
+        .order_by(mine.desc(), QueryLogEntry.id.desc()).limit(1)).first()
+    if row is None:
+        return None, False
+    return row[0], bool(row[1])
 
 
 def _over_budget(session: Session, caller: Caller, release: Release, policy: Policy
@@ -161,33 +169,32 @@ def _answer(caller: Caller, release_id: int | None, key: str, policy: Policy,
     """Answer a question of a release, log it, and return the answer (or raise its refusal).
 
     A question this user asked before on the release is free; a new one counts against the
-    budget. An answer already given on the release (to anyone) is given again from the log."""
+    budget. An answer already given on the release (to anyone) is given again from the log,
+    without counting anything (releases are immutable)."""
     refusal: Exception | None = None
     released: dict[str, Any] | None = None
     logged: dict[str, Any] | None = None
     with unit_of_work() as session:
         release = resolve_release(session, release_id)
-        asked_before = session.scalar(select(QueryLogEntry.id).where(
-            QueryLogEntry.token_id == caller.token_id, QueryLogEntry.release_id == release.id,
-            QueryLogEntry.query == key, QueryLogEntry.outcome.in_(ASKED)).limit(1)) is not None
+        earlier, asked_before = _earlier_answer(session, caller, release.id, key)
+        if earlier is not None and not _same_policy(earlier, policy):
+            earlier = None  # the deployment's policy changed since: answer afresh
         over = None if asked_before else _over_budget(session, caller, release, policy)
         if over is not None:
             outcome, refusal = "limit_reached", over
         else:
-            earlier = _earlier_answer(session, release.id, key, policy)
             if earlier is None:
                 try:
-                    released = compute(session, release)
+                    released = logged = compute(session, release)
                 except QueryRefused as error:
                     refusal = error
-                    earlier = {"refusal": error.detail, "disclosure": _disclosure_of(
-                        policy, release.id)}
+                    logged = {"refusal": error.detail,
+                              "disclosure": _disclosure_of(policy, release.id)}
             elif "refusal" in earlier:
-                refusal = _refusal(policy)
+                refusal, logged = _refusal(policy), earlier
             else:
-                released = earlier
+                released = logged = earlier
             outcome = "refused" if refusal is not None else "answered"
-            logged = released if refusal is None else earlier
             if asked_before:
                 outcome, logged = "repeated", None
         session.add(QueryLogEntry(token_id=caller.token_id, query=key, release_id=release.id,
