@@ -187,3 +187,35 @@ def test_the_new_settings_are_documented(setting: str) -> None:
     from registry.config import settings_table
 
     assert setting in settings_table()
+
+
+def test_a_record_keeps_its_key_for_life(client: FlaskClient, steward, site_a) -> None:
+    rng = random.Random(12)
+    subjects = [put(client, site_a, rng, n) for n in range(K)]
+    client.post(RELEASES, json={}, headers=steward)
+    for subject in subjects:
+        record = client.get(f"/api/v1/records/{subject}", headers=site_a).json
+        body = {name: value for name, value in record.items()
+                if name not in ("subject_id", "derived", "version", "created_at",
+                                "updated_at")}
+        body["last_followup_day"] += 30
+        client.put(f"/api/v1/records/{subject}", json=body, headers=site_a)
+    client.post(RELEASES, json={}, headers=steward)
+    with unit_of_work() as session:
+        keys = session.execute(select(Record.cell_key, release_records.c.record_key,
+                                      release_records.c.version)
+                               .join(release_records, release_records.c.record_id == Record.id)
+                               ).all()
+    assert len(keys) == 2 * K and {version for _, _, version in keys} == {1, 2}
+    assert all(kept == drawn for drawn, kept, _ in keys)
+
+
+def test_an_answered_question_is_answered_again_without_counting(
+        client: FlaskClient, coordinator, make_token) -> None:
+    insert_rows(100, seed=13)
+    path = "/api/v1/aggregates/counts?rows=hr_status&columns=presentation"
+    first = client.get(path, headers=coordinator)
+    with unit_of_work() as session:  # were anything counted again, it would now count nothing
+        session.execute(release_records.delete())
+    assert client.get(path, headers=coordinator).data == first.data
+    assert client.get(path, headers=make_token("coordinator")).data == first.data

@@ -121,9 +121,12 @@ def _changes_since(session: Session, previous: Release | None) -> int:
 
 
 def _lock(session: Session) -> None:
-    """Hold writers of records off while a release is cut, so that it is one consistent state
-    (SQLite: the cut's transaction holds the write lock already)."""
+    """Hold writers of records (and withdrawals) off while a release is cut, so that it is one
+    consistent state; they wait, then go on (SQLite: the cut's transaction holds the write lock
+    already). The first release of a large registry takes seconds (benchmarks/aggregates.py):
+    it may outlast the per-request statement timeout, which is lifted for the cut."""
     if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL statement_timeout = 0"))
         session.execute(text("LOCK TABLE records, releases IN SHARE ROW EXCLUSIVE MODE"))
 
 
