@@ -140,6 +140,22 @@ def tokens_revoke(token_id: str) -> None:
     click.echo(f"token {token_id} revoked")
 
 
+@tokens_cli.command("budget")
+@click.argument("token_id")
+@click.argument("questions", type=click.IntRange(min=1), required=False)
+def tokens_budget(token_id: str, questions: int | None) -> None:
+    """Let one token ask QUESTIONS distinct aggregate questions per release (a steward's
+    decision, privacy.md 2.3); without QUESTIONS, back to REGISTRY_QUESTION_BUDGET."""
+    from registry.services.tokens import set_question_budget
+
+    try:
+        set_question_budget(token_id, questions)
+    except RegistryError as error:
+        _fail_cleanly(error)
+    click.echo(f"token {token_id}: " + (f"{questions} distinct questions per release"
+                                        if questions else "the registry's question budget"))
+
+
 @click.command("demo-data")
 @click.option("--records-per-site", default=80, show_default=True)
 @click.option("--seed", default=2016, show_default=True)

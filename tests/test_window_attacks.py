@@ -373,10 +373,18 @@ def test_rule_8_rewordings_are_one_question_and_the_budget_counts_distinct_ones(
     assert {e["query"] for e in log if e["outcome"] != "limit_reached"} == {
         "counts?dimensions=hr_status,maintenance_status", "counts?dimensions=age_band",
         "counts?dimensions=ecog_band", "remission?by=presentation&origin=remission_start"}
+    # A steward may raise one user's budget.
+    public_id = coordinator["Authorization"].split("_")[1]
+    result = app.test_cli_runner().invoke(args=["tokens", "budget", public_id, "4"])
+    assert result.exit_code == 0, result.output
+    assert client.get(f"{API}/counts?rows=ecog_band", headers=coordinator).status_code == 200
+    assert client.get(f"{API}/counts?rows=cardiac_event",
+                      headers=coordinator).status_code == 429
     # A new release starts the budget again.
     quick_follow_up(K, random.Random(1))
     cut()
-    assert client.get(f"{API}/counts?rows=ecog_band", headers=coordinator).status_code == 200
+    assert client.get(f"{API}/counts?rows=cardiac_event",
+                      headers=coordinator).status_code == 200
 
 
 def test_rule_9_disclosure_metadata_travels_with_every_answer(

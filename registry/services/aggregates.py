@@ -146,12 +146,17 @@ def _over_budget(session: Session, caller: Caller, release: Release, policy: Pol
         QueryLogEntry.outcome.in_(ASKED))) or 0
     if asked < policy.question_budget:
         return None
+    raised = session.scalar(select(ApiToken.question_budget).where(
+        ApiToken.id == caller.token_id))
+    if raised is not None and asked < raised:
+        return None
     newest = newest_release(session)
     earliest = next_release_earliest(newest, policy)
     wait = max(60, math.ceil((earliest - utcnow()).total_seconds()))
     return TooManyRequests(
         f"you have asked {asked} distinct questions of release {release.id}, the most allowed "
-        f"per user and release (REGISTRY_QUESTION_BUDGET); questions you have asked before "
+        f"per user and release (a steward may raise it for one user); questions you have "
+        f"asked before "
         f"stay free and give the same answer. The budget starts again with the next release, "
         f"which can be cut from {earliest:%Y-%m-%d} UTC at the earliest",
         headers={"Retry-After": str(wait)})
