@@ -133,8 +133,7 @@ def upgrade() -> None:
         batch_op.create_foreign_key(batch_op.f('fk_query_log_release_id_releases'), 'releases', ['release_id'], ['id'])
 
     op.execute("DELETE FROM registry_secrets WHERE name = 'perturbation'")
-    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('question_budget', sa.Integer(), nullable=True))
+    op.add_column('api_tokens', sa.Column('question_budget', sa.Integer(), nullable=True))
 
 
 
@@ -145,8 +144,9 @@ def downgrade() -> None:
     op.bulk_insert(secrets_table, [{"name": "perturbation", "value": secrets.token_hex(32),
                                     "created_at": datetime.now(timezone.utc)}])
     op.execute("UPDATE query_log SET snapshot = 'release' WHERE snapshot IS NULL")
-    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.drop_column('question_budget')
+    # Not a batch (which would copy api_tokens, that other tables reference): SQLite 3.35+
+    # drops a column in place, as PostgreSQL does.
+    op.execute("ALTER TABLE api_tokens DROP COLUMN question_budget")
     with op.batch_alter_table('query_log', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_query_log_release_id_releases'), type_='foreignkey')
         batch_op.drop_index('ix_query_log_token_id_release_id_query')
