@@ -122,7 +122,7 @@ def _same_policy(released: dict[str, Any] | None, policy: Policy) -> bool:
             and disclosure.get("method") == policy.methods)
 
 
-def _earlier_answer(session: Session, caller: Caller, release_id: int, key: str
+def _earlieranswer_question(session: Session, caller: Caller, release_id: int, key: str
                     ) -> tuple[dict[str, Any] | None, bool]:
     """The logged answer (or refusal) of this question on this release, if one was given (the
     caller's own first, else anyone's), and whether the caller asked it before. One statement:
@@ -169,19 +169,22 @@ def _refusal(policy: Policy) -> QueryRefused:
                         "as a suppressed count does; widen the filters")
 
 
-def _answer(caller: Caller, release_id: int | None, key: str, policy: Policy,
-            compute: Callable[[Session, Release], dict[str, Any]]) -> dict[str, Any]:
+def answer_question(caller: Caller, release_id: int | None, key: str, policy: Policy,
+                    compute: Callable[[Session, Release], dict[str, Any]]) -> dict[str, Any]:
     """Answer a question of a release, log it, and return the answer (or raise its refusal).
 
-    A question this user asked before on the release is free; a new one counts against the
-    budget. An answer already given on the release (to anyone) is given again from the log,
-    without counting anything (releases are immutable)."""
+    `key` is the normalised question (question_key()); `compute(session, release)` computes
+    the answer from the release's records (services.releases.release_records_of) and raises
+    QueryRefused (refuse_small_cohort()) for a cohort too small. A question this user asked
+    before on the release is free; a new one counts against the budget. An answer already
+    given on the release (to anyone) is given again from the log, without counting anything
+    (releases are immutable). Analyses use this too."""
     refusal: Exception | None = None
     released: dict[str, Any] | None = None
     logged: dict[str, Any] | None = None
     with unit_of_work() as session:
         release = resolve_release(session, release_id)
-        earlier, asked_before = _earlier_answer(session, caller, release.id, key)
+        earlier, asked_before = _earlieranswer_question(session, caller, release.id, key)
         if earlier is not None and not _same_policy(earlier, policy):
             earlier = None  # the deployment's policy changed since: answer afresh
         over = None if asked_before else _over_budget(session, caller, release, policy)
@@ -215,13 +218,14 @@ def _disclosure_of(policy: Policy, release_id: int) -> dict[str, Any]:
             "release": release_id}
 
 
-def _disclosure(policy: Policy, release_id: int, sites: int) -> dict[str, Any]:
+def disclosure_block(policy: Policy, release_id: int, sites: int) -> dict[str, Any]:
+    """The `disclosure` block of an answer (privacy.md 2.2 item 9)."""
     return {**_disclosure_of(policy, release_id),
             "contributing_sites": contributing_sites(sites),
             "additive": not policy.perturbation}
 
 
-def _refuse_small(cohort: tuple[int, int], policy: Policy) -> None:
+def refuse_small_cohort(cohort: tuple[int, int], policy: Policy) -> None:
     """Refuse a cohort whose count a table would withhold (or that is empty)."""
     if cohort[0] == 0 or is_suppressed(*cohort, policy):
         raise _refusal(policy)
@@ -235,7 +239,7 @@ def _released(value: int | None, **labels: Any) -> dict[str, Any]:
 
 # --- count tables -------------------------------------------------------------------------------
 
-def _contributing_sites(session: Session, conditions: Iterable[Any]) -> int:
+def count_contributing_sites(session: Session, conditions: Iterable[Any]) -> int:
     """Sites with at least one record in the cohort (a semi-join: each stops at a first match)."""
     match = select(RECORDS.c.id).where(RECORDS.c.site_id == Site.id, *conditions).exists()
     return session.scalar(select(func.count()).select_from(Site).where(match)) or 0
@@ -271,14 +275,14 @@ def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[st
         tally = _tally(session, groups, where)
         cohort = (sum(count for count, _ in tally.values()),
                   sum(keys for _, keys in tally.values()))
-        _refuse_small(cohort, policy)
+        refuse_small_cohort(cohort, policy)
         body = _tabulate(groups, tally, policy)
-        sites = _contributing_sites(session, where)
+        sites = count_contributing_sites(session, where)
         return {"rows": groups[0].name, "columns": groups[1].name if len(groups) > 1 else None,
                 "filters": dict(sorted(filters.items())), **body,
-                "disclosure": _disclosure(policy, release.id, sites)}
+                "disclosure": disclosure_block(policy, release.id, sites)}
 
-    return _oriented(_answer(caller, release_id, key, policy, compute), rows, columns)
+    return _oriented(answer_question(caller, release_id, key, policy, compute), rows, columns)
 
 
 def _oriented(body: dict[str, Any], rows: str, columns: str | None) -> dict[str, Any]:
@@ -396,15 +400,15 @@ def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[s
             tally[group][interval][slot + 2] += int(keys)
         cohort = (sum(e[0] + e[1] for g in tally.values() for e in g.values()),
                   sum(e[2] + e[3] for g in tally.values() for e in g.values()))
-        _refuse_small(cohort, policy)
+        refuse_small_cohort(cohort, policy)
         names = groups[0].categories if groups else ("all",)
         body = _life_tables(names, tally, policy)
-        sites = _contributing_sites(session, where)
+        sites = count_contributing_sites(session, where)
         return {"by": by, "origin": origin, "filters": dict(sorted(filters.items())),
                 "interval_days": YEAR_DAYS, **body,
-                "disclosure": _disclosure(policy, release.id, sites)}
+                "disclosure": disclosure_block(policy, release.id, sites)}
 
-    return _answer(caller, release_id, key, policy, compute)
+    return answer_question(caller, release_id, key, policy, compute)
 
 
 def _fixed_intervals(years: dict[int, list[int]]) -> list[tuple[int, list[int]]]:
