@@ -15,10 +15,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, distinct, func, select
+from sqlalchemy import ColumnElement, distinct, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from registry.db import single_statement, unit_of_work, utcnow
+from registry.db import get_database, single_statement, transaction, unit_of_work, utcnow
 from registry.errors import BadRequest, QueryRefused, TooManyRequests
 from registry.models import ApiToken, QueryLogEntry, Release, Site, in_release
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
@@ -122,7 +122,7 @@ def _same_policy(released: dict[str, Any] | None, policy: Policy) -> bool:
             and disclosure.get("method") == policy.methods)
 
 
-def _earlieranswer_question(session: Session, caller: Caller, release_id: int, key: str
+def _earlier_answer(session: Session, caller: Caller, release_id: int, key: str
                     ) -> tuple[dict[str, Any] | None, bool]:
     """The logged answer (or refusal) of this question on this release, if one was given (the
     caller's own first, else anyone's), and whether the caller asked it before. One statement:
@@ -169,6 +169,38 @@ def _refusal(policy: Policy) -> QueryRefused:
                         "as a suppressed count does; widen the filters")
 
 
+def _repeat(caller: Caller, release_id: int | None, key: str, policy: Policy
+            ) -> dict[str, Any] | None:
+    """A question the caller asked before of the release: its answer from the log (or its
+    refusal raised), the repeat logged; None for anything else. The fast path of a dashboard's
+    refresh: one read and one insert, each a statement of its own (the answer cannot change)."""
+    log = QueryLogEntry.__table__
+    release = (select(Release.id).where(Release.id == release_id) if release_id is not None
+               else select(Release.id).order_by(Release.id.desc()).limit(1)).subquery()
+    mine = (log.c.token_id == caller.token_id, log.c.release_id == release.c.id,
+            log.c.query == key, log.c.outcome.in_(("answered", "refused")))
+    first = (select(log.c.released).where(*mine).order_by(log.c.id).limit(1)
+             .scalar_subquery())
+    with single_statement() as connection:
+        found = connection.execute(select(release.c.id, first)).first()
+    if found is None or found[1] is None or not _same_policy(found[1], policy):
+        return None
+    entry = insert(log).values(asked_at=utcnow(), token_id=caller.token_id, query=key,
+                               release_id=found[0], outcome="repeated", released=None)
+    if get_database().dialect == "postgresql":
+        # A repeat's log line need not wait for the disk (4-5 ms of a ~2 ms answer): a crash
+        # may lose the last fraction of a second of repeats, never an answer or the data.
+        with transaction() as connection:
+            connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            connection.execute(entry)
+    else:
+        with single_statement() as connection:
+            connection.execute(entry)
+    if "refusal" in found[1]:
+        raise _refusal(policy)
+    return found[1]
+
+
 def answer_question(caller: Caller, release_id: int | None, key: str, policy: Policy,
                     compute: Callable[[Session, Release], dict[str, Any]]) -> dict[str, Any]:
     """Answer a question of a release, log it, and return the answer (or raise its refusal).
@@ -179,12 +211,15 @@ def answer_question(caller: Caller, release_id: int | None, key: str, policy: Po
     before on the release is free; a new one counts against the budget. An answer already
     given on the release (to anyone) is given again from the log, without counting anything
     (releases are immutable). Analyses use this too."""
+    repeated = _repeat(caller, release_id, key, policy)
+    if repeated is not None:
+        return repeated
     refusal: Exception | None = None
     released: dict[str, Any] | None = None
     logged: dict[str, Any] | None = None
     with unit_of_work() as session:
         release = resolve_release(session, release_id)
-        earlier, asked_before = _earlieranswer_question(session, caller, release.id, key)
+        earlier, asked_before = _earlier_answer(session, caller, release.id, key)
         if earlier is not None and not _same_policy(earlier, policy):
             earlier = None  # the deployment's policy changed since: answer afresh
         over = None if asked_before else _over_budget(session, caller, release, policy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, true
@@ -64,6 +65,13 @@ def _nullable(name: str) -> bool:
 
 def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
     """Every dimension of the catalogue, by name (site last, with the registered site codes)."""
+    return dict(_dimensions(site_codes, date.today().year))
+
+
+@lru_cache(maxsize=32)
+def _dimensions(site_codes: tuple[str, ...], year: int) -> dict[str, Dimension]:
+    """The catalogue for these site codes in this year (built from the record schema once: a
+    question asked again must not pay for building it, B4)."""
     catalogue: dict[str, Dimension] = {}
     for name, field in RecordFieldsSchema().fields.items():
         if not (isinstance(field, Code) and field.metadata.get("dimension")):
@@ -75,7 +83,7 @@ def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
     for name, spec in DERIVED_FIELDS.items():
         if spec.kind == "integer":
             continue  # raw day counts are never dimensions
-        categories = spec.categories or met_dx_periods(date.today().year)
+        categories = spec.categories or met_dx_periods(year)
         missing = NOT_APPLICABLE if _nullable(name) else None
         catalogue[name] = Dimension(name, spec.meaning,
                                     tuple(categories) + ((missing,) if missing else ()),
