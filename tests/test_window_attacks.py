@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from registry.db import unit_of_work
-from registry.models import Record, release_records
+from registry.models import Record, Site, release_records
 from registry.services.catalogue import SITE, dimensions
 from registry.services.disclosure import MAX_ADJUSTMENT, Policy, is_suppressed
 from registry.services.records import get_record, put_record
@@ -88,10 +88,7 @@ def small_count_estimate(client: FlaskClient, headers: dict[str, str],
 def follow_up(rows: list[dict[str, Any]], rng: random.Random, count: int) -> None:
     """Ordinary site activity, through the records service: `count` random records get 30 more
     days of follow-up (a new version each; nothing an aggregate dimension of the target uses)."""
-    codes = {}
     with unit_of_work() as session:
-        from registry.models import Site
-
         codes = dict(session.execute(select(Site.id, Site.code)).all())
     for row in rng.sample(rows[:-SMALL], count):
         caller = Caller(token_id=None, role="submitter", site_id=row["site_id"],
