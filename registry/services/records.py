@@ -34,6 +34,7 @@ from registry.schemas.fields import (
 from registry.schemas.record import (
     DICTIONARY_VERSION, SUBMITTED_FIELDS, PutRecordSchema, RecordSchema,
 )
+from registry.services.releases import erase_from_releases
 from registry.services.tokens import Caller
 
 RECORDS = Record.__table__
@@ -578,7 +579,8 @@ def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
 
 def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_withdrawn",
                     source: str = "api") -> None:
-    """Withdrawal of consent: erase the record and all its versions, keep a tombstone."""
+    """Withdrawal of consent: erase the record, all its versions and its states in every
+    release; keep a tombstone."""
     if not is_acceptable_subject_id(subject_id):
         raise NotFound("no record with this subject_id at your site")
     with unit_of_work() as session:
@@ -592,6 +594,7 @@ def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_with
                 return  # withdrawing twice is the same as once
             raise NotFound("no record with this subject_id at your site")
         session.execute(delete(RecordVersion).where(RecordVersion.record_id == record.id))
+        erase_from_releases(session, record.id)
         session.execute(delete(Record).where(Record.id == record.id))
         session.add(Tombstone(site_id=caller.site_id, subject_id=subject_id, reason=reason))
         session.add(AuditEntry(token_id=caller.token_id, site_id=caller.site_id,
