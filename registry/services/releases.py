@@ -197,3 +197,16 @@ def erase_from_releases(session: Session, record_id: int) -> None:
         session.execute(update(Release).where(held).values(
             record_count=Release.record_count - 1, record_key_sum=Release.record_key_sum - key))
     session.execute(RELEASED.delete().where(RELEASED.c.record_id == record_id))
+
+
+def release_outlook(policy: Policy) -> dict[str, Any]:
+    """What a steward needs before cutting: the newest release, how many records changed since
+    it, how many a release needs (k), and from when the time rule allows the next one."""
+    with unit_of_work(read_only=True) as session:
+        previous = newest_release(session)
+        changes = _changes_since(session, previous)
+        earliest = next_release_earliest(previous, policy)
+    return {"previous": previous.id if previous else None, "changes": changes,
+            "needed": policy.min_cell_count, "min_days": policy.release_min_days,
+            "earliest": earliest, "allowed": changes >= policy.min_cell_count
+            and (previous is None or utcnow() >= earliest)}
