@@ -35,6 +35,8 @@ DEMO_TOKENS ?= instance/demo-tokens.env
 run: install
 	@$(BIN)/registry db upgrade
 	@$(BIN)/registry demo-data --tokens $(DEMO_TOKENS)
+	@REGISTRY_RELEASE_MIN_DAYS=0 $(BIN)/registry releases cut --note "demo data" \
+	  || echo "(no new release: the demo data has not changed since the last one)"
 	@echo
 	@echo "In another terminal, in this folder:   . $(DEMO_TOKENS)"
 	@echo "The console: http://$(BIND)/   (sign in with COORDINATOR_TOKEN above)"

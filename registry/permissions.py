@@ -21,6 +21,8 @@ class Action(str, Enum):
     READ_DICTIONARY = "read_dictionary"  # the dictionary, the REDCap dictionary, the template
     QUERY_AGGREGATES = "query_aggregates"  # the catalogue, pooled counts, life tables
     READ_QUERY_LOG = "read_query_log"
+    READ_RELEASES = "read_releases"  # the list of releases and their (protected) record counts
+    CUT_RELEASE = "cut_release"  # freeze a new release (privacy.md 2.1)
     OPEN_CONSOLE = "open_console"  # the console's home page (what each role may do there)
 
 
@@ -30,6 +32,8 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     Action.READ_DICTIONARY: frozenset(ROLES),
     Action.QUERY_AGGREGATES: frozenset({"coordinator", "steward"}),
     Action.READ_QUERY_LOG: frozenset({"steward"}),
+    Action.READ_RELEASES: frozenset({"coordinator", "steward"}),
+    Action.CUT_RELEASE: frozenset({"steward"}),
     Action.OPEN_CONSOLE: frozenset(ROLES),
 }
 

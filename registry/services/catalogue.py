@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, true
 
 from registry.core.derived import DERIVED_FIELDS
-from registry.models import Record
 from registry.core.fields import Code
 from registry.core.record import RecordFieldsSchema
 from registry.core.vocabulary import met_dx_periods
+from registry.models import release_records
 
-RECORDS = Record.__table__
+# Dimensions count the records of a release (services/releases.py), never the live table.
+RECORDS = release_records
 SITE = "site"
 NOT_RECORDED = "not_recorded"  # an optional field left empty
 NOT_APPLICABLE = "not_applicable"  # a derived field without a value for this record
@@ -37,7 +39,7 @@ class Dimension:
 
     @property
     def column(self) -> Any:
-        """The records column grouped by."""
+        """The released records' column grouped by."""
         return RECORDS.c.site_id if self.name == SITE else RECORDS.c[self.name]
 
     def label(self, value: Any) -> str:
@@ -63,6 +65,13 @@ def _nullable(name: str) -> bool:
 
 def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
     """Every dimension of the catalogue, by name (site last, with the registered site codes)."""
+    return dict(_dimensions(site_codes, date.today().year))
+
+
+@lru_cache(maxsize=32)
+def _dimensions(site_codes: tuple[str, ...], year: int) -> dict[str, Dimension]:
+    """The catalogue for these site codes in this year (built from the record schema once: a
+    question asked again must not pay for building it, B4)."""
     catalogue: dict[str, Dimension] = {}
     for name, field in RecordFieldsSchema().fields.items():
         if not (isinstance(field, Code) and field.metadata.get("dimension")):
@@ -74,7 +83,7 @@ def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
     for name, spec in DERIVED_FIELDS.items():
         if spec.kind == "integer":
             continue  # raw day counts are never dimensions
-        categories = spec.categories or met_dx_periods(date.today().year)
+        categories = spec.categories or met_dx_periods(year)
         missing = NOT_APPLICABLE if _nullable(name) else None
         catalogue[name] = Dimension(name, spec.meaning,
                                     tuple(categories) + ((missing,) if missing else ()),

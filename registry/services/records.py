@@ -24,6 +24,7 @@ from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, 
 from registry.models import AuditEntry, Record, RecordVersion, Tombstone
 from registry.permissions import Action, authorize
 from registry.services.record_rows import derived_from_row, record_from_row
+from registry.services.releases import erase_from_releases
 from registry.services.tokens import Caller
 from registry.services.writes import PlannedWrite, apply_writes, plan_write, retrying_races
 
@@ -236,6 +237,7 @@ def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_with
                     source: str = "api") -> None:
     """Withdrawal of consent: erase the record and all its versions, keep a tombstone."""
     authorize(caller.role, Action.WRITE_RECORDS)
+from registry.services.releases import erase_from_releases
     if not is_acceptable_subject_id(subject_id):
         raise NotFound("no record with this subject_id at your site")
     with unit_of_work() as session:
@@ -249,6 +251,7 @@ def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_with
                 return  # withdrawing twice is the same as once
             raise NotFound("no record with this subject_id at your site")
         session.execute(delete(RecordVersion).where(RecordVersion.record_id == record.id))
+        erase_from_releases(session, record.id)
         session.execute(delete(Record).where(Record.id == record.id))
         session.add(Tombstone(site_id=caller.site_id, subject_id=subject_id, reason=reason))
         session.add(AuditEntry(token_id=caller.token_id, site_id=caller.site_id,
