@@ -235,9 +235,9 @@ def record_history(caller: Caller, subject_id: str) -> dict[str, Any]:
 
 def withdraw_record(caller: Caller, subject_id: str, reason: str = "consent_withdrawn",
                     source: str = "api") -> None:
-    """Withdrawal of consent: erase the record and all its versions, keep a tombstone."""
+    """Withdrawal of consent: erase the record, all its versions and its states in every
+    release; keep a tombstone."""
     authorize(caller.role, Action.WRITE_RECORDS)
-from registry.services.releases import erase_from_releases
     if not is_acceptable_subject_id(subject_id):
         raise NotFound("no record with this subject_id at your site")
     with unit_of_work() as session:
