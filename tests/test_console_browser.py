@@ -310,9 +310,10 @@ def test_steward_cuts_a_release_under_the_k_change_rule(page, console):
     assert "needs at least 11" in page.get_by_role("alert").inner_text()
     before = page.locator("table#releases tbody tr").count()
 
-    console.registry("demo-data", "--seed", "7", "--records-per-site", "5")  # 20 new records
+    console.registry("demo-data", "--seed", "7", "--records-per-site", "5")  # 5 new per site
     page.goto(f"{console.base_url}/releases")
-    assert "20 records created" in page.locator("#changes-since").inner_text()
+    changed = re.search(r"(\d+) records created", page.locator("#changes-since").inner_text())
+    assert changed is not None and int(changed.group(1)) >= 11
     page.get_by_label("Note").fill("console test release")
     follow(page, page.get_by_role("button", name="Cut a release now"))
     assert "was cut" in page.get_by_role("status").inner_text()
