@@ -34,11 +34,16 @@ DERIVED_FIELDS: dict[str, DerivedField] = {
     "remission_band": DerivedField("code", v.REMISSION_BAND, "length of remission so far"),
     "trastuzumab_days": DerivedField("integer", (), "days on trastuzumab, not counting an "
                                                     "interruption"),
-    "off_trastuzumab_days": DerivedField("integer", (), "after discontinuation: days from the "
-                                                        "stop to progression or last follow-up"),
+    "off_trastuzumab_days": DerivedField("integer", (), "after a discontinuation in remission: "
+                                                        "days from the stop to progression or "
+                                                        "last follow-up; empty when not "
+                                                        "discontinued, or when progression came "
+                                                        "on or before the stop (the stop was not "
+                                                        "a discontinuation in remission)"),
     "off_trastuzumab_band": DerivedField("code", v.OFF_TRASTUZUMAB_BAND,
-                                         "time off trastuzumab after discontinuation (none if "
-                                         "not discontinued)"),
+                                         "time off trastuzumab after a discontinuation in "
+                                         "remission (none if not discontinued, or if "
+                                         "progression came on or before the stop)"),
     "progressed_after_stop": DerivedField("boolean", _BOOL, "after discontinuation: whether the "
                                                             "disease progressed after the stop"),
     "age_band": DerivedField("code", v.AGE_BAND, "age at metastatic diagnosis, in bands"),
@@ -80,17 +85,22 @@ def derive(record: dict[str, Any]) -> dict[str, Any]:
 
     status = record["maintenance_status"]
     start, stop = record["trastuzumab_start_day"], record.get("trastuzumab_stop_day")
+    off_days: int | None = None
+    off_band = "none"
     if status == "discontinued":
         trastuzumab_days = stop - start
-        off_days = (progression if progression is not None else last) - stop
-        off_band = _band(off_days, (ONE_YEAR, THREE_YEARS),
-                         ("under_1y", "1_to_3y", "3y_plus"))
         progressed_after_stop: bool | None = progression is not None and progression > stop
+        # Clinical ruling: a stop on or after progression was not a discontinuation in
+        # remission, so there is no time off trastuzumab in remission (never a negative count).
+        if progression is None or progression > stop:
+            off_days = (progression if progression is not None else last) - stop
+            off_band = _band(off_days, (ONE_YEAR, THREE_YEARS),
+                             ("under_1y", "1_to_3y", "3y_plus"))
     else:
         trastuzumab_days = last - start
         if status == "interrupted_resumed":
             trastuzumab_days -= record["trastuzumab_resume_day"] - stop
-        off_days, off_band, progressed_after_stop = None, "none", None
+        progressed_after_stop = None
 
     ecog = record.get("ecog_at_met_dx")
     return {

@@ -98,7 +98,10 @@ def test_trastuzumab_days(changes, days):
     ({"trastuzumab_stop_day": 3300 - 1095}, 1095, "1_to_3y", False),
     ({"trastuzumab_stop_day": 3300 - 1096}, 1096, "3y_plus", False),
     ({"progression_day": 2400, "disease_status_last": "progressing"}, 300, "under_1y", True),
-    ({"progression_day": 2100, "disease_status_last": "progressing"}, 0, "under_1y", False),
+    # Progression on or before the stop: not a discontinuation in remission (clinical ruling).
+    ({"progression_day": 2100, "disease_status_last": "progressing"}, None, "none", False),
+    ({"progression_day": 1500, "disease_status_last": "progressing"}, None, "none", False),
+    ({"progression_day": 2101, "disease_status_last": "progressing"}, 1, "under_1y", True),
 ])
 def test_after_discontinuation(changes, days, band, progressed):
     fields = derived(changes)

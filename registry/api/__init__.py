@@ -132,11 +132,11 @@ def api_settings(version: str) -> dict[str, Any]:
 
 def init_app(app: Flask) -> RegistryApi:
     """Create the Api, register every blueprint and the docs page."""
-    from registry.api import aggregates, dictionary, operations, records
+    from registry.api import aggregates, analyses, dictionary, operations, records
 
     api = RegistryApi(app)
     api.ma_plugin.converter.add_attribute_function(batch_items_property)
-    for module in (records, dictionary, operations, aggregates):
+    for module in (records, dictionary, operations, aggregates, analyses):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
         "/docs", f"{API_PREFIX}/openapi.json",

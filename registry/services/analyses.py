@@ -1,0 +1,358 @@
+"""The study's analyses for coordinators: survival in fixed yearly intervals with delayed entry,
+the log-rank test, and Cox hazard ratios, all under the disclosure control of privacy.md
+section 2 (counts protected by services/disclosure.py; every estimate derived from the
+protected counts; models only on large enough levels, rounded).
+
+Records are read from one selectable (`source`, today the records table; a release's rows
+when releases exist), so the analyses never depend on where the rows come from. The cohorts,
+the time scales and the estimators are described in docs/methods.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from registry.models import Site
+from registry.services import aggregates
+from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
+from registry.services.disclosure import Equation, Policy, protect
+from registry.services.estimators import (
+    IntervalCounts, actuarial, cox, logrank, median, significant, year_start,
+)
+from registry.services.tokens import Caller
+
+ORIGINS = ("remission_start", "trastuzumab_stop", "landmark")
+OUTCOMES = ("relapse", "relapse_or_death")
+DEFAULT_YEARS, MAX_YEARS = 10, 20
+MAX_LANDMARK_YEARS = 15
+MAX_COVARIATES = 4
+# The landmark design's grouping: trastuzumab stopped by the landmark, or not.
+AT_LANDMARK = "trastuzumab_at_landmark"
+AT_LANDMARK_CATEGORIES = ("continuing", "stopped")
+OUTCOME_MEANING = {
+    "relapse": "relapse (progression); death without relapse is censored at the last "
+               "follow-up (the cause-specific hazard of relapse)",
+    "relapse_or_death": "relapse (progression) or death from any cause, whichever comes "
+                        "first (relapse-free survival)",
+}
+
+
+@dataclass(frozen=True)
+class Design:
+    """The time scale of an analysis: its origin, outcome and the inclusion rule's entry."""
+
+    origin: str
+    outcome: str
+    min_remission_days: int
+    landmark_years: int | None = None
+
+    @property
+    def landmark_days(self) -> int:
+        """Days from remission start to the landmark."""
+        return year_start(self.landmark_years or 0)
+
+    def params(self) -> dict[str, str | None]:
+        """The design as query parameters (for the normalised question)."""
+        return {"origin": self.origin, "outcome": self.outcome,
+                "landmark_years": None if self.landmark_years is None
+                else str(self.landmark_years)}
+
+
+def design(origin: str, outcome: str, landmark_years: int | None,
+           min_remission_days: int) -> Design:
+    """Check the time scale of a question (400 naming what is allowed)."""
+    if origin not in ORIGINS:
+        raise aggregates._invalid("origin", "unknown_origin",
+                                  "must be one of: " + ", ".join(ORIGINS))
+    if outcome not in OUTCOMES:
+        raise aggregates._invalid("outcome", "unknown_outcome",
+                                  "must be one of: " + ", ".join(OUTCOMES))
+    if origin == "landmark":
+        if landmark_years is None or not 1 <= landmark_years <= MAX_LANDMARK_YEARS:
+            raise aggregates._invalid("landmark_years", "landmark_required",
+                                      f"origin=landmark needs landmark_years=1..."
+                                      f"{MAX_LANDMARK_YEARS}")
+    elif landmark_years is not None:
+        raise aggregates._invalid("landmark_years", "not_allowed_here",
+                                  "only with origin=landmark")
+    return Design(origin, outcome, min_remission_days, landmark_years)
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """SQL of a design over a source: who is in it, when they enter the risk set, when they
+    leave it and whether by the outcome (days from the origin)."""
+
+    conditions: list[ColumnElement[bool]]
+    entry: Any
+    exit: Any
+    event: Any
+    at_landmark: Any = None  # the landmark's grouping expression (stopped by then)
+
+
+def cohort(source: Any, plan: Design) -> Cohort:
+    """The cohort of a design in `source`. Delayed entry: nobody is at risk before the day the
+    inclusion rule (remission of at least min_remission_days) makes them eligible."""
+    c = source.c
+    end = func.coalesce(c.progression_day, c.last_followup_day)
+    event: Any = c.progression_day.is_not(None)
+    if plan.outcome == "relapse_or_death":
+        event = or_(event, c.vital_status == "dead")
+    eligible = c.remission_start_day + plan.min_remission_days
+    if plan.origin == "remission_start":
+        return Cohort([], literal(plan.min_remission_days), end - c.remission_start_day, event)
+    if plan.origin == "trastuzumab_stop":
+        # Discontinued in remission only (record.md: off_trastuzumab_days is empty otherwise).
+        stop = c.trastuzumab_stop_day
+        conditions = [c.maintenance_status == "discontinued", stop.is_not(None),
+                      or_(c.progression_day.is_(None), c.progression_day > stop)]
+        entry = case((eligible > stop, eligible - stop), else_=0)
+        return Cohort(conditions, entry, end - stop, event)
+    landmark = c.remission_start_day + plan.landmark_days
+    stopped = and_(c.trastuzumab_stop_day.is_not(None), c.trastuzumab_stop_day <= landmark,
+                   or_(c.trastuzumab_resume_day.is_(None), c.trastuzumab_resume_day > landmark))
+    entry = literal(max(0, plan.min_remission_days - plan.landmark_days))
+    return Cohort([end > landmark], entry, end - landmark, event,
+                  case((stopped, AT_LANDMARK_CATEGORIES[1]), else_=AT_LANDMARK_CATEGORIES[0]))
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """What an answer is grouped by: its name, categories, SQL expression and labelling."""
+
+    name: str | None
+    categories: tuple[str, ...]
+    expression: Any
+    dimension: Dimension | None = None
+
+    def label(self, value: Any) -> str:
+        """The category of a selected value."""
+        return self.dimension.label(value) if self.dimension else str(value)
+
+
+ALL = Grouping(None, ("all",), literal("all"))
+
+
+def landmark_grouping(rows: Cohort) -> Grouping:
+    """The landmark design's comparison: stopped by the landmark, or continuing."""
+    return Grouping(AT_LANDMARK, AT_LANDMARK_CATEGORIES, rows.at_landmark)
+
+
+def checked_question(source: Any, by: Sequence[str], filters: dict[str, str],
+                     field: str = "by") -> tuple[list[Dimension], list[ColumnElement[bool]]]:
+    """The catalogue dimensions an analysis groups or adjusts by, and its filter conditions
+    over `source` (400 naming what is allowed). The site is never crossed with an analysis."""
+    catalogue = {name: d for name, d in dimensions().items() if name != SITE}
+    if SITE in by or SITE in filters:
+        raise aggregates._invalid(SITE, "site_not_allowed",
+                                  "analyses are never broken down or filtered by site")
+    if len(set(by)) < len(by):
+        raise aggregates._invalid(field, "same_dimension", "each dimension at most once")
+    chosen = [aggregates._dimension(catalogue, field, name) for name in by]
+    if len(filters) > aggregates.MAX_FILTERS:
+        raise aggregates._invalid("(query)", "too_many_filters",
+                                  f"at most {aggregates.MAX_FILTERS} filters "
+                                  "(dimension=category) per query")
+    conditions = []
+    for name, category in sorted(filters.items()):
+        dimension = aggregates._dimension(catalogue, name, name)
+        if name in by:
+            raise aggregates._invalid(name, "filter_on_grouped_dimension",
+                                      "a dimension cannot be both grouped and filtered")
+        if category not in dimension.categories:
+            raise aggregates._invalid(name, "unknown_category",
+                                      "must be one of: " + ", ".join(dimension.categories))
+        conditions.append(dimension.condition(category, source))
+    return chosen, conditions
+
+
+def _contributing_sites(session: Session, source: Any, conditions: Sequence[Any]) -> int:
+    """Sites with at least one record in the cohort."""
+    match = select(source.c.site_id).where(source.c.site_id == Site.id, *conditions).exists()
+    return session.scalar(select(func.count()).select_from(Site).where(match)) or 0
+
+
+# --- survival ----------------------------------------------------------------------------------
+
+def survival(caller: Caller, plan: Design, by: str | None, years: int,
+             filters: dict[str, str], policy: Policy, source: Any = RECORDS) -> dict[str, Any]:
+    """Actuarial survival in fixed yearly intervals with delayed entry, per group, with
+    medians and the log-rank test, disclosure-controlled."""
+    if not 1 <= years <= MAX_YEARS:
+        raise aggregates._invalid("years", "out_of_range", f"must be 1..{MAX_YEARS}")
+    if by and plan.origin == "landmark":
+        raise aggregates._invalid("by", "not_allowed_here", "the landmark design compares "
+                                  "stopped and continuing; narrow the cohort with filters")
+    dims, conditions = checked_question(source, [by] if by else [], filters)
+    rows = cohort(source, plan)
+    if plan.origin == "landmark":
+        grouping = landmark_grouping(rows)
+    elif dims:
+        grouping = Grouping(by, dims[0].categories, dims[0].column_in(source), dims[0])
+    else:
+        grouping = ALL
+    query = aggregates._query_key("survival", {**plan.params(), "by": by,
+                                               "years": str(years)}, filters)
+
+    def compute(session: Session, snapshot: str) -> dict[str, Any]:
+        where = [*conditions, *rows.conditions]
+        tables, cohort_size = _tabulate(session, source, rows, grouping, where, years)
+        aggregates._refuse_small(cohort_size[0], policy)
+        draw = aggregates._noise_draw(session, snapshot, cohort_size)
+        groups = [_protected_group(name, tables.get(name), years, policy, draw)
+                  for name in grouping.categories]
+        test = (_logrank(session, source, rows, grouping, where, policy)
+                if len(grouping.categories) > 1 else None)
+        sites = _contributing_sites(session, source, where)
+        return {**plan.params(), "by": grouping.name, "years": years,
+                "filters": dict(sorted(filters.items())),
+                "outcome_meaning": OUTCOME_MEANING[plan.outcome],
+                "entry_day": _entry_note(plan), "groups": groups, "logrank": test,
+                "disclosure": aggregates._disclosure(policy, snapshot, sites)}
+
+    return aggregates._answer(caller, query, policy, compute)
+
+
+def _entry_note(plan: Design) -> str:
+    """Where delayed entry puts each record, in words."""
+    if plan.origin == "remission_start":
+        return (f"day {plan.min_remission_days} (the inclusion rule: every record was in "
+                "remission until then, so nobody is at risk before it)")
+    if plan.origin == "trastuzumab_stop":
+        return (f"the later of the stop and remission day {plan.min_remission_days} (records "
+                "that stopped earlier are at risk only once the inclusion rule makes them "
+                "eligible)")
+    return (f"day {max(0, plan.min_remission_days - plan.landmark_days)} after the landmark "
+            "(remission day " f"{plan.min_remission_days} at the earliest)")
+
+
+def _tabulate(session: Session, source: Any, rows: Cohort, grouping: Grouping,
+              where: Sequence[Any], years: int
+              ) -> tuple[dict[str, dict[str, list[list[int]]]], tuple[int, int]]:
+    """True counts and key sums per group in the fixed intervals, from one GROUP BY on yearly
+    buckets (integer division): for each group, `at_risk` (at the start), `entered` (after the
+    start), `events`, `censored`, each a list over intervals 0..years (the last open) of
+    [count, key sum]."""
+    entry_code = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
+    exit_year = (rows.exit * 4 + 3) // 1461
+    statement = (select(grouping.expression, entry_code, exit_year, rows.event, func.count(),
+                        func.coalesce(func.sum(source.c.cell_key), 0))
+                 .where(*where).group_by(grouping.expression, entry_code, exit_year, rows.event))
+    width = years + 1
+    tables: dict[str, dict[str, list[list[int]]]] = {}
+    size = [0, 0]
+    for value, entered, left, event, count, keys in session.execute(statement):
+        keys = int(keys)
+        table = tables.setdefault(grouping.label(value), {
+            name: [[0, 0] for _ in range(width)]
+            for name in ("at_risk", "entered", "events", "censored")})
+        slot = table["at_risk"][0] if entered < 0 else table["entered"][min(entered, years)]
+        slot[0] += count
+        slot[1] += keys
+        slot = table["events" if event else "censored"][min(left, years)]
+        slot[0] += count
+        slot[1] += keys
+        size[0] += count
+        size[1] += keys
+    for table in tables.values():
+        for year in range(years):
+            for part in (0, 1):
+                table["at_risk"][year + 1][part] = (
+                    table["at_risk"][year][part] + table["entered"][year][part]
+                    - table["events"][year][part] - table["censored"][year][part])
+    return tables, (size[0], size[1])
+
+
+_PUBLISHED = ("at_risk", "entered", "events", "censored")
+
+
+def _protected_group(name: str, table: dict[str, list[list[int]]] | None, years: int,
+                     policy: Policy, draw: Any) -> dict[str, Any]:
+    """One group's life table: its counts protected as one linked system (the chain from one
+    interval to the next, and the group size), its estimates computed from what is published."""
+    width = years + 1
+    if table is None:
+        table = {part: [[0, 0] for _ in range(width)] for part in _PUBLISHED}
+    counts: list[int] = []
+    keys: list[int] = []
+
+    def add(count: int, key: int) -> int:
+        counts.append(count)
+        keys.append(key)
+        return len(counts) - 1
+
+    size = add(sum(c for c, _ in table["at_risk"][:1] + table["entered"]),
+               sum(k for _, k in table["at_risk"][:1] + table["entered"]))
+    index = [{part: add(*table[part][year]) for part in _PUBLISHED} for year in range(width)]
+    equations: list[Equation] = [
+        (size, [index[0]["at_risk"]] + [index[y]["entered"] for y in range(width)])]
+    for year in range(width):
+        here = index[year]
+        following = [index[year + 1]["at_risk"]] if year < years else []
+        leaving = [here["events"], here["censored"], *following]
+        if counts[here["entered"]] == 0:
+            # Nobody entered: those at risk at the start leave by the outcome, censored, or
+            # stay in remission into the next interval.
+            equations.append((here["at_risk"], leaving))
+            continue
+        # Somebody entered: those exposed in the interval (at risk at its start or entering
+        # in it) leave in the same three ways.
+        exposed = add(counts[here["at_risk"]] + counts[here["entered"]],
+                      keys[here["at_risk"]] + keys[here["entered"]])
+        equations += [(exposed, [here["at_risk"], here["entered"]]), (exposed, leaving)]
+    released = protect(counts, keys, equations, policy, draw=draw)
+
+    published = [IntervalCounts(*(released[index[year][part]] for part in _PUBLISHED))
+                 for year in range(width)]
+    estimates = actuarial(published[:years])  # the open last interval has no end
+    intervals = []
+    for year, counts_of_year in enumerate(published):
+        estimate = estimates[year] if year < years else None
+        entry = {"from_year": year, "to_year": year + 1 if year < years else None,
+                 "at_risk": counts_of_year.at_risk, "entered": counts_of_year.entered,
+                 "events": counts_of_year.events, "censored": counts_of_year.censored,
+                 "survival": None if estimate is None else round(estimate.survival, 3),
+                 "lower": None if estimate is None else round(estimate.lower, 3),
+                 "upper": None if estimate is None else round(estimate.upper, 3)}
+        if None in (entry["at_risk"], entry["entered"], entry["events"], entry["censored"]):
+            entry["suppressed"] = True
+        intervals.append(entry)
+    return {**aggregates._released(released[size], group=name), "intervals": intervals,
+            "median": median(estimates)}
+
+
+def _logrank(session: Session, source: Any, rows: Cohort, grouping: Grouping,
+             where: Sequence[Any], policy: Policy) -> dict[str, Any]:
+    """The log-rank test between the groups that hold records, refused when one holds fewer
+    than k; computed on counts per group, entry, exit and outcome (exact days)."""
+    statement = (select(grouping.expression, rows.entry, rows.exit, rows.event, func.count())
+                 .where(*where)
+                 .group_by(grouping.expression, rows.entry, rows.exit, rows.event))
+    result = session.execute(statement).all()
+    labels = [grouping.label(row[0]) for row in result]
+    sizes: dict[str, int] = {}
+    for label, row in zip(labels, result):
+        sizes[label] = sizes.get(label, 0) + row[4]
+    compared = [name for name in grouping.categories if sizes.get(name)]
+    k = policy.min_cell_count
+    if any(sizes[name] < k for name in compared):
+        return {"refused": True, "rule": "min_group_size", "groups": compared,
+                "message": f"a group holds fewer than {k} records; group by a coarser "
+                           "dimension or widen the filters so that every group holds at least "
+                           f"{k}"}
+    if len(compared) < 2:
+        return {"refused": True, "rule": "two_groups", "groups": compared,
+                "message": "fewer than two groups hold records: there is nothing to compare"}
+    code = {name: number for number, name in enumerate(compared)}
+    data = np.array([[code[label], *row[1:5]] for label, row in zip(labels, result)],
+                    dtype=float)
+    test = logrank(data[:, 0], data[:, 1], data[:, 2], data[:, 3], data[:, 4])
+    return {"refused": False, "groups": compared, "chi_square": round(test.statistic, 1),
+            "degrees_of_freedom": test.degrees_of_freedom,
+            "p_value": significant(test.p_value)}
