@@ -15,7 +15,7 @@ from registry.schemas.aggregates import (
     RESERVED, CatalogueSchema, CountsQuerySchema, CountsSchema, QueryLogQuerySchema,
     QueryLogSchema, RemissionQuerySchema, RemissionSchema,
 )
-from registry.services import aggregates
+from registry.services import aggregates, analyses
 from registry.services.disclosure import Policy
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
@@ -97,11 +97,13 @@ def count_records(query: dict[str, Any]) -> Any:
 def remission_table(query: dict[str, Any]) -> Any:
     """Yearly life table of sustained remission per group
 
-    At risk, relapses (progression), censored and the actuarial proportion still in remission,
-    from the start of remission or from the stop of trastuzumab. Intervals with small counts
-    are merged with the next. 422 and 429 as for counts."""
-    return aggregates.remission_table(current_caller(), query["by"], query["origin"],
-                                      _filters(query), _policy())
+    The survival analysis (GET /analyses/survival with outcome=relapse and ten closed yearly
+    intervals) in the words of this table: at risk, entered (delayed entry at eligibility),
+    relapses (progression), censored and the actuarial proportion still in remission, from
+    the start of remission or from the stop of trastuzumab. 422 and 429 as for counts."""
+    return analyses.remission_table(
+        current_caller(), query["by"], query["origin"], _filters(query),
+        int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]), _policy())
 
 
 @blp.route("/query-log", methods=["GET"])

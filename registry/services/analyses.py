@@ -356,3 +356,35 @@ def _logrank(session: Session, source: Any, rows: Cohort, grouping: Grouping,
     return {"refused": False, "groups": compared, "chi_square": round(test.statistic, 1),
             "degrees_of_freedom": test.degrees_of_freedom,
             "p_value": significant(test.p_value)}
+
+
+# --- the remission life table: the survival answer in the aggregates' older words --------------
+
+REMISSION_ORIGINS = ORIGINS[:2]
+
+
+def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[str, str],
+                    min_remission_days: int, policy: Policy) -> dict[str, Any]:
+    """GET /aggregates/remission: the survival analysis (outcome relapse, ten closed years), its
+    numbers named as before (relapses, in_remission). The same question as /analyses/survival,
+    so it is logged and limited as that one."""
+    if origin not in REMISSION_ORIGINS:
+        raise aggregates._invalid("origin", "unknown_origin",
+                                  "must be one of: " + ", ".join(REMISSION_ORIGINS))
+    plan = design(origin, "relapse", None, min_remission_days)
+    answer = survival(caller, plan, by, DEFAULT_YEARS, filters, policy)
+    groups = []
+    for group in answer["groups"]:
+        intervals = [{"from_year": i["from_year"], "to_year": i["to_year"],
+                      "at_risk": i["at_risk"], "entered": i["entered"],
+                      "relapses": i["events"], "censored": i["censored"],
+                      "in_remission": i["survival"],
+                      **({"suppressed": True} if i.get("suppressed") else {})}
+                     for i in group["intervals"]]
+        groups.append({key: value for key, value in group.items()
+                       if key not in ("intervals", "median")} | {"intervals": intervals})
+    counts = [g["count"] for g in groups]
+    return {"by": answer["by"], "origin": origin, "filters": answer["filters"],
+            "interval_days": 365.25, "entry_day": answer["entry_day"], "groups": groups,
+            "total": None if None in counts else sum(counts),
+            "disclosure": answer["disclosure"]}
