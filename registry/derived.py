@@ -44,6 +44,10 @@ DERIVED_FIELDS: dict[str, DerivedField] = {
                                          "time off trastuzumab after a discontinuation in "
                                          "remission (none if not discontinued, or if "
                                          "progression came on or before the stop)"),
+    "remission_before_stop_band": DerivedField(
+        "code", v.REMISSION_BEFORE_STOP_BAND,
+        "after a discontinuation in remission: how long remission had lasted at the stop "
+        "(under 2 years, 2 to 5, 5 or more); empty otherwise"),
     "progressed_after_stop": DerivedField("boolean", _BOOL, "after discontinuation: whether the "
                                                             "disease progressed after the stop"),
     "age_band": DerivedField("code", v.AGE_BAND, "age at metastatic diagnosis, in bands"),
@@ -87,6 +91,7 @@ def derive(record: dict[str, Any]) -> dict[str, Any]:
     start, stop = record["trastuzumab_start_day"], record.get("trastuzumab_stop_day")
     off_days: int | None = None
     off_band = "none"
+    before_stop_band: str | None = None
     if status == "discontinued":
         trastuzumab_days = stop - start
         progressed_after_stop: bool | None = progression is not None and progression > stop
@@ -96,6 +101,8 @@ def derive(record: dict[str, Any]) -> dict[str, Any]:
             off_days = (progression if progression is not None else last) - stop
             off_band = _band(off_days, (ONE_YEAR, THREE_YEARS),
                              ("under_1y", "1_to_3y", "3y_plus"))
+            before_stop_band = _band(stop - record["remission_start_day"],
+                                     (TWO_YEARS, FIVE_YEARS), v.REMISSION_BEFORE_STOP_BAND)
     else:
         trastuzumab_days = last - start
         if status == "interrupted_resumed":
@@ -115,6 +122,7 @@ def derive(record: dict[str, Any]) -> dict[str, Any]:
         "trastuzumab_days": trastuzumab_days,
         "off_trastuzumab_days": off_days,
         "off_trastuzumab_band": off_band,
+        "remission_before_stop_band": before_stop_band,
         "progressed_after_stop": progressed_after_stop,
         "age_band": _band(record["age_at_met_dx"], (40, 50, 60, 70), v.AGE_BAND),
         "met_dx_period": met_dx_period(record["met_dx_year"]),

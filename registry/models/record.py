@@ -136,6 +136,8 @@ class Record(Base):
     trastuzumab_days: Mapped[int]
     off_trastuzumab_days: Mapped[int | None]
     off_trastuzumab_band: Mapped[str] = _code("off_trastuzumab_band", v.OFF_TRASTUZUMAB_BAND)
+    remission_before_stop_band: Mapped[str | None] = _code(
+        "remission_before_stop_band", v.REMISSION_BEFORE_STOP_BAND, True)
     progressed_after_stop: Mapped[bool | None]
     age_band: Mapped[str] = _code("age_band", v.AGE_BAND)
     met_dx_period: Mapped[str] = mapped_column(String(9))

@@ -1,6 +1,7 @@
 """Pooled counts for coordinators: the catalogue, count tables and the query log (the remission
-life table is the survival analysis of services/analyses.py). Counting runs in the database (GROUP BY); every answer passes through disclosure
-control (services/disclosure.py) and is logged; identical queries are limited per token.
+life table is the survival analysis of services/analyses.py). Counting runs in the database
+(GROUP BY); every answer passes through disclosure control (services/disclosure.py) and is
+logged; identical queries are limited per token.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from registry.services import aggregates
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
 from registry.services.disclosure import Equation, Policy, protect
 from registry.services.estimators import (
-    IntervalCounts, actuarial, cox, logrank, median, significant, year_start,
+    IntervalCounts, actuarial, logrank, median, significant, year_start,
 )
 from registry.services.tokens import Caller
 
@@ -202,13 +202,15 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
 
     def compute(session: Session, snapshot: str) -> dict[str, Any]:
         where = [*conditions, *rows.conditions]
-        tables, cohort_size = _tabulate(session, source, rows, grouping, where, years)
+        compared = len(grouping.categories) > 1
+        tally = _tally(session, source, rows, grouping, where, exact=compared)
+        cohort_size = (int(tally.count.sum()), int(tally.keys.sum()))
         aggregates._refuse_small(cohort_size[0], policy)
+        tables = _intervals(tally, years)
         draw = aggregates._noise_draw(session, snapshot, cohort_size)
         groups = [_protected_group(name, tables.get(name), years, policy, draw)
                   for name in grouping.categories]
-        test = (_logrank(session, source, rows, grouping, where, policy)
-                if len(grouping.categories) > 1 else None)
+        test = _logrank(tally, grouping, policy) if compared else None
         sites = _contributing_sites(session, source, where)
         return {**plan.params(), "by": grouping.name, "years": years,
                 "filters": dict(sorted(filters.items())),
@@ -232,41 +234,74 @@ def _entry_note(plan: Design) -> str:
             "(remission day " f"{plan.min_remission_days} at the earliest)")
 
 
-def _tabulate(session: Session, source: Any, rows: Cohort, grouping: Grouping,
-              where: Sequence[Any], years: int
-              ) -> tuple[dict[str, dict[str, list[list[int]]]], tuple[int, int]]:
-    """True counts and key sums per group in the fixed intervals, from one GROUP BY on yearly
-    buckets (integer division): for each group, `at_risk` (at the start), `entered` (after the
-    start), `events`, `censored`, each a list over intervals 0..years (the last open) of
-    [count, key sum]."""
-    entry_code = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
-    exit_year = (rows.exit * 4 + 3) // 1461
-    statement = (select(grouping.expression, entry_code, exit_year, rows.event, func.count(),
+@dataclass
+class Tally:
+    """What one GROUP BY returns, as arrays: per row its group, when its records entered and
+    left (days, or interval codes when `bucketed`), the outcome, the count and the key sum."""
+
+    labels: list[str]
+    entry: np.ndarray
+    exit: np.ndarray
+    event: np.ndarray
+    count: np.ndarray
+    keys: np.ndarray
+    bucketed: bool
+
+
+def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
+           where: Sequence[Any], exact: bool) -> Tally:
+    """One GROUP BY over the cohort: on exact days when a log-rank test needs them, else on
+    the yearly intervals (entry: -1 at time zero, else the interval it enters in, right-closed;
+    exit: (4 days + 3) // 1461, integer division in SQL)."""
+    entry, exit = rows.entry, rows.exit
+    if not exact:
+        entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
+        exit = (rows.exit * 4 + 3) // 1461
+    statement = (select(grouping.expression, entry, exit, rows.event, func.count(),
                         func.coalesce(func.sum(source.c.cell_key), 0))
-                 .where(*where).group_by(grouping.expression, entry_code, exit_year, rows.event))
+                 .where(*where).group_by(grouping.expression, entry, exit, rows.event))
+    result = session.execute(statement).all()
+    data = np.array([row[1:] for row in result], dtype=np.int64).reshape(-1, 5)
+    return Tally([grouping.label(row[0]) for row in result], data[:, 0], data[:, 1],
+                 data[:, 2].astype(bool), data[:, 3], data[:, 4], not exact)
+
+
+def _intervals(tally: Tally, years: int) -> dict[str, dict[str, list[list[int]]]]:
+    """True counts and key sums per group in the fixed intervals: for each group, `at_risk`
+    (at the start), `entered` (after the start), `events`, `censored`, each a list over
+    intervals 0..years (the last open) of [count, key sum]."""
+    if tally.bucketed:
+        entered, left = tally.entry, tally.exit
+    else:
+        entered = np.where(tally.entry == 0, -1, (tally.entry * 4 - 1) // 1461)
+        left = (tally.exit * 4 + 3) // 1461
     width = years + 1
+    entered = np.minimum(entered, years) + 1  # 0: at risk at time zero
+    left = np.minimum(left, years)
+    labels = np.array(tally.labels, dtype=object)
     tables: dict[str, dict[str, list[list[int]]]] = {}
-    size = [0, 0]
-    for value, entered, left, event, count, keys in session.execute(statement):
-        keys = int(keys)
-        table = tables.setdefault(grouping.label(value), {
-            name: [[0, 0] for _ in range(width)]
-            for name in ("at_risk", "entered", "events", "censored")})
-        slot = table["at_risk"][0] if entered < 0 else table["entered"][min(entered, years)]
-        slot[0] += count
-        slot[1] += keys
-        slot = table["events" if event else "censored"][min(left, years)]
-        slot[0] += count
-        slot[1] += keys
-        size[0] += count
-        size[1] += keys
-    for table in tables.values():
-        for year in range(years):
-            for part in (0, 1):
-                table["at_risk"][year + 1][part] = (
-                    table["at_risk"][year][part] + table["entered"][year][part]
-                    - table["events"][year][part] - table["censored"][year][part])
-    return tables, (size[0], size[1])
+    for name in dict.fromkeys(tally.labels):
+        mine = labels == name
+        sums = {}
+        events, censored = mine & tally.event, mine & ~tally.event
+        for part, values in (("count", tally.count), ("keys", tally.keys)):
+            weights = values.astype(float)
+            sums[part] = (
+                np.bincount(entered[mine], weights[mine], minlength=width + 1),
+                np.bincount(left[events], weights[events], minlength=width),
+                np.bincount(left[censored], weights[censored], minlength=width))
+        table = {part: [[0, 0] for _ in range(width)] for part in _PUBLISHED}
+        for year in range(width):
+            for slot, part in enumerate(("count", "keys")):
+                into, ended, withdrawn = sums[part]
+                table["entered"][year][slot] = int(into[year + 1])
+                table["events"][year][slot] = int(ended[year])
+                table["censored"][year][slot] = int(withdrawn[year])
+                table["at_risk"][year][slot] = int(into[0]) if year == 0 else (
+                    table["at_risk"][year - 1][slot] + table["entered"][year - 1][slot]
+                    - table["events"][year - 1][slot] - table["censored"][year - 1][slot])
+        tables[name] = table
+    return tables
 
 
 _PUBLISHED = ("at_risk", "entered", "events", "censored")
@@ -327,18 +362,12 @@ def _protected_group(name: str, table: dict[str, list[list[int]]] | None, years:
             "median": median(estimates)}
 
 
-def _logrank(session: Session, source: Any, rows: Cohort, grouping: Grouping,
-             where: Sequence[Any], policy: Policy) -> dict[str, Any]:
+def _logrank(tally: Tally, grouping: Grouping, policy: Policy) -> dict[str, Any]:
     """The log-rank test between the groups that hold records, refused when one holds fewer
-    than k; computed on counts per group, entry, exit and outcome (exact days)."""
-    statement = (select(grouping.expression, rows.entry, rows.exit, rows.event, func.count())
-                 .where(*where)
-                 .group_by(grouping.expression, rows.entry, rows.exit, rows.event))
-    result = session.execute(statement).all()
-    labels = [grouping.label(row[0]) for row in result]
+    than k; on the counts per group, entry, exit and outcome (exact days)."""
     sizes: dict[str, int] = {}
-    for label, row in zip(labels, result):
-        sizes[label] = sizes.get(label, 0) + row[4]
+    for label, count in zip(tally.labels, tally.count.tolist()):
+        sizes[label] = sizes.get(label, 0) + count
     compared = [name for name in grouping.categories if sizes.get(name)]
     k = policy.min_cell_count
     if any(sizes[name] < k for name in compared):
@@ -350,9 +379,8 @@ def _logrank(session: Session, source: Any, rows: Cohort, grouping: Grouping,
         return {"refused": True, "rule": "two_groups", "groups": compared,
                 "message": "fewer than two groups hold records: there is nothing to compare"}
     code = {name: number for number, name in enumerate(compared)}
-    data = np.array([[code[label], *row[1:5]] for label, row in zip(labels, result)],
-                    dtype=float)
-    test = logrank(data[:, 0], data[:, 1], data[:, 2], data[:, 3], data[:, 4])
+    groups = np.array([code[label] for label in tally.labels])
+    test = logrank(groups, tally.entry, tally.exit, tally.event, tally.count.astype(float))
     return {"refused": False, "groups": compared, "chi_square": round(test.statistic, 1),
             "degrees_of_freedom": test.degrees_of_freedom,
             "p_value": significant(test.p_value)}

@@ -188,10 +188,11 @@ def logrank(group: np.ndarray, entry: np.ndarray, exit: np.ndarray, event: np.nd
 @dataclass(frozen=True)
 class CoxFit:
     """Per parameter: hazard ratio, its 95 % interval and p; the Schoenfeld test p per
-    covariate (rank time transform)."""
+    covariate (rank time transform); whether lifelines warned of numerical trouble."""
 
     hazard_ratios: dict[str, tuple[float, float, float, float]]
     proportional_hazards_p: dict[str, float]
+    convergence_trouble: bool = False
 
 
 def cox(frame: Any, parameters: Sequence[str], covariates: dict[str, Sequence[str]],
@@ -201,6 +202,7 @@ def cox(frame: Any, parameters: Sequence[str], covariates: dict[str, Sequence[st
     when it varies (`delayed_entry`), else times are counted from it. `covariates` maps each
     covariate to its parameters, for the Schoenfeld test per covariate."""
     from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceWarning
     from lifelines.statistics import proportional_hazard_test
 
     data = frame[[*parameters, "exit", "event"]].copy()
@@ -209,9 +211,10 @@ def cox(frame: Any, parameters: Sequence[str], covariates: dict[str, Sequence[st
     else:
         data["exit"] = frame["exit"] - frame["entry"] + 0.5
     fitter = CoxPHFitter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter; results are checked below
-        fitter.fit(data, duration_col="exit", event_col="event", entry_col="entry" if delayed_entry else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # lifelines warns of numerical trouble: reported below
+        fitter.fit(data, duration_col="exit", event_col="event",
+                   entry_col="entry" if delayed_entry else None)
         residuals = _scaled_schoenfeld(fitter, data, parameters) if delayed_entry else None
         test = proportional_hazard_test(fitter, data, time_transform="rank",
                                         precomputed_residuals=residuals)
@@ -223,7 +226,8 @@ def cox(frame: Any, parameters: Sequence[str], covariates: dict[str, Sequence[st
     p_values = test.summary["p"]
     by_covariate = {covariate: float(min(p_values.loc[name] for name in names))
                     for covariate, names in covariates.items() if names}
-    return CoxFit(ratios, by_covariate)
+    troubled = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return CoxFit(ratios, by_covariate, troubled)
 
 
 def _scaled_schoenfeld(fitter: Any, data: Any, parameters: Sequence[str]) -> Any:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.errors import QueryRefused
 from registry.services import aggregates
 from registry.services.analyses import (
-    AT_LANDMARK, MAX_COVARIATES, Design, Grouping, _contributing_sites, checked_question,
-    cohort, landmark_grouping, OUTCOME_MEANING,
+    MAX_COVARIATES, OUTCOME_MEANING, Design, Grouping, _contributing_sites, checked_question,
+    cohort, landmark_grouping,
 )
 from registry.services.catalogue import RECORDS
 from registry.services.disclosure import Equation, Policy, protect
@@ -173,5 +173,9 @@ def _protected_levels(frame: pd.DataFrame, groupings: list[Grouping],
                 f"p = {significant(p)}): its hazard ratio is an average over time and may hide "
                 "a larger early or late effect. Look at the survival curves by "
                 f"{name} before relying on it.")
+    if fit.convergence_trouble:
+        warnings.append("The model had numerical trouble converging (often a level in which "
+                        "almost every record, or almost none, has the outcome): treat its "
+                        "ratios with caution, or use coarser covariates.")
     return {"records": released[0], "events": released[1], "levels": rows,
             "proportional_hazards": checks, "warnings": warnings}
