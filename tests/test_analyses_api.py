@@ -168,12 +168,17 @@ def no_noise(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     ("origin=trastuzumab_stop", "trastuzumab_stop", 0),
     ("origin=landmark&landmark_years=1", "landmark", 1),
     ("origin=landmark&landmark_years=3", "landmark", 3),
+    ("origin=trastuzumab_stop&outcome=relapse_or_death", "trastuzumab_stop", 0),
 ])
 def test_interval_counts_and_estimates_equal_lifelines_and_the_textbook(
         client: FlaskClient, coordinator, no_noise, query, origin, landmark) -> None:
     rows = generated_cohort(1500, seed=5)
     body = client.get(f"{API}/survival?{query}", headers=coordinator).json
-    frame = design(rows, origin, landmark)
+    outcome = "relapse_or_death" if "relapse_or_death" in query else "relapse"
+    assert body["outcome"] == outcome
+    assert ("death without relapse is censored" in body["outcome_meaning"]) == (
+        outcome == "relapse")
+    frame = design(rows, origin, landmark, outcome)
     groups = {"all": frame} if origin != "landmark" else dict(tuple(frame.groupby("group")))
     published = 0
     for group in body["groups"]:
@@ -223,6 +228,34 @@ def test_logrank_equals_lifelines(client: FlaskClient, coordinator, no_noise) ->
     assert test["refused"] is False and test["degrees_of_freedom"] == 1
     assert test["chi_square"] == round(truth.test_statistic, 1)
     assert test["p_value"] == float(f"{truth.p_value:.2g}")
+
+
+def test_logrank_with_delayed_entry_equals_a_direct_count_of_the_risk_sets() -> None:
+    from registry.services.estimators import logrank
+
+    rng = np.random.default_rng(4)
+    size = 400
+    group = rng.integers(0, 3, size)
+    entry = rng.integers(0, 300, size)
+    exit = entry + rng.integers(0, 900, size)
+    event = rng.random(size) < 0.5
+    observed, expected = np.zeros(3), np.zeros(3)
+    variance = np.zeros((3, 3))
+    for t in np.unique(exit[event]):
+        at_risk = np.array([((entry <= t) & (exit >= t) & (group == g)).sum()
+                            for g in range(3)], dtype=float)
+        deaths = np.array([((exit == t) & event & (group == g)).sum() for g in range(3)])
+        n, d = at_risk.sum(), deaths.sum()
+        observed += deaths
+        expected += d * at_risk / n
+        if n > 1:
+            share = at_risk / n
+            variance += d * (n - d) / (n - 1) * (np.diag(share) - np.outer(share, share))
+    difference = (observed - expected)[:2]
+    statistic = difference @ np.linalg.inv(variance[:2, :2]) @ difference
+    test = logrank(group, entry, exit, event, np.ones(size))
+    assert test.statistic == pytest.approx(statistic, rel=1e-9)
+    assert test.degrees_of_freedom == 2
 
 
 def test_median_is_reported_where_the_estimate_crosses_one_half(
