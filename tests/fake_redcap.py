@@ -6,6 +6,18 @@ errors with 400/403, flat rows (one per record x event x repeat instance) whose 
 strings ("" = blank) except an integer `redcap_repeat_instance`, checkboxes as `field___code`,
 `dateRangeBegin` that sees creations and changes but not deletions, and a logging export.
 Faults: 500, timeout (a slow answer), HTML with 200, missing rows, hashed record ids.
+
+Time as a real server keeps it: the log and `dateRangeBegin` are in the server's local time in a
+named zone (not UTC: Newfoundland's -03:30 by default, west of UTC so that a sync reading
+the log in the wrong zone misses changes, and a half-hour offset), the log at
+minute resolution, newest entry first, with the `record` column (REDCap 13.4.9 and later; off
+with `record_column=False`), while the HTTP `Date` header is in GMT. Every record-level action
+form of `registry.redcap.client.LOG_FORMS` that a site produces can be written: data entry
+forms, surveys ("Create Response 12 (Baseline)"), API and Data Import Tool writes, calculated
+fields recomputed by REDCap ("Update record (API) (Auto calculation) 12 (Baseline)"), and
+deletions from a form, a survey or the API. `same_minute()` holds the clock still so that a
+create and a delete can share a minute, as they do when a record entered in the wrong project
+is deleted at once.
 """
 
 from __future__ import annotations
@@ -14,9 +26,13 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -47,6 +63,31 @@ class Fault:
     times: int = 1  # how many requests it hits; -1 = every one
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# How each kind of write is logged: (username, action of a creation, action of an update).
+WRITES = {
+    "form": ("site_dm", "Create record {id}{event}", "Update record {id}{event}"),
+    "survey": ("[survey respondent]", "Create Response {id}{event}", "Update Response {id}{event}"),
+    "api": ("site_api", "Create record (API) {id}{event}", "Update record (API) {id}{event}"),
+    "import": ("site_dm", "Create record (import) {id}{event}",
+               "Update record (import) {id}{event}"),
+    # calculated fields recomputed by REDCap after an API write, or by a data quality rule
+    "api_autocalc": ("site_api", "Update record (API) (Auto calculation) {id}{event}",
+                     "Update record (API) (Auto calculation) {id}{event}"),
+    "autocalc": ("SYSTEM", "Update record (Auto calculation) {id}{event}",
+                 "Update record (Auto calculation) {id}{event}"),
+}
+# How each kind of deletion is logged: (username, action).
+DELETES = {
+    "form": ("site_dm", "Delete record {id}{arm}"),
+    "survey": ("site_dm", "Deleted Response {id}"),
+    "api": ("site_api", "Deleted Record {id} (API)"),
+}
+
+
 @dataclass
 class FakeRedcap:
     """The state of one fake REDCap project and its server."""
@@ -57,6 +98,10 @@ class FakeRedcap:
     repeating_form: str = "follow_up"
     logging_right: bool = True
     hashed_ids: bool = False
+    record_column: bool = True  # the logging export's `record` column (REDCap >= 13.4.9)
+    newest_first: bool = True  # False: a server listing its log the other way round
+    zone: str = "America/St_Johns"  # the server's local time zone
+    clock: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
     slow_seconds: float = 3.0
     metadata: list[dict[str, str]] = field(default_factory=registry_metadata)
     faults: list[Fault] = field(default_factory=list)
@@ -70,25 +115,55 @@ class FakeRedcap:
 
     # --- the project's data, as a site would edit it -------------------------------------------
 
-    def save(self, record_id: str, rows: list[dict[str, Any]]) -> None:
-        """Create or replace a record (rows of entered values), logging it as REDCap does."""
-        with self.lock:
-            action = "Update record" if record_id in self.records else "Create record"
-            self.records[record_id] = [dict(row) for row in rows]
-            self._touch(record_id, action)
+    def now(self) -> datetime:
+        """The server's local time (naive, as REDCap shows it), to the second."""
+        return self.clock().astimezone(ZoneInfo(self.zone)).replace(tzinfo=None, microsecond=0)
 
-    def delete(self, record_id: str) -> None:
+    @contextmanager
+    def same_minute(self) -> Iterator[None]:
+        """Hold the clock still: every action inside is logged in the same minute."""
+        moment = self.clock()
+        held, self.clock = self.clock, lambda: moment
+        try:
+            yield
+        finally:
+            self.clock = held
+
+    def save(self, record_id: str, rows: list[dict[str, Any]], *, via: str = "form") -> None:
+        """Create or replace a record (rows of entered values), logging it as REDCap does for
+        a write `via` a data entry form, a survey, the API, the import tool or a recalculation."""
+        with self.lock:
+            username, create, update = WRITES[via]
+            action = update if record_id in self.records else create
+            self.records[record_id] = [dict(row) for row in rows]
+            self._touch(record_id, action, username)
+
+    def delete(self, record_id: str, *, via: str = "form") -> None:
         """Delete a record: it vanishes from exports; only the log tells."""
         with self.lock:
             del self.records[record_id]
             self.modified.pop(record_id, None)
-            self._touch(record_id, "Delete record")
+            username, action = DELETES[via]
+            self._touch(record_id, action, username)
 
-    def _touch(self, record_id: str, action: str) -> None:
-        now = datetime.now().replace(microsecond=0)
-        self.modified[record_id] = now
-        self.log.append({"timestamp": now.strftime("%Y-%m-%d %H:%M"), "username": "site_dm",
-                         "action": f"{action} {record_id}", "details": "(fields)"})
+    def _touch(self, record_id: str, action: str, username: str) -> None:
+        now = self.now()
+        if record_id in self.records:
+            self.modified[record_id] = now
+        event = f" ({self._event_label(self.events[0])})" if self.longitudinal else ""
+        entry = {"timestamp": now.strftime("%Y-%m-%d %H:%M"), "username": username,
+                 "action": action.format(id=record_id, event=event,
+                                         arm=" (Arm 1: Arm 1)" if self.longitudinal else ""),
+                 "details": "(fields)"}
+        if self.record_column:
+            entry["record"] = record_id
+        self.log.insert(0, entry)  # newest first, as REDCap lists it
+
+    @staticmethod
+    def _event_label(unique_name: str) -> str:
+        """"baseline_arm_1" -> "Baseline (Arm 1: Arm 1)", as the log names an event."""
+        name, _, arm = unique_name.rpartition("_arm_")
+        return f"{name.replace('_', ' ').title()} (Arm {arm}: Arm {arm})"
 
     # --- the API ------------------------------------------------------------------------------
 
@@ -181,9 +256,10 @@ class FakeRedcap:
     def _log(self, form: Any) -> Any:
         if not self.logging_right:
             return _error("You do not have Logging privileges in this project", 403)
-        begin = form.get("beginTime", "")
-        return [entry for entry in self.log
-                if form.get("logtype") in (None, "record") and entry["timestamp"] >= begin[:16]]
+        begin = form.get("beginTime", "")[:16]  # "YYYY-MM-DD HH:MM[:SS]", server time
+        entries = [entry for entry in self.log  # newest first
+                   if form.get("logtype") in (None, "record") and entry["timestamp"] >= begin]
+        return entries if self.newest_first else entries[::-1]
 
     def _layout(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
         """(field, form, type, checkbox codes) of every exported field, in dictionary order."""
@@ -236,8 +312,8 @@ class FakeRedcap:
             since = datetime.strptime(begin, "%Y-%m-%d %H:%M:%S")
             ids = [record_id for record_id in ids
                    if record_id in self.modified and self.modified[record_id] >= since]
-        if fault and fault.kind == "missing_rows" and ids:
-            ids = ids[1:]
+        if fault and fault.kind == "missing_rows" and wanted_ids:
+            ids = ids[1:]  # a requested record that does not come back
         return self.flat_rows(ids, wanted_fields or None)
 
     def flat_rows(self, ids: list[str], wanted_fields: set[str] | None = None
@@ -260,10 +336,17 @@ def _error(message: str, status: int) -> Response:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log: the test output stays readable."""
+    """No access log: the test output stays readable. The HTTP Date (GMT) comes from the app's
+    clock when it has one, as a server's Date and its log come from the same clock."""
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        clock = getattr(self.server.app, "clock", None)  # type: ignore[attr-defined]
+        if timestamp is None and clock is not None:
+            return format_datetime(clock().astimezone(timezone.utc), usegmt=True)
+        return super().date_time_string(timestamp)
 
 
 class ServerThread:

@@ -15,7 +15,7 @@ from registry.models import Record, RecordVersion, Tombstone
 from registry.models import Site as Site_
 from registry.redcap.assembly import build_record, subject_id
 from registry.redcap.cli import main
-from registry.redcap.client import looks_hashed
+from registry.redcap.client import LOG_FORMS, looks_hashed, parse_log_entry
 from registry.redcap.config import ConfigError, load_config
 from registry.redcap.sync import run
 from registry.schemas.fields import check_subject_id
@@ -54,7 +54,8 @@ class Site:
         load_project(self.fake, self.records)
         self.environ = environment_of(tmp_path / "state", self.server.url, url,
                                       new_site(app, self.code), self.fake.token)
-        self.config = load_config(None, environ=self.environ, **FAST)
+        self.config = load_config(None, environ=self.environ, redcap_timezone=self.fake.zone,
+                                  **FAST)
 
     def sync(self, **options: Any):
         return run(self.config, **options)
@@ -268,7 +269,8 @@ def test_command_line_run_writes_a_report_without_values_or_tokens(site, monkeyp
     for name, value in site.environ.items():
         monkeypatch.setenv(name, value)
     config = site.config.state_dir.parent / "sync.toml"
-    config.write_text("pause_seconds = 0\nbackoff_seconds = 0.01\ntimeout_seconds = 2\n")
+    config.write_text("pause_seconds = 0\nbackoff_seconds = 0.01\ntimeout_seconds = 2\n"
+                      f'redcap_timezone = "{site.fake.zone}"\n')
     report_path = site.config.state_dir.parent / "report.json"
     assert main(["--config", str(config), "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
@@ -340,7 +342,7 @@ def test_a_project_on_another_dictionary_version_is_refused(registry, tmp_path):
     site = Site(registry, tmp_path, count=2)
     try:
         marker = next(row for row in site.fake.metadata
-                      if row["field_name"] == "registry_dictionary_version")
+                      if row["field_name"] == "registry_dict_version")
         marker["field_annotation"] = "REGISTRY_DICTIONARY_VERSION=0.9.0"
         report = site.sync()
         assert report.exit_code == 2 and "import the current dictionary" in report.failure
@@ -400,15 +402,23 @@ def test_an_unknown_time_zone_is_refused(tmp_path):
         load_config(None, environ=environ, redcap_timezone="Mars/Olympus")
 
 
-@pytest.mark.parametrize("action, verb, record", [
-    ("Update record 12", "update", "12"), ("Created Record (API) 7-a", "create", "7-a"),
-    ("Deleted Record pt00001 (API)", "delete", "pt00001"), ("Lock/Unlock Record 3", None, None),
-])
-def test_logging_actions_are_read_whatever_the_server_version(action, verb, record):
-    from registry.redcap.client import _LOG_ACTION
+@pytest.mark.parametrize("action, kind, source", LOG_FORMS)
+def test_every_record_level_log_form_is_read(action, kind, source):
+    assert source
+    assert parse_log_entry({"action": action}) == ("12", kind)
+    # the record column is trusted over the action text (an id may hold spaces or brackets)
+    assert parse_log_entry({"action": action.replace("12", "a (b)"), "record": "a (b)"}) == \
+        ("a (b)", kind)
 
-    match = _LOG_ACTION.match(action)
-    assert (match.group(1).lower()[:6], match.group(2)) == (verb, record) if verb else not match
+
+def test_log_entries_that_name_no_record_are_counted_not_guessed():
+    assert parse_log_entry({"action": "Created Record (API) 7-a"}) == ("7-a", "change")
+    assert parse_log_entry({"action": "Deleted Record pt00001 (API)"}) == ("pt00001", "delete")
+    assert parse_log_entry({"action": "Manage/Design", "record": ""}) is None
+    assert parse_log_entry({"action": "Lock/Unlock Record 3"}) is None
+    # a record-level form not listed, on a server with the record column: read the record again
+    assert parse_log_entry({"action": "Delete all record data for single form",
+                            "record": "3"}) == ("3", "change")
 
 
 def test_a_registry_refusal_fails_the_run_and_keeps_the_watermark(site):
@@ -419,3 +429,168 @@ def test_a_registry_refusal_fails_the_run_and_keeps_the_watermark(site):
     assert "not-a-token" not in json.dumps(refused.as_dict())
     assert not (site.config.state_dir / "state.json").exists() and site.stored() == {}
     assert site.sync().counts["created"] == len(site.records)
+
+
+# --- change detection against REDCap as it really logs -----------------------------------------
+
+def edited(site: Site, index: int) -> tuple[str, dict[str, Any], Any]:
+    """A record of the site with a registry field changed (the LVEF values)."""
+    record_id, record, day_zero = site.records[index]
+    baseline = 70 + index if record.get("lvef_baseline_pct") != 70 + index else 60 + index
+    return record_id, {**record, "lvef_baseline_pct": baseline, "lvef_nadir_pct": None}, day_zero
+
+
+@pytest.mark.parametrize("record_column", [True, False], ids=["record-column", "old-server"])
+def test_survey_calculated_api_and_imported_changes_arrive_on_the_next_run(
+        registry, tmp_path, record_column):
+    site = Site(registry, tmp_path, count=7, record_column=record_column)
+    try:
+        assert site.sync().exit_code == 0
+        ways = ("survey", "api_autocalc", "autocalc", "api", "import", "form")
+        for index, via in enumerate(ways):
+            record_id, record, day_zero = edited(site, index)
+            site.fake.save(record_id, site_rows(record, day_zero), via=via)
+        new_id, new, new_zero = source_records(1, seed=4242)[0]
+        site.fake.save("survey-new", site_rows(new, new_zero), via="survey")
+        # an entry of a form the sync does not know: counted; read again when it names a record
+        site.fake.log.insert(0, {"timestamp": site.fake.log[0]["timestamp"], "username": "x",
+                                 "action": "Randomize Record pt00006", "details": "",
+                                 **({"record": "pt00006"} if record_column else {})})
+        actions = [entry["action"] for entry in site.fake.log[1:len(ways) + 2]]
+        assert actions[0] == "Create Response survey-new (Baseline (Arm 1: Arm 1))"
+        assert "Update record (API) (Auto calculation) pt00001 (Baseline (Arm 1: Arm 1))" \
+            in actions and "Update Response pt00000 (Baseline (Arm 1: Arm 1))" in actions
+
+        report = site.sync()
+        assert report.exit_code == 0, report.as_dict()
+        assert report.change_detection == "logging"
+        assert report.counts["updated"] == len(ways) and report.counts["created"] == 1
+        assert report.log_entries_not_understood == (0 if record_column else 1)
+        stored = site.stored()
+        for index in range(len(ways)):
+            record_id, record, _ = edited(site, index)
+            assert stored[site.subject(record_id)]["lvef_baseline_pct"] == \
+                record["lvef_baseline_pct"]
+        assert site.subject("survey-new") in stored
+    finally:
+        site.close()
+
+
+@pytest.mark.parametrize("newest_first, longitudinal", [
+    (True, True), (True, False), (False, False)], ids=["longitudinal", "classic", "reversed-log"])
+def test_a_record_created_and_deleted_in_one_minute_leaves_the_next_run_green(
+        registry, tmp_path, newest_first, longitudinal):
+    site = Site(registry, tmp_path, count=3, newest_first=newest_first, longitudinal=longitudinal)
+    try:
+        assert site.sync().exit_code == 0
+        versions, before = site.versions(), site.stored()
+        wrong_id, wrong, wrong_zero = source_records(1, seed=77)[0]
+        with site.fake.same_minute():  # entered in the wrong project, deleted at once
+            site.fake.save("wrong1", site_rows(wrong, wrong_zero, longitudinal=longitudinal))
+            site.fake.delete("wrong1")
+        assert site.fake.log[0]["timestamp"] == site.fake.log[1]["timestamp"]
+        state = json.loads((site.config.state_dir / "state.json").read_text())
+
+        report = site.sync()
+        assert report.exit_code == 0 and report.failure is None, report.as_dict()
+        assert report.counts["not_in_registry"] == 1 and report.counts["created"] == 0
+        assert report.watermark["advanced"] and report.watermark["new"] >= state["watermark"]
+        assert site.stored() == before and site.versions() == versions  # nothing written
+        assert site.sync().exit_code == 0  # and the run after it too
+    finally:
+        site.close()
+
+
+def test_a_record_edited_and_deleted_in_one_minute_arrives_as_a_withdrawal(site):
+    assert site.sync().exit_code == 0
+    record_id, record, day_zero = edited(site, 0)
+    other_id, other, other_zero = edited(site, 1)
+    with site.fake.same_minute():
+        site.fake.save(record_id, site_rows(record, day_zero), via="survey")
+        site.fake.delete(record_id)
+        site.fake.save(other_id, site_rows(other, other_zero), via="api")
+        site.fake.delete(other_id, via="api")
+        site.fake.save(other_id, site_rows(other, other_zero), via="import")  # entered again
+
+    report = site.sync()
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["withdrawn"] == 1 and report.counts["updated"] == 1
+    assert [line["subject_id"] for line in report.records if line["outcome"] == "withdrawn"] \
+        == [site.subject(record_id)]
+    stored = site.stored()
+    assert site.subject(record_id) not in stored
+    assert stored[site.subject(other_id)]["lvef_baseline_pct"] == other["lvef_baseline_pct"]
+    with site.app.app_context(), unit_of_work() as session:
+        reason = session.scalar(select(Tombstone.reason).where(
+            Tombstone.subject_id == site.subject(record_id)))
+    assert reason == "deleted_at_source"
+    again = site.sync()  # the overlap reads the same minute: withdrawing again changes nothing
+    assert again.exit_code == 0 and again.counts["updated"] == 0 and site.stored() == stored
+
+
+def test_survey_and_api_deletions_arrive_as_withdrawals(site):
+    assert site.sync().exit_code == 0
+    site.fake.delete(site.records[0][0], via="survey")
+    site.fake.delete(site.records[1][0], via="api")
+    assert [entry["action"] for entry in site.fake.log[:2]] == [
+        f"Deleted Record {site.records[1][0]} (API)", f"Deleted Response {site.records[0][0]}"]
+    report = site.sync()
+    assert report.exit_code == 0 and report.counts["withdrawn"] == 2
+
+
+def test_a_record_deleted_between_the_log_and_the_export_is_a_deletion(site):
+    """A record the log names as changed but REDCap no longer lists was deleted."""
+    assert site.sync().exit_code == 0
+    record_id, record, day_zero = edited(site, 2)
+    site.fake.save(record_id, site_rows(record, day_zero))
+    site.fake.logging_right = False  # dateRangeBegin names it; then it goes
+    original = site.fake._records
+
+    def delete_after_listing(form, fault):  # runs under the fake's lock
+        answer = original(form, fault)
+        listing = not any(key.startswith("records[") for key in form)
+        if listing and site.fake.records.pop(record_id, None):
+            site.fake._touch(record_id, "Delete record {id}{arm}", "site_dm")
+        return answer
+    site.fake._records = delete_after_listing
+    report = site.sync()
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["withdrawn"] == 1 and site.subject(record_id) not in site.stored()
+
+
+def test_a_listed_record_that_does_not_come_back_fails_by_name_and_the_next_run_recovers(site):
+    assert site.sync().exit_code == 0
+    state = (site.config.state_dir / "state.json").read_text()
+    record_id, record, day_zero = edited(site, 3)
+    site.fake.save(record_id, site_rows(record, day_zero))
+    site.fake.faults.append(Fault("missing_rows", times=2))  # the batch and the second ask
+    versions = site.versions()
+    failed = site.sync()
+    assert failed.exit_code == 2 and site.subject(record_id) in failed.failure
+    assert "next run asks for them again" in failed.failure
+    assert [line["outcome"] for line in failed.records] == ["not_exported"]
+    assert site.versions() == versions  # nothing sent
+    assert (site.config.state_dir / "state.json").read_text() == state  # watermark kept
+    recovered = site.sync()  # incremental, no --full
+    assert recovered.exit_code == 0 and recovered.mode == "incremental"
+    assert recovered.counts["updated"] == 1
+
+
+def test_the_fake_keeps_time_as_a_server_in_its_own_zone_does(site):
+    from email.utils import parsedate_to_datetime
+    from zoneinfo import ZoneInfo
+
+    import requests
+
+    answer = requests.post(site.environ["REDCAP_API_URL"], data={
+        "token": site.fake.token, "content": "log", "format": "json", "logtype": "record"})
+    date = answer.headers["Date"]
+    assert date.endswith(" GMT") and "," not in date.split(",", 1)[1]  # one Date header
+    server = parsedate_to_datetime(date)
+    local = server.astimezone(ZoneInfo(site.fake.zone)).strftime("%Y-%m-%d %H:%M")
+    newest = answer.json()[0]
+    assert set(newest) == {"timestamp", "username", "action", "details", "record"}
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", newest["timestamp"])  # minutes
+    assert newest["timestamp"] <= local and server.utcoffset().total_seconds() == 0
+    assert site.fake.now().strftime("%Y-%m-%d %H:%M") != \
+        server.strftime("%Y-%m-%d %H:%M")  # not UTC

@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -25,9 +26,82 @@ HASHED_ID = re.compile(r"^[0-9a-f]{32}$")
 HASHED_MESSAGE = (
     "REDCap returned hashed record ids: the token's user has de-identified export rights. Give "
     "the sync's REDCap user 'Full Data Set' export rights; the sync de-identifies at the site")
-# "Update record 12", "Created Record (API) 12", "Deleted Record 12 (API)": the verb and the id.
-_LOG_ACTION = re.compile(r"^\s*(create|created|update|updated|delete|deleted)\s+record\b"
-                         r"(?:\s*\([^)]*\))?\s+(\S+)(?:\s*\([^)]*\))?\s*$", re.I)
+# Every record-level action REDCap's logging export (content=log, logtype=record) writes, newest
+# entry first, as "<verb> <record|Response> [(how)...] <record id> [(event (arm))]". Each form is
+# listed with where it was seen; `parse_log_entry` reads them all (tests/test_redcap_sync.py runs
+# every example through it, and the fake REDCap of the tests writes them).
+LOG_FORMS: tuple[tuple[str, str, str], ...] = (
+    ("Create record 12", "change",
+     "REDCap validation suite vanderbilt-redcap/redcap_rsvc, feature B.6.7.2100 (logging table)"),
+    ("Update record 12", "change",
+     "vanderbilt-redcap/redcap_rsvc, randomization feature C.3.30.0600 ('Update record 1-1')"),
+    ("Delete record 12", "delete",
+     "vanderbilt-redcap/redcap_rsvc, feature B.3.14.1200 Delete record ('Delete record 1')"),
+    ("Create record 12 (Event 1 (Arm 1: Arm 1))", "change",
+     "vanderbilt-redcap/redcap_rsvc, e-Consent PDF snapshot feature (longitudinal project)"),
+    ("Update record 12 (Baseline (Arm 1: Control))", "change",
+     "REDCap KB RC-LOG-01 Logging, section 4.2 (bdeveer.github.io/REDCap_KB_RAG)"),
+    ("Delete record 12 (Arm 1: Arm 1)", "delete",
+     "vanderbilt-redcap/redcap_rsvc, feature B.3.32.0200 Bulk Record Delete"),
+    ("Create record (API) 12", "change",
+     "REDCap source, API record import: log description 'Create record (API)'"),
+    ("Update record (API) 12", "change",
+     "REDCap source, API record import: log description 'Update record (API)'"),
+    ("Create record (import) 12", "change",
+     "REDCap source, Data Import Tool: log description 'Create record (import)'"),
+    ("Update record (import) 12", "change",
+     "REDCapR inst/test-data/specific-redcapr/log-read/2024-10-11.R (record column '5')"),
+    ("Update record (Auto calculation) 12 (3 Month (Arm 1: Control))", "change",
+     "REDCap KB RC-LOG-01 Logging, section 4.2"),
+    ("Update record (API) (Auto calculation) 12 (Baseline)", "change",
+     "issue 13 (a real REDCap); REDCap source: 'Update record (API) (Auto calculation)'"),
+    ("Update record (DTS) 12", "change", "REDCap source description 'Update record (DTS)'"),
+    ("Update record (DDP) 12", "change", "REDCap source description 'Update record (DDP)'"),
+    ("Create Response 12 (Baseline)", "change", "issue 13 (a real REDCap, survey entry)"),
+    ("Update Response 12", "change",
+     "vanderbilt-redcap/redcap_rsvc, feature B.3.15.0200 survey status ('Update Response 1')"),
+    ("Update Response 12 (Event 1 (Arm 1: Arm 1))", "change",
+     "vanderbilt-redcap/redcap_rsvc, e-Consent feature ([survey respondent] entries)"),
+    ("Update Response (Auto calculation) 12", "change",
+     "REDCap source description 'Update survey response (Auto calculation)' (action text "
+     "inferred from it)"),
+    ("Deleted Response 12", "delete", "issue 13 (a real REDCap, survey response deleted)"),
+    ("Created Record (API) 12", "change",
+     "epicentre-msf/redcap R/parse_logging.R: '(Created?|Updated?|Deleted?) [Rr]ecord'"),
+    ("Updated Record 12", "change", "epicentre-msf/redcap R/parse_logging.R"),
+    ("Deleted Record 12 (API)", "delete",
+     "epicentre-msf/redcap R/parse_logging.R ('Deleted Record'); the source after the id as "
+     "this sync's first parser read it (not confirmed on a live server)"),
+)
+_EVENT = r"\((?:[^()]|\([^()]*\))*\)"  # "(Baseline)" or "(Baseline (Arm 1: Control))"
+_LOG_ACTION = re.compile(
+    r"^\s*(?P<verb>create|created|update|updated|delete|deleted)\s+(?:record|response)\b"
+    r"(?P<how>(?:\s*\([^()]*\))*)\s+(?P<record>\S(?:.*?\S)?)(?:\s*" + _EVENT + r")?\s*$",
+    re.I)
+
+
+def parse_log_entry(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """(record id, "change" | "delete") of one logging export entry; None when it names no record.
+
+    The `record` column (REDCap 13.4.9 and later) is trusted over the id in the action text; an
+    entry that has a record column but an action of a form not listed above counts as a change:
+    reading an unchanged record again writes nothing."""
+    action = str(entry.get("action", ""))
+    record = str(entry.get("record") or "").strip()
+    match = _LOG_ACTION.match(action)
+    if match is None:
+        return (record, "change") if record else None
+    kind = "delete" if match.group("verb").lower().startswith("delete") else "change"
+    return (record or match.group("record")), kind
+
+
+@dataclass
+class RecordLog:
+    """What the logging export says since a moment: the last action of each record named."""
+
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    not_understood: int = 0  # entries naming no record in a form this parser knows
 
 
 class RedcapFailure(Exception):
@@ -154,39 +228,55 @@ class RedcapClient:
             fields=[id_field], date_begin=since)), "record id export")
         return list(dict.fromkeys(str(row.get(id_field, "")) for row in rows))
 
-    def record_log(self, since: datetime) -> tuple[list[str], list[str]]:
-        """(changed, deleted) record ids since `since`, from the logging export.
+    def record_log(self, since: datetime) -> RecordLog:
+        """The records created, changed or deleted since `since`, from the logging export.
 
-        Raises RedcapFailure with a status when the token lacks the logging right."""
+        REDCap lists the log newest entry first, at minute resolution: the first entry naming a
+        record is its last action. The order is kept as REDCap gives it (re-sorting by the
+        minute would reverse a create and a delete of the same minute). Raises RedcapFailure
+        with a status when the token lacks the logging right."""
         entries = self._rows(self._call("logging export", lambda: self.project.export_logging(
             log_type="record", begin_time=since)), "logging export")
-        last_action: dict[str, str] = {}
-        for entry in sorted(entries, key=lambda item: str(item.get("timestamp", ""))):
-            match = _LOG_ACTION.match(str(entry.get("action", "")))
-            if match:
-                last_action.pop(match.group(2), None)  # keep the order of the last action
-                last_action[match.group(2)] = match.group(1).lower()[:6]
-        changed = [record for record, action in last_action.items() if action != "delete"]
-        deleted = [record for record, action in last_action.items() if action == "delete"]
-        return changed, deleted
+        found = RecordLog()
+        last: dict[str, str] = {}
+        for entry in entries:
+            parsed = parse_log_entry(entry)
+            if parsed is None:
+                found.not_understood += 1
+            elif parsed[0] not in last:
+                last[parsed[0]] = parsed[1]
+        found.changed = [record for record, kind in last.items() if kind == "change"]
+        found.deleted = [record for record, kind in last.items() if kind == "delete"]
+        return found
 
-    def export(self, record_ids: list[str]) -> Iterator[list[dict[str, Any]]]:
-        """The flat rows of these records, one batch at a time; every id must come back."""
-        id_field = self.id_field
+    def export(self, record_ids: list[str]) -> Iterator[tuple[list[str], list[dict[str, Any]]]]:
+        """(ids that did not come back, flat rows) of these records, one batch at a time.
+
+        A record missing from a batch is asked for once more on its own; what is still missing
+        is left to the caller, who tells a deleted record from one REDCap failed to export."""
         for start in range(0, len(record_ids), self.batch_size):
             if start:
                 self.sleep(self.pause)  # servers ban bursts
             batch = record_ids[start:start + self.batch_size]
-            rows = self._rows(self._call("record export", lambda: self.project.export_records(
-                records=batch)), "record export")
-            returned = {str(row.get(id_field, "")) for row in rows}
-            if looks_hashed(sorted(returned)) and not looks_hashed(batch):
-                raise RedcapFailure(HASHED_MESSAGE)
-            missing = len(set(batch) - returned)
+            rows = self._export_batch(batch)
+            missing = self._missing(batch, rows)
             if missing:
-                raise RedcapFailure(f"record export: {missing} of {len(batch)} requested records "
-                                    "did not come back; nothing was sent")
-            yield rows
+                self.sleep(self.pause)
+                rows += self._export_batch(missing)
+                missing = self._missing(batch, rows)
+            yield missing, rows
+
+    def _export_batch(self, batch: list[str]) -> list[dict[str, Any]]:
+        rows = self._rows(self._call("record export", lambda: self.project.export_records(
+            records=batch)), "record export")
+        returned = sorted({str(row.get(self.id_field, "")) for row in rows})
+        if looks_hashed(returned) and not looks_hashed(batch):
+            raise RedcapFailure(HASHED_MESSAGE)
+        return rows
+
+    def _missing(self, batch: list[str], rows: list[dict[str, Any]]) -> list[str]:
+        returned = {str(row.get(self.id_field, "")) for row in rows}
+        return [record_id for record_id in batch if record_id not in returned]
 
 
 def looks_hashed(record_ids: list[str]) -> bool:

@@ -7,6 +7,12 @@ become checkboxes. A choice code is the registry's value when REDCap allows it (
 underscore); otherwise `+` is written `plus` ("3+" -> "3plus") and any other character `_`.
 The sync reads the site's REDCap through the same table (`redcap_fields()`), so the two sides
 cannot drift apart.
+
+The file stays within what REDCap's Data Dictionary upload accepts without a warning (field
+names of lowercase letters, digits and underscores, starting with a letter, at most 26
+characters) and reads as a REDCap user expects: labels and notes are plain words, never a
+registry field name, a code or "null" (`REDCAP_WORDING`). tests/test_redcap_dictionary.py
+applies REDCap's upload checks to the generated file.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ HEADER = (
 )
 RECORD_ID = "record_id"
 MET_DX_DATE = "met_dx_date"
-VERSION_FIELD = "registry_dictionary_version"
+# A descriptive field whose annotation carries the version; found by its tag, not its name, so
+# projects that imported the earlier 27-character name `registry_dictionary_version` still sync.
+VERSION_FIELD = "registry_dict_version"
 VERSION_TAG = "REGISTRY_DICTIONARY_VERSION="
 FOLLOW_UP_FORM = "follow_up"
 # Instruments, each starting at a field of the schema (in schema order). The follow-up instrument
@@ -61,6 +69,45 @@ CODE_LABELS = {
     "ned": "NED (no evidence of disease)", "ned_after_local_therapy": "NED after local therapy",
     "trastuzumab_pertuzumab": "trastuzumab + pertuzumab",
     "asymptomatic_lvef_decline": "asymptomatic LVEF decline",
+    "interrupted_resumed": "interrupted and resumed", "skin_soft_tissue": "skin or soft tissue",
+    "remission_physician_decision": "physician's decision during remission",
+    "not_done": "not done", "not_applicable": "not applicable", "de_novo": "de novo",
+}
+# Label and note (None: generated) of fields whose schema wording speaks the registry's language
+# (field names, codes, "null", "absent"), in the words a REDCap user reads on the form.
+REDCAP_WORDING: dict[str, tuple[str | None, str | None]] = {
+    "primary_dx_day": (None, "Required for recurrent disease; leave blank for de novo disease"),
+    "prior_adjuvant_trastuzumab": (
+        "Trastuzumab given in the adjuvant setting before metastasis (No for de novo disease)",
+        None),
+    "ecog_at_met_dx": (
+        "ECOG performance status at metastatic diagnosis (leave blank if unknown)", None),
+    "later_anti_her2": (
+        "Anti-HER2 agents given after the first line (leave all unticked if none)", None),
+    "local_therapy_metastases": (
+        "Local therapy of metastases (leave all unticked if none)", None),
+    "primary_tumour_surgery": (None, "Only for de novo disease"),
+    "endocrine_maintenance": (
+        "Endocrine maintenance therapy (not applicable when ER and PR are both negative)", None),
+    "best_response": (
+        "Best response to first-line therapy; the registry takes patients with a complete "
+        "response or no evidence of disease after local therapy", None),
+    "trastuzumab_stop_day": (
+        None, "Required when maintenance was discontinued, or interrupted and resumed; leave "
+              "blank while it is ongoing"),
+    "discontinuation_reason": (
+        None, "Required when a trastuzumab stop date is given; leave blank while maintenance "
+              "is ongoing"),
+    "trastuzumab_resume_day": (
+        None, "Required when maintenance was interrupted and resumed; leave blank otherwise"),
+    "progression_day": (
+        "Date of progression after the remission started (leave blank if no progression)",
+        "Required when the disease status at the last follow-up is progressing"),
+    "disease_status_last": (
+        "Disease status at the last follow-up (progressing needs a progression date)", None),
+    "last_followup_day": (
+        "Date of the last follow-up; on or after every other date of the record", None),
+    "cause_of_death": (None, "Required when the patient has died; leave blank while alive"),
 }
 # The published dictionary's type of a field -> the kind of REDCap field it becomes.
 _KINDS = {"list of codes": "codes", "code": "code", "integer": "integer"}
@@ -160,10 +207,15 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
         row["Text Validation Max"] = str(schema_field.upper_bound())
         if "unit" in meta:
             notes.append(meta["unit"])
-    if "required_when" in meta:
+    label, note = REDCAP_WORDING.get(field.registry_name, (None, None))
+    if note is not None:
+        notes.append(note)
+    elif "required_when" in meta:
         notes.append("required when " + meta["required_when"])
-    row["Field Label"] = description[:1].upper() + description[1:]
-    row["Field Note"] = "; ".join(notes)
+    label = label or description[:1].upper() + description[1:]
+    row["Field Label"] = label
+    text = "; ".join(note for note in notes if note)
+    row["Field Note"] = text[:1].upper() + text[1:]
     return row
 
 
@@ -172,7 +224,8 @@ def dictionary_rows() -> list[dict[str, str]]:
     first = dict.fromkeys(HEADER, "")
     first.update({"Variable / Field Name": RECORD_ID, "Form Name": "diagnosis",
                   "Field Type": "text", "Field Label": "Record ID", "Identifier?": "y",
-                  "Field Note": "never sent: the registry receives an HMAC of it"})
+                  "Field Note": "Never sent: the registry receives a code made from it that "
+                                "cannot be turned back into it"})
     version = dict.fromkeys(HEADER, "")
     version.update({"Variable / Field Name": VERSION_FIELD, "Form Name": "diagnosis",
                     "Field Type": "descriptive",
@@ -198,10 +251,11 @@ def dictionary_csv() -> str:
 
 
 def metadata_version(metadata: list[dict[str, str]]) -> str | None:
-    """The registry dictionary version recorded in a REDCap project's exported metadata."""
+    """The registry dictionary version recorded in a REDCap project's exported metadata (the
+    field annotation that carries the version tag, whatever the field's name)."""
     for row in metadata:
-        if row.get("field_name") == VERSION_FIELD:
-            annotation = row.get("field_annotation", "")
-            match = re.search(re.escape(VERSION_TAG) + r"(\S+)", annotation)
-            return match.group(1) if match else None
+        annotation = row.get("field_annotation", "")
+        match = re.search(re.escape(VERSION_TAG) + r"(\S+)", annotation)
+        if match:
+            return match.group(1)
     return None

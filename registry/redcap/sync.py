@@ -6,6 +6,13 @@ advances to the start of the run only when the run failed nowhere; records refus
 content do not hold it back: they come back when they are edited (every edit is logged) and on
 `--full`. Incremental runs look back `overlap_minutes` before the watermark (the log has minute
 resolution); re-sending an unchanged record writes nothing.
+
+What REDCap lists now decides between a change and a deletion: a record the log names as
+deleted but REDCap lists again is read, and a record the log (or `dateRangeBegin`) names as
+changed that the export does not return is deleted when REDCap no longer lists it (withdrawn
+when it had reached the registry). Only a record REDCap lists that still does not come back
+fails the run; the report names it by subject_id and the next incremental run asks again, so no
+state needs `--full` to get past.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from registry.schemas.record import DICTIONARY_VERSION
 
 log = logging.getLogger("registry.redcap.sync")
 WATERMARK_FORMAT = "%Y-%m-%d %H:%M:%S"
-OUTCOMES = ("created", "updated", "unchanged", "invalid", "withdrawn", "not_in_registry")
+OUTCOMES = ("created", "updated", "unchanged", "invalid", "withdrawn", "not_in_registry",
+            "not_exported")
 EXIT_OK, EXIT_RECORDS_REFUSED, EXIT_FAILED = 0, 1, 2
 
 
@@ -51,6 +59,7 @@ class Report:
     counts: Counter = field(default_factory=Counter)
     records: list[dict[str, Any]] = field(default_factory=list)
     missing_from_source: list[str] = field(default_factory=list)
+    log_entries_not_understood: int = 0
     failure: str | None = None
     watermark: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +86,7 @@ class Report:
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "change_detection": self.change_detection,
             "deletions_detected": self.deletions_detected,
+            "log_entries_not_understood": self.log_entries_not_understood,
             "dictionary_version": DICTIONARY_VERSION,
             "failure": self.failure, "watermark": self.watermark,
             "counts": {outcome: self.counts[outcome] for outcome in OUTCOMES} | {
@@ -133,12 +143,12 @@ def check_dictionary(metadata: list[dict[str, Any]]) -> None:
 
 def _changed_records(client: RedcapClient, report: Report, since: datetime | None
                      ) -> tuple[list[str], list[str]]:
-    """(record ids to read, record ids deleted at the source)."""
+    """(record ids to read, record ids deleted at the source), as REDCap lists them now."""
     if since is None:
         report.change_detection = "full"
         return client.record_ids(), []
     try:
-        changed, deleted = client.record_log(since)
+        found = client.record_log(since)
     except RedcapFailure as failure:
         if failure.status not in (400, 401, 403):
             raise
@@ -146,18 +156,29 @@ def _changed_records(client: RedcapClient, report: Report, since: datetime | Non
         report.change_detection = "dateRangeBegin"
         return client.record_ids(since), []
     report.change_detection, report.deletions_detected = "logging", True
-    return changed, deleted
+    report.log_entries_not_understood = found.not_understood
+    if found.not_understood:
+        log.warning("%d logging entries name no record in a form this sync knows",
+                    found.not_understood)
+    if not found.deleted:
+        return found.changed, []
+    listed = _listed(client)  # a record deleted, then created again under its id
+    return (found.changed + [record for record in found.deleted if record in listed],
+            [record for record in found.deleted if record not in listed])
 
 
 def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], report: Report,
-          progress: bool) -> list[dict[str, Any]]:
-    """Export, assemble, de-identify and validate every record; the valid ones, to send.
+          progress: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """(valid records to send, record ids REDCap did not return): export, assemble,
+    de-identify and validate every record.
 
     Each exported batch is turned into records at once, so the raw rows (with their dates)
     never pile up in memory."""
     to_send = []
+    not_returned: list[str] = []
     with tqdm(total=len(record_ids), unit="record", desc="REDCap", disable=not progress) as bar:
-        for rows in client.export(record_ids):
+        for missing, rows in client.export(record_ids):
+            not_returned += missing
             rows_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
                 rows_of[str(row[client.id_field])].append(row)
@@ -169,8 +190,36 @@ def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], repor
                 else:
                     to_send.append(record)
             report.counts["read"] += len(rows_of)
-            bar.update(len(rows_of))
-    return to_send
+            bar.update(len(rows_of) + len(missing))
+    return to_send, not_returned
+
+
+def _listed(client: RedcapClient) -> set[str]:
+    """Every record id REDCap lists now (hashed ids abort: they would read as all deleted)."""
+    listed = client.record_ids()
+    if looks_hashed(listed):
+        raise SyncAborted(HASHED_MESSAGE)
+    return set(listed)
+
+
+def _gone(client: RedcapClient, config: SyncConfig, report: Report,
+          not_returned: list[str]) -> list[str]:
+    """The records among those the export did not return that REDCap no longer lists (deleted
+    since the log or the list named them); raises when REDCap still lists any of them."""
+    if not not_returned:
+        return []
+    listed = _listed(client)
+    stuck = [record for record in not_returned if record in listed]
+    if stuck:
+        subjects = [subject_id(config.site_secret, record, config.subject_prefix)
+                    for record in stuck]
+        for subject in subjects:
+            report.add(subject, "not_exported", reason="listed_by_redcap_but_not_exported")
+        raise RedcapFailure(
+            f"record export: {len(stuck)} record(s) that REDCap lists did not come back, even "
+            f"when asked for again (subject_id {', '.join(subjects)}); nothing was sent, and the "
+            "next run asks for them again")
+    return not_returned
 
 
 def _push(registry: RegistryClient, config: SyncConfig, records: list[dict[str, Any]],
@@ -234,20 +283,21 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
     record_ids, deleted = _changed_records(client, report, since)
     if looks_hashed(record_ids + deleted):
         raise SyncAborted(HASHED_MESSAGE)
-    to_send = _read(client, config, record_ids, report, progress)  # all, before any is sent
+    # Everything is read before anything is sent.
+    to_send, not_returned = _read(client, config, record_ids, report, progress)
+    gone = _gone(client, config, report, not_returned)
     _push(registry, config, to_send, report, dry_run, progress)
-    present = set(record_ids)
-    for record_id in deleted:
-        if record_id in present:
-            continue
-        subject = subject_id(config.site_secret, record_id, config.subject_prefix)
-        held = registry.withdraw(subject, dry_run=dry_run)
-        report.add(subject, "withdrawn" if held else "not_in_registry",
-                   reason="deleted_at_source")
     if full:
+        # Reported, not withdrawn: a full run reconciles, it does not act on an absence.
         current = {subject_id(config.site_secret, record_id, config.subject_prefix)
-                   for record_id in record_ids}
+                   for record_id in record_ids if record_id not in gone}
         report.missing_from_source = sorted(registry.subjects() - current)
+    else:
+        for record_id in deleted + gone:
+            subject = subject_id(config.site_secret, record_id, config.subject_prefix)
+            held = registry.withdraw(subject, dry_run=dry_run)
+            report.add(subject, "withdrawn" if held else "not_in_registry",
+                       reason="deleted_at_source")
     report.watermark["new"] = started.strftime(WATERMARK_FORMAT)
     if not dry_run:
         state.save(started)
