@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker
 
 from registry.config import settings_from_environment
 
@@ -20,7 +21,28 @@ bind = _settings["REGISTRY_BIND"]
 # 2 x REGISTRY_DB_POOL_SIZE database connections: size PostgreSQL's max_connections for it.
 workers = int(_settings["REGISTRY_WORKERS"] or multiprocessing.cpu_count() * 2)
 threads = _settings["REGISTRY_THREADS"]
-worker_class = "gthread"
+
+
+class QuietWorker(ThreadWorker):
+    """gunicorn's threaded worker, except that a request it cannot parse is answered and logged
+    without repeating it: gunicorn quotes the bad request line or header in its 400 and in its
+    log line, and either may hold a subject id or any value a client chose."""
+
+    _quiet_classes: dict[type, type] = {}
+
+    def handle_error(self, req, client, addr, exc):  # noqa: ANN001, ANN201
+        """Answer as gunicorn does (same status), with a message that names no value."""
+        kind = type(exc)
+        quiet_class = self._quiet_classes.setdefault(kind, type(kind.__name__, (kind,), {
+            "__str__": lambda self: "(not repeated)", "__repr__": lambda self: kind.__name__}))
+        quiet = quiet_class.__new__(quiet_class)
+        try:  # what gunicorn logs with the error is this exception, not the client's text
+            raise quiet from None
+        except quiet_class:
+            super().handle_error(None, client, addr, quiet)
+
+
+worker_class = QuietWorker
 timeout = _settings["REGISTRY_WORKER_TIMEOUT"]
 graceful_timeout = 30
 keepalive = 5
@@ -80,6 +102,22 @@ if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
+# Rate limits hold whatever the number of workers: every worker counts in one store. Without
+# REGISTRY_RATE_LIMIT_STORAGE (Redis, for several instances), the workers share a SQLite file
+# made here, in memory (/dev/shm) where the host has it. memory:// would give each worker a
+# budget of its own: with 4 workers a token would get 4 times its limit.
+_limits_storage = _settings["REGISTRY_RATE_LIMIT_STORAGE"]
+_own_limits_dir = None
+if not _limits_storage:
+    _own_limits_dir = tempfile.mkdtemp(prefix="registry-limits-",
+                                       dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    os.environ["REGISTRY_RATE_LIMIT_STORAGE"] = f"sqlite:///{_own_limits_dir}/counters.sqlite"
+elif _limits_storage.startswith("memory://") and workers > 1:
+    raise SystemExit("REGISTRY_RATE_LIMIT_STORAGE=memory:// counts in each worker alone, so "
+                     "each would grant the whole limit: leave it unset (the workers then share "
+                     "a file) or point it at Redis")
+
+
 def on_starting(server):  # noqa: ANN001, ANN201
     """Empty the metrics directory before the first worker starts."""
     os.makedirs(_metrics_dir, exist_ok=True)
@@ -95,6 +133,8 @@ def child_exit(server, worker):  # noqa: ANN001, ANN201
 
 
 def on_exit(server):  # noqa: ANN001, ANN201
-    """Remove a metrics directory this configuration created."""
+    """Remove the metrics and rate-limit directories this configuration created."""
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    if _own_limits_dir:
+        shutil.rmtree(_own_limits_dir, ignore_errors=True)

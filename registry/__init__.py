@@ -31,9 +31,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     observability.init_app(app)  # first: every later hook and error sees the request id
     db.init_app(app)
+    ratelimit.init_app(app)  # before auth: a spent address is refused before its token is read
     auth.init_app(app)
+    ratelimit.init_token_limit(app)  # after auth: a verified token spends its own budget
     api.init_app(app)
-    ratelimit.init_app(app)  # after auth: limits are counted per verified token
     errors.register_error_handlers(app)
     cli.init_app(app)
     return app

@@ -24,10 +24,17 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
     ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
     ("REGISTRY_RATE_LIMIT", "1200 per minute",
-     "requests one token (or one address, without a token) may make; 'off' to disable; "
-     "several limits separated by ';'"),
-    ("REGISTRY_RATE_LIMIT_STORAGE", "memory://",
-     "where rate-limit counters live: memory:// (one process) or redis://host:6379 (shared)"),
+     "requests one token may make; several limits separated by ';'; 'off' switches every "
+     "rate limit off"),
+    ("REGISTRY_ADDRESS_RATE_LIMIT", "60 per minute",
+     "API requests one client address may make without a valid token (none, unknown or "
+     "revoked: this paces token guessing); 'off' to disable"),
+    ("REGISTRY_RATE_LIMIT_STORAGE", None,
+     "where rate-limit counters live, shared by every process that serves: redis://host:6379 "
+     "for several instances; default: a file shared by the gunicorn workers (shipped config), "
+     "memory:// in one process"),
+    ("REGISTRY_RATE_LIMIT_PREFIX", "registry",
+     "prefix of the rate-limit keys (registries sharing one Redis each need their own)"),
     ("REGISTRY_TRUSTED_PROXIES", 0,
      "reverse proxies in front of the app whose X-Forwarded-For/-Proto to trust (nginx: 1)"),
     # Read by deploy/gunicorn.conf.py (the server), not by the app.
@@ -93,17 +100,19 @@ def check_settings(values: dict[str, Any]) -> None:
         raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
     if values["REGISTRY_MAX_BATCH"] < 1:
         raise SystemExit("REGISTRY_MAX_BATCH must be at least 1")
-    _check_rate_limit(values["REGISTRY_RATE_LIMIT"])
-    if not values["REGISTRY_RATE_LIMIT_STORAGE"].startswith(_RATE_LIMIT_STORAGES):
+    _check_rate_limit("REGISTRY_RATE_LIMIT", values["REGISTRY_RATE_LIMIT"])
+    _check_rate_limit("REGISTRY_ADDRESS_RATE_LIMIT", values["REGISTRY_ADDRESS_RATE_LIMIT"])
+    storage = values["REGISTRY_RATE_LIMIT_STORAGE"]
+    if storage and not storage.startswith(_RATE_LIMIT_STORAGES):
         raise SystemExit("REGISTRY_RATE_LIMIT_STORAGE must start with one of: "
                          + ", ".join(_RATE_LIMIT_STORAGES))
 
 
-_RATE_LIMIT_STORAGES = ("memory://", "redis://", "rediss://", "redis+sentinel://",
+_RATE_LIMIT_STORAGES = ("memory://", "sqlite:///", "redis://", "rediss://", "redis+sentinel://",
                         "redis+cluster://", "memcached://", "mongodb://")
 
 
-def _check_rate_limit(setting: str) -> None:
+def _check_rate_limit(name: str, setting: str) -> None:
     """Refuse a rate limit that the limiter could not parse (fail at start, not per request)."""
     from limits import parse_many
 
@@ -112,5 +121,4 @@ def _check_rate_limit(setting: str) -> None:
     try:
         parse_many(setting)
     except ValueError:
-        raise SystemExit("REGISTRY_RATE_LIMIT must be like '1200 per minute' (or 'off')") \
-            from None
+        raise SystemExit(f"{name} must be like '1200 per minute' (or 'off')") from None

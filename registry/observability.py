@@ -1,5 +1,8 @@
 """Operations: a request id on every request, structured JSON logs, Prometheus metrics.
 
+The request id is the server's own unless a client (or nginx) sent one of a strict random shape
+that passes the identifier firewall; no other value a client chose is echoed or logged.
+
 A request is logged as one line: method, route template (never the raw path, which holds subject
 ids), status, duration, token id and role. Bodies, tokens, query strings and record values are
 never logged.
@@ -10,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
@@ -22,11 +25,14 @@ from prometheus_client import (
 )
 from pythonjsonlogger.json import JsonFormatter
 
-from registry.schemas.identifiers import identifier_kind
+from registry.schemas.identifiers import passes_firewall
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# A client's request id is kept when it is short and plain; anything else is replaced.
-_REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# A client's request id is kept only in a random shape: 32 hex digits (nginx's $request_id) or
+# the registry's own 32 letters a..p, and only when it passes the identifier firewall (which
+# refuses, e.g., a run of 6 digits). Anything else is replaced, never echoed and never logged.
+REQUEST_ID_SHAPE = re.compile(r"[0-9a-p]{32}")
+_HEX_AS_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 log = logging.getLogger("registry.requests")
 
@@ -91,11 +97,21 @@ def configure_logging(level: str) -> None:
         logger.addHandler(handler)
 
 
-def _request_id() -> str:
-    sent = request.headers.get(REQUEST_ID_HEADER, "")
-    if _REQUEST_ID_SHAPE.match(sent) and identifier_kind(sent) is None:
+def new_request_id() -> str:
+    """A fresh request id: 128 random bits as 32 letters a..p (no digit, so never identifier-
+    shaped)."""
+    return secrets.token_hex(16).translate(_HEX_AS_LETTERS)
+
+
+def accepted_request_id(sent: str | None) -> str | None:
+    """A client's request id if it has the strict random shape and passes the firewall."""
+    if sent is not None and REQUEST_ID_SHAPE.fullmatch(sent) and passes_firewall(sent):
         return sent
-    return uuid.uuid4().hex
+    return None
+
+
+def _request_id() -> str:
+    return accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
 
 
 def start_request() -> None:
@@ -113,7 +129,7 @@ def route_template() -> str:
 
 def finish_request(response: Response) -> Response:
     """after_request: echo the request id, count and time the request, log one line."""
-    request_id = g.get("request_id") or uuid.uuid4().hex
+    request_id = g.get("request_id") or new_request_id()
     response.headers[REQUEST_ID_HEADER] = request_id
     duration = time.perf_counter() - g.get("request_started", time.perf_counter())
     method = request.method if request.method in _METHODS else "OTHER"

@@ -91,8 +91,11 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def session_app(database_url: str) -> Iterator[Flask]:
     """The app under test, configured once per session."""
+    # The whole session's unauthenticated requests come from one address: the per-address
+    # limit is tested on apps of its own (test_operations, test_rate_limits).
     app = create_app({"DATABASE_URL": database_url, "TESTING": True,
-                      "REGISTRY_PUBLIC_URL": "https://registry.test"})
+                      "REGISTRY_PUBLIC_URL": "https://registry.test",
+                      "REGISTRY_ADDRESS_RATE_LIMIT": "off"})
     yield app
     get_database_of(app).engine.dispose()
 

@@ -151,3 +151,30 @@ def test_non_object_records_are_rejected_one_by_one(client, site_a, example_reco
                            headers=site_a).json
     assert [r["outcome"] for r in response["results"]] == ["created"] + ["rejected"] * 3
     assert all(r["errors"][0]["code"] == "invalid_type" for r in response["results"][1:])
+
+
+def test_a_resend_is_confirmed_under_the_write_lock(client, site_a, example_record,
+                                                    monkeypatch):
+    """The first read only hints that a record is resent: one withdrawn, or changed, since that
+    read is planned as what it is now, never answered unchanged."""
+    from registry.services import batches
+
+    subject_id = example_record["subject_id"]
+    first = {"records": [example_record]}
+    assert client.post("/api/v1/records/batch", json=first, headers=site_a) \
+        .json["results"][0]["outcome"] == "created"
+    # As if the first read had found this very submission stored: it finds an older one now.
+    monkeypatch.setattr(batches, "_resent_unchanged",
+                        lambda session, site_id, digests: {subject_id: 1})
+    older = {**example_record, "age_at_met_dx": 61}
+    answer = client.post("/api/v1/records/batch", json={"records": [older]}, headers=site_a)
+    [result] = answer.json["results"]
+    assert result["outcome"] == "updated" and result["version"] == 2
+    assert result["changes"] == {"age_at_met_dx": {"old": 52, "new": 61}}
+    broken = {**example_record, "age_at_met_dx": 120}
+    answer = client.post("/api/v1/records/batch", json={"records": [broken]}, headers=site_a)
+    assert answer.json["results"][0]["outcome"] == "rejected"
+    assert client.delete(f"/api/v1/records/{subject_id}", headers=site_a).status_code == 204
+    answer = client.post("/api/v1/records/batch", json={"records": [older]}, headers=site_a)
+    [result] = answer.json["results"]
+    assert result["outcome"] == "rejected" and result["errors"][0]["code"] == "subject_withdrawn"

@@ -18,6 +18,7 @@ from live import ROOT, entrypoint_server, own_database, server_environment
 from registry.config import SETTINGS, settings_table
 
 BODY_LIMIT = 256 * 1024
+DEPLOY_REQUEST_ID = "d3b07384d113edec49eaa6238ad5ff00"  # the shape of nginx's $request_id
 
 
 def _registry_cli(database_url: str, *args: str) -> str:
@@ -72,10 +73,10 @@ def test_entrypoint_migrates_then_serves_with_the_shipped_config(tmp_path: Path)
                 f"{base}/api/v1/records/{subject_id}", method="PUT",
                 data=json.dumps(record).encode(),
                 headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json",
-                         "X-Request-ID": "deploy-test-0001"})
+                         "X-Request-ID": DEPLOY_REQUEST_ID})
             with urllib.request.urlopen(put, timeout=10) as answer:
                 assert answer.status == 201
-                assert answer.headers["X-Request-ID"] == "deploy-test-0001"
+                assert answer.headers["X-Request-ID"] == DEPLOY_REQUEST_ID
 
             # Declared too large: 413 at once, without the server waiting for the body.
             too_big = _raw_request(base, (
@@ -107,7 +108,7 @@ def test_entrypoint_migrates_then_serves_with_the_shipped_config(tmp_path: Path)
 
     lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("message") == "request"]
-    put_line = next(line for line in requests if line.get("request_id") == "deploy-test-0001")
+    put_line = next(line for line in requests if line.get("request_id") == DEPLOY_REQUEST_ID)
     assert put_line["route"] == "/api/v1/records/<subject_id>"
     assert put_line["status"] == 201 and put_line["role"] == "submitter"
     assert put_line["token"] and put_line["token"] in secret
@@ -147,6 +148,10 @@ def test_compose_file_runs_the_app_on_a_healthy_postgresql() -> None:
     assert environment["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert "@db:5432/" in environment["DATABASE_URL"]
     assert {"PROMETHEUS_MULTIPROC_DIR", "REGISTRY_RATE_LIMIT_STORAGE"} <= set(environment)
+    # Rate limits counted once for every worker and instance: in the compose file's Redis.
+    assert "redis://redis:6379" in environment["REGISTRY_RATE_LIMIT_STORAGE"]
+    assert app["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert compose["services"]["redis"]["image"].startswith("redis:")
     assert set(environment) - {"DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "REGISTRY_WORKERS"} \
         <= {name for name, _, _ in SETTINGS}
     # No password written into the file: it comes from deploy/.env.

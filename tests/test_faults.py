@@ -63,7 +63,9 @@ def _load(app: Flask, headers: dict, outcomes: Outcomes, stop: threading.Event) 
         else:
             prefix = f"TOR-b{number:05d}"
             answer = client.post("/api/v1/records/batch", headers=headers, json={"records": [
-                {**EXAMPLE_RECORD, "subject_id": f"{prefix}-{n:02d}"} for n in range(BATCH_SIZE)]})
+                # Letters after the number: 7 digits in a row would be refused as identifier-like.
+                {**EXAMPLE_RECORD, "subject_id": f"{prefix}-{chr(ord('a') + n)}"}
+                for n in range(BATCH_SIZE)]})
             outcomes.note(answer.status_code, answer.headers.get("Retry-After"), prefix)
         time.sleep(0.01)
 

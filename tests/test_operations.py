@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -68,7 +70,7 @@ def test_limits_count_refused_writes_and_leave_health_checks_alone(app_with, sit
 
 
 def test_requests_without_a_token_are_limited_by_address(app_with):
-    limited = app_with(REGISTRY_RATE_LIMIT="2 per minute").test_client()
+    limited = app_with(REGISTRY_ADDRESS_RATE_LIMIT="2 per minute").test_client()
     seen = [limited.get("/api/v1/openapi.json", environ_base={"REMOTE_ADDR": "192.0.2.1"})
             .status_code for _ in range(3)]
     assert seen == [200, 200, 429]
@@ -92,13 +94,36 @@ def test_unusable_rate_limit_settings_stop_the_start(settings, database_url):
         create_app({"DATABASE_URL": database_url, **settings})
 
 
-def test_request_id_is_echoed_or_made_up(client):
-    assert client.get("/healthz", headers={"X-Request-ID": "lb-7f3a-0001"}) \
-        .headers["X-Request-ID"] == "lb-7f3a-0001"
-    for unusable in ("short", "has spaces in it", "x" * 65, "555-123-4567", "4165551234x"):
-        made_up = client.get("/healthz", headers={"X-Request-ID": unusable}).headers["X-Request-ID"]
-        assert made_up != unusable and len(made_up) == 32
-    assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+NGINX_REQUEST_ID = "7f3a9c2eab4d4e0fa1b2c3d4e5f6a7b8"  # 32 hex digits, no run of 6 digits
+
+
+def test_a_request_id_of_the_strict_random_shape_is_kept(client):
+    assert client.get("/healthz", headers={"X-Request-ID": NGINX_REQUEST_ID}) \
+        .headers["X-Request-ID"] == NGINX_REQUEST_ID
+    own = "abcdefghijklmnopabcdefghijklmnop"
+    assert client.get("/healthz", headers={"X-Request-ID": own}).headers["X-Request-ID"] == own
+
+
+@pytest.mark.parametrize("sent", [
+    "Smith.John.1950-03-03", "lb-7f3a-0001", "short", "has spaces in it", "x" * 65,
+    "555-123-4567", "4165551234x", "7F3A9C2EAB4D4E0FA1B2C3D4E5F6A7B8",
+    "00000000000000000000004165550199",  # the right shape, but holds a phone number
+    "20190303aaaaaaaaaaaaaaaaaaaaaaaa",  # the right shape, but holds a date
+    NGINX_REQUEST_ID + "0", "q" * 32,
+])
+def test_any_other_request_id_is_replaced_and_never_echoed_or_logged(client, sent, caplog):
+    with caplog.at_level(logging.DEBUG):
+        answer = client.get("/api/v1/records", headers={"X-Request-ID": sent})
+    made_up = answer.headers["X-Request-ID"]
+    assert made_up != sent and re.fullmatch("[a-p]{32}", made_up)
+    assert sent not in answer.get_data(as_text=True) and sent not in str(answer.headers)
+    logged = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
+    assert sent not in logged and made_up in logged
+
+
+def test_request_ids_made_up_by_the_server_are_random_letters(client):
+    made = {client.get("/healthz").headers["X-Request-ID"] for _ in range(50)}
+    assert len(made) == 50 and all(re.fullmatch("[a-p]{32}", rid) for rid in made)
 
 
 def test_one_log_line_per_request_with_route_template_and_no_values(client, site_a,
@@ -106,7 +131,7 @@ def test_one_log_line_per_request_with_route_template_and_no_values(client, site
     subject_id, body = without_subject(example_record)
     with caplog.at_level(logging.INFO, logger="registry"):
         client.put(f"/api/v1/records/{subject_id}", json=body,
-                   headers={**site_a, "X-Request-ID": "log-test-0001"})
+                   headers={**site_a, "X-Request-ID": NGINX_REQUEST_ID})
         client.get("/api/v1/records/NOPE-123", headers=site_a)
         client.get("/nowhere/at/all")
     lines = [record for record in caplog.records if record.name == "registry.requests"]
@@ -115,7 +140,7 @@ def test_one_log_line_per_request_with_route_template_and_no_values(client, site
         ("GET", "/api/v1/records/<subject_id>", 404),
         ("GET", "(unmatched)", 404),
     ]
-    assert lines[0].request_id == "log-test-0001"
+    assert lines[0].request_id == NGINX_REQUEST_ID
     assert lines[0].role == "submitter" and lines[0].token in site_a["Authorization"]
     assert lines[2].token is None
     assert all(line.duration_ms >= 0 for line in lines)
@@ -193,7 +218,9 @@ def _redis_answers(url: str = "redis://127.0.0.1:6379") -> bool:
 @pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379")
 def test_instances_sharing_redis_share_one_limit(app_with, site_a):
     settings = {"REGISTRY_RATE_LIMIT": "3 per minute",
-                "REGISTRY_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379"}
+                "REGISTRY_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379",
+                # Redis is shared: this run's keys carry a prefix of their own.
+                "REGISTRY_RATE_LIMIT_PREFIX": f"test-i11-{uuid.uuid4().hex}"}
     first, second = app_with(**settings).test_client(), app_with(**settings).test_client()
     statuses = [client.get("/api/v1/records", headers=site_a).status_code
                 for client in (first, second, first, second)]

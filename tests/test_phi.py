@@ -24,6 +24,9 @@ CATALOGUE = [
     "March 14 1961", "4532-123-456-AB", "046 454 286", "078-05-1120", "jane.doe@example.org",
     "+1 (416) 555-0199", "M5G 2M9", "90210-1234", "https://chart.example.org/p/12345",
     "192.168.10.24", "OHIP 1234567890",
+    # The same shapes with other separators and month names (they once passed the firewall).
+    "SECA-046_454_286", "SECA-3_Mar_2019", "SECA-M5V_2T6", "SECA-192_168_1_10",
+    "Smith.John.1950-03-03",
 ]
 SUBJECT, BODY = without_subject(EXAMPLE_RECORD)
 FIELDS = RecordFieldsSchema().fields

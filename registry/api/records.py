@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app
 
 from registry.api import Blueprint
 from registry.auth import current_caller, requires
-from registry.errors import BadRequest
+from registry.api.conditional import version_condition
 from registry.observability import count_records
 from registry.schemas.api import (
-    BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema,
+    BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema, ReadHeadersSchema,
     RecordListQuerySchema, RecordOutSchema, RecordPageSchema, SourceHeaderSchema,
     WithdrawQuerySchema, WriteHeadersSchema,
 )
@@ -30,17 +30,6 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def _if_match(value: str | None) -> int | None:
-    if value is None:
-        return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise BadRequest('If-Match must be the ETag of a version, e.g. "3"',
-                         errors=[{"field": "If-Match", "code": "invalid_format",
-                                  "message": 'a version number in quotes, e.g. "3"'}])
-    return int(tag)
-
-
 @blp.route("/<subject_id>", methods=["PUT"])
 @requires("submitter")
 @blp.arguments(WriteHeadersSchema(), location="headers")
@@ -53,7 +42,9 @@ def put_record(headers: dict[str, Any], body: dict[str, Any], subject_id: str) -
     201 when created, 200 when updated or unchanged. Send If-Match with the ETag of the
     version you edited to be told (412) when someone else changed it first."""
     outcome, record = records.put_record(
-        current_caller(), subject_id, body, if_match=_if_match(headers["if_match"]),
+        current_caller(), subject_id, body,
+        if_match=version_condition("If-Match", headers["if_match"]),
+        if_none_match=version_condition("If-None-Match", headers["if_none_match"]),
         source=headers["source"])
     count_records("put", {outcome: 1})
     return record, 201 if outcome == "created" else 200, _etag(record["version"])
@@ -86,10 +77,18 @@ def list_records(query: dict[str, Any]) -> Any:
 
 @blp.route("/<subject_id>", methods=["GET"])
 @requires("submitter")
+@blp.arguments(ReadHeadersSchema(), location="headers")
 @blp.response(200, RecordOutSchema, headers=ETAG_HEADER)
-def get_record(subject_id: str) -> Any:
-    """Read one of the site's records"""
+@blp.alt_response(304, description="Not modified: If-None-Match names the current version",
+                  headers=ETAG_HEADER)
+def get_record(headers: dict[str, Any], subject_id: str) -> Any:
+    """Read one of the site's records
+
+    Send If-None-Match with the ETag you hold to get 304 (no body) while it is current."""
     record = records.get_record(current_caller(), subject_id)
+    unchanged = version_condition("If-None-Match", headers["if_none_match"])
+    if unchanged is not None and unchanged.names(record["version"]):
+        return Response(status=304, headers=_etag(record["version"]))
     return record, 200, _etag(record["version"])
 
 

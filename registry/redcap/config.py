@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from registry.schemas.identifiers import passes_firewall
+
 SECRETS = ("redcap_api_token", "registry_token", "site_secret")
 # Environment variable of each setting that may come from the environment.
 ENVIRONMENT = {
@@ -67,9 +69,14 @@ class SyncConfig:
         if len(self.site_secret) < 32:
             raise ConfigError("REGISTRY_SITE_SECRET must be at least 32 characters (e.g. "
                               "`openssl rand -hex 32`); keep it at the site, never change it")
-        if not re.fullmatch(r"[A-Za-z]{0,24}[-_.]?", self.subject_prefix):
+        if not re.fullmatch(r"(?:[A-Za-z]{1,24}[-_.]?)?", self.subject_prefix):
             raise ConfigError("subject_prefix must be a few letters, optionally ending in '-', "
                               "'_' or '.' (e.g. TOR-), so that subject ids stay valid")
+        # A prefix the registry's firewall reads as part of an identifier (www-, http_) would
+        # have every pseudonym refused: say so now, not on every record.
+        if not passes_firewall(self.subject_prefix + "abcdefghijklmnop"):
+            raise ConfigError("subject_prefix reads as part of an identifier (a URL or e-mail "
+                              "word such as www, http or at): choose other letters")
         if self.redcap_timezone:
             try:
                 ZoneInfo(self.redcap_timezone)

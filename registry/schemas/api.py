@@ -103,6 +103,19 @@ class WriteHeadersSchema(SourceHeaderSchema):
 
     if_match = fields.String(data_key="If-Match", load_default=None, metadata={
         "description": 'the version being replaced, as its ETag ("3"); 412 if it is stale'})
+    if_none_match = fields.String(data_key="If-None-Match", load_default=None, metadata={
+        "description": "* to create only (412 if the record exists), or ETags that must not "
+                       "be current"})
+
+
+class ReadHeadersSchema(Schema):
+    """Headers of GET /records/{subject_id}."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    if_none_match = fields.String(data_key="If-None-Match", load_default=None, metadata={
+        "description": 'the ETag you hold ("3"): 304 without a body while it is current'})
 
 
 class RawRecords(_CodedField, fields.List):

@@ -1,46 +1,221 @@
 """The identifier firewall of privacy.md section 1: what an identifier looks like.
 
-Every check answers with the kind of identifier it saw, never with the value.
+Every rule reads one normalised form of the text (`normalise`), never the raw text: lower case
+without accents, each run of separators (spaces, `.`, `_`, `-`, `/`, `\\`, brackets, `,`, `:`,
+`;`, quotes) one space, a month name standing alone (English or French, abbreviated or not)
+written as its number between spaces, and an ordinal suffix after a number dropped. So
+`046_454_286`, `3_Mar_2019`, `2019March3` and `M5V.2T6` meet the rules as `046 454 286`,
+`3 03 2019`, `2019 03 3` and `m5v 2t6` do. A letter run is a month only when no other letter
+touches it, so random letters (the recommended pseudonyms) never hold a month, nor a digit.
+
+Digit rules look at chains: digit groups joined by single separators. A chain of 6 or more
+digits in all is refused whatever its grouping; the specific shapes only name what was seen.
+Pure Python (no Flask): the REDCap sync and the server share it. Every check answers with the
+kind of identifier it saw, never with the value.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Iterator
+from functools import lru_cache
 
-_ALONE_L, _ALONE_R = r"(?<!\d)(?<!\d[-/.])", r"(?![-/.]?\d)"
-_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
-_DATE_SHAPES = [
-    # Numeric dates stand alone, not inside a longer run of digit groups (123-45-6789, 10.1.2.30).
-    re.compile(_ALONE_L + r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}" + _ALONE_R),  # 2012-05-01, 2012/5/1
-    re.compile(_ALONE_L + r"\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}" + _ALONE_R),  # 01/05/2012, 5-1-12
-    re.compile(rf"\d{{1,2}}[-/. ]?{_MONTH}[-/., ]*\d{{2,4}}", re.I),  # 1 May 2012, 01-may-12
-    re.compile(rf"{_MONTH}[-/. ]{{0,2}}\d{{1,2}}(?:st|nd|rd|th)?,?[-/. ]\d{{2,4}}",
-               re.I),  # May 1, 2012; Sept. 3, 2012
-    re.compile(r"(?<!\d)(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)"),  # 20120501
+_SEPARATORS = re.compile(r"[\s._\-/\\()\[\]{}<>,:;'\"`|]+")
+_MONTH_NUMBERS = {
+    **dict.fromkeys(("jan", "january", "janv", "janvier"), 1),
+    **dict.fromkeys(("feb", "february", "fev", "fevr", "fevrier"), 2),
+    **dict.fromkeys(("mar", "march", "mars"), 3),
+    **dict.fromkeys(("apr", "april", "avr", "avril"), 4),
+    **dict.fromkeys(("may", "mai"), 5),
+    **dict.fromkeys(("jun", "june", "juin"), 6),
+    **dict.fromkeys(("jul", "july", "juil", "juillet"), 7),
+    **dict.fromkeys(("aug", "august", "aout"), 8),
+    **dict.fromkeys(("sep", "sept", "september", "septembre"), 9),
+    **dict.fromkeys(("oct", "october", "octobre"), 10),
+    **dict.fromkeys(("nov", "november", "novembre"), 11),
+    **dict.fromkeys(("dec", "december", "decembre"), 12),
+}
+_LETTER_RUN = re.compile(r"[a-z]+")
+_MONTH_NAME = "|".join(sorted(_MONTH_NUMBERS, key=len, reverse=True))
+# 3rd, 1er: dropped when a separator, the end or a month name (1stJan) follows.
+_ORDINAL = re.compile(rf"(?<=[0-9])(?:st|nd|rd|th|er)(?=$|[^a-z0-9]|(?:{_MONTH_NAME})(?![a-z]))")
+_UNICODE_DIGIT = re.compile(r"[^\x00-\x7f]")
+# Digit groups joined by exactly one separator; letters between two groups end the chain.
+_CHAIN = re.compile(r"(?<![0-9])[0-9]+(?: [0-9]+)*(?![0-9])")
+
+
+def _ascii(text: str) -> str:
+    """Compatibility forms and accents folded (fullwidth ４ -> 4, é -> e), any script's digits
+    written as ASCII digits."""
+    folded = "".join(char for char in unicodedata.normalize("NFKD", text)
+                     if not unicodedata.combining(char))
+    return _UNICODE_DIGIT.sub(lambda match: str(unicodedata.decimal(match.group(), ""))
+                              or match.group(), folded)
+
+
+def _month_as_number(match: re.Match[str]) -> str:
+    number = _MONTH_NUMBERS.get(match.group())
+    return match.group() if number is None else f" {number:02d} "
+
+
+# Texts are read in pieces of at most this many characters, overlapping by more than any shape
+# spans, so that a long value (a 4 MB string where a code was due) costs linear time and bounded
+# memory, and only short texts are cached.
+_PIECE, _OVERLAP = 1024, 128
+
+
+def _pieces(text: str) -> list[str]:
+    if len(text) <= _PIECE:
+        return [text]
+    return [text[start:start + _PIECE] for start in range(0, len(text) - _OVERLAP,
+                                                           _PIECE - _OVERLAP)]
+
+
+def normalise(text: str) -> str:
+    """The one form of a text that every identifier rule reads (see the module docstring)."""
+    return _normalise_short(text) if len(text) <= _PIECE else _normalise(text)
+
+
+@lru_cache(maxsize=4096)
+def _normalise_short(text: str) -> str:
+    return _normalise(text)
+
+
+def _normalise(text: str) -> str:
+    if not text.isascii():
+        text = _ascii(text)
+    text = text.lower()
+    text = _ORDINAL.sub("", text)
+    text = _LETTER_RUN.sub(_month_as_number, text)
+    return _SEPARATORS.sub(" ", text).strip()
+
+
+def _chains(normal: str) -> list[list[str]]:
+    return [match.group().split(" ") for match in _CHAIN.finditer(normal)]
+
+
+def _windows(groups: list[str], size: int) -> Iterator[tuple[str, ...]]:
+    return (tuple(groups[start:start + size]) for start in range(len(groups) - size + 1))
+
+
+# --- dates -------------------------------------------------------------------------------------
+
+def _day(group: str) -> bool:
+    return len(group) <= 2 and 1 <= int(group) <= 31
+
+
+def _month(group: str) -> bool:
+    return len(group) <= 2 and 1 <= int(group) <= 12
+
+
+def _year4(group: str) -> bool:
+    return len(group) == 4 and 1900 <= int(group) <= 2099
+
+
+def _year(group: str) -> bool:  # a 4-digit year, or any 2 digits
+    return _year4(group) or len(group) == 2
+
+
+def _three_part_date(first: str, middle: str, last: str) -> bool:
+    """Day, month and year in any order people write them."""
+    return (
+        (_year4(first) and ((_month(middle) and _day(last)) or (_day(middle) and _month(last))))
+        or (_year(last) and ((_day(first) and _month(middle)) or (_month(first) and _day(middle))))
+        or (len(first) == 2 and _month(middle) and _day(last))
+    )
+
+
+def _compact_date(group: str) -> bool:
+    """20120501, 01052012 or 05012012."""
+    if len(group) != 8:
+        return False
+    return (_year4(group[:4]) and _month(group[4:6]) and _day(group[6:])) or (
+        _year4(group[4:]) and ((_day(group[:2]) and _month(group[2:4]))
+                               or (_month(group[:2]) and _day(group[2:4]))))
+
+
+def _chain_has_date(groups: list[str]) -> bool:
+    if any(_compact_date(group) for group in groups):
+        return True
+    if any(_three_part_date(*window) for window in _windows(groups, 3)):
+        return True
     # Month and year alone are a date element too (HIPAA Safe Harbor keeps only the year).
-    re.compile(r"(?<!\d)(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])(?![A-Za-z0-9])"),  # 2012-05
-    re.compile(r"(?<!\d)(?:0?[1-9]|1[0-2])[-/.](?:19|20)\d{2}(?![A-Za-z0-9])"),  # 05/2012
-    re.compile(r"(?<![a-z])(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,6}\.?"
-               r"[-/., ]{0,2}(?:19|20)\d{2}(?!\d)", re.I),  # May 2012, Sept. 2012
+    return any((_year4(first) and _month(second)) or (_month(first) and _year4(second))
+               for first, second in _windows(groups, 2))
+
+
+def looks_like_date(text: str) -> bool:
+    """Whether a string holds a calendar date (or a month and year), in any spelling."""
+    return any(_piece_has_date(piece) for piece in _pieces(text))
+
+
+@lru_cache(maxsize=4096)
+def _piece_has_date(piece: str) -> bool:
+    return any(_chain_has_date(groups) for groups in _chains(normalise(piece)))
+
+
+# --- identifiers -------------------------------------------------------------------------------
+
+def _has_run(groups: list[str], lengths: tuple[int, ...]) -> bool:
+    return any(tuple(map(len, window)) == lengths for window in _windows(groups, len(lengths)))
+
+
+def _is_ip(groups: list[str]) -> bool:
+    return any(all(len(group) <= 3 and int(group) <= 255 for group in window)
+               for window in _windows(groups, 4))
+
+
+# Shapes of a digit chain, each with the words an error uses for it; the specific ones first so
+# that an error names what was seen (a phone, not digits). All of them hold 6+ digits.
+_CHAIN_SHAPES: list[tuple[str, object]] = [
+    ("an IP address", _is_ip),
+    ("a phone number", lambda groups: _has_run(groups, (3, 3, 4))
+     or _has_run(groups, (1, 3, 3, 4))),
+    ("a 10-digit health-card number", lambda groups: _has_run(groups, (4, 3, 3))),
+    ("a SIN or SSN", lambda groups: _has_run(groups, (3, 3, 3)) or _has_run(groups, (3, 2, 4))),
+    ("a ZIP+4 code", lambda groups: _has_run(groups, (5, 4))),
+    ("a run of 6 or more digits (with or without separators)",
+     lambda groups: sum(map(len, groups)) >= 6),
+]
+_TEXT_SHAPES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"@|[a-z0-9] at [a-z0-9]"), "an e-mail address"),
+    (re.compile(r"(?:^| )(?:https?|ftp|www)(?: |$)|[a-z0-9] (?:com|org|net|edu|gov)(?: |$)"
+                r"|[a-z0-9] (?:ca|us|uk|io|info)$"), "a URL"),
+    (re.compile(r"\+ ?[0-9]"), "a phone number"),
+    (re.compile(r"(?<![a-z0-9])[abceghj-nprstvxy][0-9][abceghj-nprstv-z] ?[0-9]"
+                r"[abceghj-nprstv-z][0-9](?![a-z0-9])"), "a Canadian postal code"),
 ]
 
-# Identifier shapes a subject_id must not hold, each with the words an error uses for it.
-# "(?<![A-Za-z0-9])...(?![A-Za-z0-9])" keeps a shape from matching inside a longer random run.
-_EDGE_L, _EDGE_R = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
-# The specific shapes come first so that an error names what was seen (a phone, not digits).
-_IDENTIFIER_SHAPES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"@|[A-Za-z0-9._%+-]+\s*(?:\(at\)|\[at\])\s*[A-Za-z0-9.-]+"), "an e-mail address"),
-    (re.compile(r"\d{1,3}(?:\.\d{1,3}){3}"), "an IP address"),
-    (re.compile(r"(?:https?|ftp)[:_.-]|www\.|[A-Za-z0-9-]+\.(?:com|org|net|edu|gov|ca|us|uk|io|info)"
-                + _EDGE_R, re.I), "a URL"),
-    (re.compile(r"\+?\(?\d{3}\)?[-. ]?\d{3}[-. ]\d{4}|\+\d{1,3}[-. ]?\d"), "a phone number"),
-    (re.compile(r"\d{4}[- ]\d{3}[- ]\d{3}"), "a 10-digit health-card number"),
-    (re.compile(r"\d{3}[- ]\d{3}[- ]\d{3}|\d{3}-\d{2}-\d{4}"), "a SIN or SSN"),
-    (re.compile(r"\d{5}-\d{4}"), "a ZIP+4 code"),
-    (re.compile(_EDGE_L + r"[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z][ -]?\d[ABCEGHJ-NPRSTV-Z]\d"
-                + _EDGE_R, re.I), "a Canadian postal code"),
-    (re.compile(r"\d{6,}"), "a run of 6 or more digits"),
-]
+
+def identifier_kind(text: str) -> str | None:
+    """The kind of identifier `text` holds (e.g. 'a phone number'), or None."""
+    for piece in _pieces(text):
+        kind = _piece_identifier_kind(piece)
+        if kind is not None:
+            return kind
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _piece_identifier_kind(piece: str) -> str | None:
+    normal = normalise(piece)
+    for pattern, kind in _TEXT_SHAPES:
+        if pattern.search(normal):
+            return kind
+    chains = _chains(normal)
+    for kind, shape in _CHAIN_SHAPES:
+        if any(shape(groups) for groups in chains):  # type: ignore[operator]
+            return kind
+    return None
+
+
+def passes_firewall(text: str) -> bool:
+    """Whether a text holds neither an identifier nor a date (privacy.md section 1)."""
+    return identifier_kind(text) is None and not looks_like_date(text)
+
+
+# --- field names -------------------------------------------------------------------------------
 
 # Words in a field name that announce an identifier. Short ones must be a whole word of the name;
 # long ones are looked for anywhere in it ("patientname", "dateOfBirth").
@@ -54,19 +229,6 @@ _LONG_WORDS = (
     "website",
 )
 _SAFE_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def looks_like_date(text: str) -> bool:
-    """Whether a string is shaped like a calendar date."""
-    return any(pattern.search(text) for pattern in _DATE_SHAPES)
-
-
-def identifier_kind(text: str) -> str | None:
-    """The kind of identifier `text` holds (e.g. 'a phone number'), or None."""
-    for pattern, kind in _IDENTIFIER_SHAPES:
-        if pattern.search(text):
-            return kind
-    return None
 
 
 def _name_words(name: str) -> list[str]:
@@ -85,7 +247,6 @@ def is_identifier_field_name(name: str) -> bool:
 
 def printable_field_name(name: object) -> str:
     """A submitted field name fit to appear in an error: itself if plain, else a placeholder."""
-    if isinstance(name, str) and _SAFE_FIELD_NAME.match(name) and not looks_like_date(name) \
-            and identifier_kind(name) is None:
+    if isinstance(name, str) and _SAFE_FIELD_NAME.match(name) and passes_firewall(name):
         return name
     return "(unnamed field)"

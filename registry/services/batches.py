@@ -49,7 +49,9 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
     (none of them when `dry_run`, or when `atomic` and anything was rejected).
 
     A record identical to the submission its stored version came from is unchanged; it is
-    recognised by digest, without validating or comparing it field by field again."""
+    recognised by digest, without validating or comparing it field by field again, and
+    confirmed under the write's locks, so that a subject withdrawn meanwhile is rejected
+    (subject_withdrawn), never answered unchanged."""
     if len(records) > max_batch:
         raise PayloadTooLarge(f"a batch holds at most {max_batch} records; split it")
     subjects = [_printable_subject(raw) for raw in records]
@@ -62,7 +64,7 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
                                    {s: d for s, d in digests.items() if d is not None})
 
     early: list[PlannedWrite] = []
-    valid: list[tuple[int, str, dict[str, Any], str | None]] = []
+    valid: list[tuple[int, str, dict[str, Any] | None, str | None]] = []
     seen: set[str] = set()
     for index, (subject_id, raw) in enumerate(zip(subjects, records)):
         if subject_id is not None and subject_id in seen:
@@ -73,7 +75,8 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
         if subject_id is not None:
             seen.add(subject_id)
         if subject_id in resent:
-            early.append(PlannedWrite(index, subject_id, "unchanged", version=resent[subject_id]))
+            # Not validated again; confirmed under the write's locks (it may be withdrawn).
+            valid.append((index, subject_id, None, digests[subject_id]))
             continue
         record, errors = validate_record(raw)
         if errors:
@@ -86,6 +89,18 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
             connection = session.connection()
             plans = plan_writes(connection, caller.site_id, valid, lock=not dry_run) \
                 if valid else []
+            stale = [plan for plan in plans if plan.outcome == "stale"]
+            if stale:  # changed since the first read: validate and plan them as any record
+                plans = [plan for plan in plans if plan.outcome != "stale"]
+                again: list[tuple[int, str, dict[str, Any] | None, str | None]] = []
+                for plan in stale:
+                    record, errors = validate_record(records[plan.index])
+                    if errors:
+                        plans.append(rejected(plan.index, plan.subject_id, errors))
+                    else:
+                        again.append((plan.index, plan.subject_id, record, plan.digest))
+                plans += plan_writes(connection, caller.site_id, again, lock=not dry_run) \
+                    if again else []
             plans = sorted(early + plans, key=lambda plan: plan.index)
             summary = {outcome: 0 for outcome in OUTCOMES}
             for plan in plans:

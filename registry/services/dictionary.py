@@ -26,13 +26,15 @@ ERROR_CODES: dict[str, str] = {
     "day_order": "days are in an impossible order (e.g. a stop before a start)",
     "not_allowed_here": "the field must be absent, or have another value, given other fields",
     "date_not_allowed": "a calendar date was sent; send days from the metastatic diagnosis",
-    "identifier_like": "subject_id looks like an identifier (digits, phone, e-mail, ...)",
+    "identifier_like": "subject_id looks like an identifier (6+ digits with or without "
+                       "separators, phone, e-mail, postal code, ...)",
     "age_not_top_coded": "an age over 89; send 90 for 90 or older",
     "not_her2_positive": "neither IHC 3+ nor ISH amplified",
     "not_in_remission": "best response is not a complete response or NED",
     "remission_too_short": "the remission is shorter than the registry's inclusion threshold",
     "subject_withdrawn": "the subject was withdrawn and may not be submitted again",
     "duplicate_in_batch": "the same subject_id appears earlier in the batch",
+    "duplicate_key": "the JSON body names the same key twice in one object (400; ambiguous)",
 }
 
 

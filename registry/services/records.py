@@ -128,7 +128,7 @@ class PlannedWrite:
 
     index: int
     subject_id: str | None
-    outcome: str  # created | updated | unchanged | rejected
+    outcome: str  # created | updated | unchanged | rejected (| stale: a resend to plan again)
     record: dict[str, Any] | None = None
     existing: Any = None  # the stored row, if any
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -188,7 +188,7 @@ def _lock_subjects(connection: Connection, site_id: int, subjects: list[str]) ->
 # What a write reads of a stored record: its submitted fields (to find the changes), and what
 # the answer shows. Not the derived fields, the cell key or the digest, which it rewrites.
 _STORED_COLUMNS = [RECORDS.c[name] for name in ("id", "subject_id", "version", "created_at",
-                                                "updated_at")] + [
+                                                "updated_at", "submission_digest")] + [
     RECORDS.c[name] for name in SUBMITTED_FIELDS if name not in LIST_FIELDS] + [
     RECORDS.c[flag_column(name, code)] for name, codes in LIST_FIELDS.items() for code in codes]
 _STORED = select(*_STORED_COLUMNS).where(
@@ -210,13 +210,20 @@ def _withdrawn(connection: Connection, site_id: int, subjects: list[str]) -> set
     return set(connection.scalars(_WITHDRAWN, {"site_id": site_id, "subjects": subjects}))
 
 
-def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | None,
+def _plan(index: int, subject_id: str, record: dict[str, Any] | None, digest: str | None,
           stored: Row | None, withdrawn: bool) -> PlannedWrite:
-    """The outcome of one valid record, given its stored row (if any)."""
+    """The outcome of one valid record, given its stored row (if any). A record of None is a
+    resend (its digest equalled the stored record's when last read): unchanged if it still
+    does, else `stale` (to be validated and planned again)."""
     if withdrawn:
         return rejected(index, subject_id, [{
             "field": "subject_id", "code": "subject_withdrawn",
             "message": "this subject was withdrawn and may not be submitted again"}])
+    if record is None:
+        if stored is not None and stored.submission_digest == digest:
+            return PlannedWrite(index, subject_id, "unchanged", existing=stored,
+                                version=stored.version, digest=digest)
+        return PlannedWrite(index, subject_id, "stale", digest=digest)
     if stored is None:
         return PlannedWrite(index, subject_id, "created", record, version=1, digest=digest)
     changes = changes_between(record_from_row(stored), record)
@@ -226,10 +233,10 @@ def _plan(index: int, subject_id: str, record: dict[str, Any], digest: str | Non
 
 
 def plan_writes(connection: Connection, site_id: int,
-                items: list[tuple[int, str, dict[str, Any], str | None]], *, lock: bool
+                items: list[tuple[int, str, dict[str, Any] | None, str | None]], *, lock: bool
                 ) -> list[PlannedWrite]:
     """Decide the outcome of each valid (index, subject_id, record, digest) against what is
-    stored.
+    stored; a record of None is a resend recognised by its digest (see _plan).
 
     With `lock`, the stored rows are locked until the transaction ends (PostgreSQL), so a
     concurrent writer waits instead of overwriting."""
@@ -377,6 +384,18 @@ def retrying_races(work: Callable[[], T]) -> T:
 
 # --- single-record operations ------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class VersionCondition:
+    """The versions a conditional request names (If-Match, If-None-Match): some, or any."""
+
+    versions: frozenset[int] = frozenset()
+    any_version: bool = False
+
+    def names(self, current: int | None) -> bool:
+        """Whether the record's current version (None: no record) is one of those named."""
+        return current is not None and (self.any_version or current in self.versions)
+
+
 def _checked_subject(subject_id: str, record: dict[str, Any]) -> None:
     """Refuse a subject_id in the URL that breaks the identifier rules, or that differs from
     the one repeated in the body."""
@@ -418,15 +437,22 @@ def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: 
 
 
 def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
-               if_match: int | None = None, source: str = "api") -> tuple[str, dict[str, Any]]:
+               if_match: VersionCondition | None = None,
+               if_none_match: VersionCondition | None = None,
+               source: str = "api") -> tuple[str, dict[str, Any]]:
     """Create or replace a record (idempotent) from validated fields: returns the outcome and
-    the stored record."""
+    the stored record. `if_match` must name the current version; `if_none_match` must not
+    (`*`: the record must not exist yet)."""
     _checked_subject(subject_id, record)
 
     def check(plan: PlannedWrite) -> None:
-        if if_match is not None and (plan.existing is None or plan.existing.version != if_match):
+        current = None if plan.existing is None else plan.existing.version
+        if if_match is not None and not if_match.names(current):
             raise PreconditionFailed("If-Match does not name the current version; GET the "
                                      "record and apply the change again")
+        if if_none_match is not None and if_none_match.names(current):
+            raise PreconditionFailed("If-None-Match names the current version (or is * and the "
+                                     "record exists)")
 
     return _write_one(caller, subject_id, canonical(record), source, check)
 

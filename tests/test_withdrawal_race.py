@@ -1,0 +1,125 @@
+"""A subject being withdrawn is never answered `unchanged` (PostgreSQL, committed writes).
+
+Each race holds a withdrawal open (record erased, not yet committed) while an identical batch,
+or an identical PUT, arrives: the batch's resend shortcut read the last committed state and
+answered `unchanged` (version 1) for a subject that no longer existed. Now the resend is
+confirmed under the write's row lock: the batch waits for the withdrawal and rejects the record
+as subject_withdrawn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.orm import Session
+
+from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
+from live import needs_postgres, own_database
+from registry import create_app
+from registry.services.tokens import add_site, issue_token
+
+pytestmark = [pytest.mark.postgres_only, needs_postgres]
+RACES = 50
+HELD = "withdrawal-held"  # the name of the thread whose commit waits
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, dict, str]]:
+    """The real app on a migrated database of its own, a submitter's headers, the URL."""
+    with own_database("withdrawal", tmp_path_factory.mktemp("withdrawal")) as url:
+        migrate(url)
+        app = create_app({"DATABASE_URL": url, "REGISTRY_RATE_LIMIT": "off"})
+        with app.app_context():
+            add_site("TOR", "Toronto")
+            headers = {"Authorization": "Bearer " + issue_token("submitter", "TOR")[1]}
+        yield app, headers, url
+        get_database_of(app).engine.dispose()
+
+
+class HeldCommit:
+    """Holds the commit of sessions made in the thread named HELD until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        event.listen(Session, "before_commit", self._wait)
+
+    def _wait(self, _session: Session) -> None:
+        if threading.current_thread().name == HELD:
+            self.release.wait(timeout=20)
+
+    def close(self) -> None:
+        """Stop holding commits."""
+        event.remove(Session, "before_commit", self._wait)
+
+
+def _waiting_on_a_lock(engine: Any) -> bool:
+    with engine.connect() as connection:
+        return bool(connection.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'")))
+
+
+def _race(app: Flask, headers: dict, url: str, subject_id: str, send: str) -> Any:
+    """Withdraw `subject_id` while `send` (batch or put) of its identical record arrives."""
+    record = {**EXAMPLE_RECORD, "subject_id": subject_id}
+    batch = {"records": [record]}
+    client = app.test_client()
+    created = client.post("/api/v1/records/batch", json=batch, headers=headers)
+    assert created.json["results"][0]["outcome"] == "created"
+    assert client.post("/api/v1/records/batch", json=batch, headers=headers) \
+        .json["results"][0]["outcome"] == "unchanged"  # the shortcut is there to be raced
+
+    answers: dict[str, Any] = {}
+    held = HeldCommit()
+    withdrawal = threading.Thread(name=HELD, target=lambda: answers.__setitem__(
+        "withdrawal", app.test_client().delete(f"/api/v1/records/{subject_id}",
+                                               headers=headers)))
+    try:
+        withdrawal.start()
+        time.sleep(0.02)  # the withdrawal has erased the row and waits to commit
+        _, body = without_subject(record)
+        resend = threading.Thread(target=lambda: answers.__setitem__("resend", (
+            app.test_client().post("/api/v1/records/batch", json=batch, headers=headers)
+            if send == "batch" else
+            app.test_client().put(f"/api/v1/records/{subject_id}", json=body,
+                                  headers=headers))))
+        resend.start()
+        engine = create_engine(url)
+        deadline = time.monotonic() + 10
+        while resend.is_alive() and not _waiting_on_a_lock(engine) \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
+        engine.dispose()
+    finally:
+        held.release.set()
+        withdrawal.join()
+        held.close()
+    resend.join()
+    assert answers["withdrawal"].status_code == 204
+    return answers["resend"]
+
+
+def test_a_batch_racing_a_withdrawal_never_answers_unchanged(live_app):
+    app, headers, url = live_app
+    outcomes = []
+    for number in range(RACES):
+        answer = _race(app, headers, url, f"TOR-batchrace-{number:03d}", "batch")
+        assert answer.status_code == 200
+        [result] = answer.json["results"]
+        outcomes.append(result["outcome"])
+        assert result["outcome"] == "rejected", result
+        assert result["errors"][0]["code"] == "subject_withdrawn"
+    assert outcomes.count("unchanged") == 0
+
+
+def test_a_put_racing_a_withdrawal_never_answers_unchanged(live_app):
+    app, headers, url = live_app
+    for number in range(10):
+        answer = _race(app, headers, url, f"TOR-putrace-{number:03d}", "put")
+        assert answer.status_code == 409 and answer.json["code"] == "subject_withdrawn"
