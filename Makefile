@@ -16,17 +16,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# make run: each step on its own line, so that a step can be added (e.g. cutting a release).
+# Request logs are off (REGISTRY_LOG_LEVEL=WARNING) so that the tokens stay on the screen.
+DEMO_TOKENS ?= instance/demo-tokens.env
 run: install
-	$(BIN)/registry db upgrade
-	$(BIN)/registry demo-data
+	@$(BIN)/registry db upgrade
+	@$(BIN)/registry demo-data --tokens $(DEMO_TOKENS)
 	@echo
-	@echo "A submitter token for the demo site TOR (shown once):"
-	@$(BIN)/registry tokens issue --site TOR --role submitter --label "make run" | tail -n 1
-	@echo "A coordinator token, for the pooled counts (shown once):"
-	@$(BIN)/registry tokens issue --role coordinator --label "make run" | tail -n 1
-	@echo
+	@echo "In another terminal, in this folder:   . $(DEMO_TOKENS)"
 	@echo "API documentation: http://$(BIND)/docs/   (stop with Ctrl-C)"
-	REGISTRY_BIND=$(BIND) $(BIN)/gunicorn --config deploy/gunicorn.conf.py "registry:create_app()"
+	@REGISTRY_BIND=$(BIND) REGISTRY_LOG_LEVEL=$${REGISTRY_LOG_LEVEL:-WARNING} \
+	  $(BIN)/gunicorn --config deploy/gunicorn.conf.py "registry:create_app()"
 
 test: install
 	$(BIN)/python -m pytest

@@ -59,6 +59,10 @@ if os.path.isdir("/dev/shm"):
 forwarded_allow_ips = _settings["REGISTRY_FORWARDED_ALLOW_IPS"]
 # No access log: its request line would carry subject ids. The app logs routes, not paths.
 accesslog = None
+# No control socket: gunicorn's default path (~/.gunicorn/gunicorn.ctl) is shared by every
+# instance of the same user, and stopping one removed it under the others. Reload and stop go
+# through signals (HUP, TERM), as systemd and docker send them.
+control_socket_disable = True
 
 
 class NoAccessLogger(Logger):

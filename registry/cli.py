@@ -12,7 +12,7 @@ import click
 import yaml
 from alembic import command as alembic_command
 from flask import Flask, current_app
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
 from registry.errors import RegistryError
 
@@ -141,17 +141,39 @@ def tokens_revoke(token_id: str) -> None:
 
 
 @click.command("demo-data")
-@click.option("--records-per-site", default=80, show_default=True)
+@click.option("--records-per-site", default=600, show_default=True,
+              help="records per site on average (larger demo centres hold more)")
 @click.option("--seed", default=2016, show_default=True)
-def demo_data(records_per_site: int, seed: int) -> None:
-    """Register demo sites and load synthetic (made-up) valid records."""
-    from registry.services.synthetic import load_demo_data
+@click.option("--tokens", "tokens_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="also revoke the demo tokens issued before, issue new ones and write them "
+                   "to this file as `export` lines (demo only: never in production)")
+@with_appcontext
+def demo_data(records_per_site: int, seed: int, tokens_file: Path | None) -> None:
+    """Register eight demo sites and load synthetic (made-up) valid records."""
+    from registry.services.synthetic import issue_demo_tokens, load_demo_data
 
     for site, summary in load_demo_data(records_per_site, seed).items():
         click.echo(f"{site}: " + ", ".join(f"{k} {n}" for k, n in summary.items()))
+    if tokens_file is not None:
+        lines = "".join(f"export {name}={secret}\n"
+                        for name, secret in issue_demo_tokens().items())
+        tokens_file.parent.mkdir(parents=True, exist_ok=True)
+        tokens_file.touch(mode=0o600)
+        tokens_file.chmod(0o600)
+        tokens_file.write_text(lines)
+        click.echo(f"demo tokens (earlier ones revoked), also in {tokens_file}:")
+        click.echo(lines, nl=False)
 
 
 openapi_cli = AppGroup("openapi", help="The OpenAPI contract.")
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: a shared list is written out at each use."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        """Never write an alias."""
+        return True
 
 
 def openapi_text(fmt: str = "yaml") -> str:
@@ -159,7 +181,7 @@ def openapi_text(fmt: str = "yaml") -> str:
     spec = current_app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
     if fmt == "json":
         return json.dumps(spec, indent=2) + "\n"
-    return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(spec, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 @openapi_cli.command("write")
@@ -213,5 +235,10 @@ def _make_app() -> Flask:
     return create_app()
 
 
-main = FlaskGroup(create_app=_make_app, add_version_option=False,
-                  help="Operator commands of the HER2+ MBC remission registry.")
+# The `registry` command: the operator's commands only. (Flask's own group would add --app,
+# --debug, run, shell, routes and every extension's commands, none of them the operator's.)
+# Each command that needs the app gets it through flask's ScriptInfo, as under `flask`.
+main = click.Group(
+    "registry", commands=list(COMMANDS),
+    context_settings={"obj": ScriptInfo(create_app=_make_app, set_debug_flag=False)},
+    help="Operator commands of the HER2+ MBC remission registry.")

@@ -58,6 +58,15 @@ class BadRequest(RegistryError):
     status, slug, title = 400, "bad-request", "Bad request"
 
 
+class MalformedJson(RegistryError):
+    """The body is not JSON at all (or nested too deeply to read)."""
+
+    status, slug, title = 400, "malformed-json", "Malformed JSON"
+
+    def __init__(self) -> None:
+        super().__init__("the request body is not valid JSON")
+
+
 class Unauthenticated(RegistryError):
     """No token, or a token that is unknown, malformed or revoked."""
 
@@ -172,9 +181,6 @@ def _from_http_exception(error: HTTPException) -> Response:
         headers["Allow"] = ", ".join(error.valid_methods)
     messages = data.get("messages")
     if messages is not None:
-        if status == 400:  # webargs: the body is not JSON at all
-            return problem_response(400, "malformed-json", "Malformed JSON",
-                                    "the request body is not valid JSON", headers)
         # webargs wraps errors by location: {"json": {...}, "query": {...}}
         errors: list[dict[str, str]] = []
         for location, located in messages.items():

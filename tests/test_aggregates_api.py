@@ -3,6 +3,8 @@ query log, the remission life table, and privacy.md section 2 over random record
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 from collections import Counter
 from typing import Any
@@ -213,20 +215,70 @@ def test_the_same_query_gives_the_same_numbers_and_the_snapshot_follows_changes(
     assert after["disclosure"]["snapshot"] != first["disclosure"]["snapshot"]
 
 
-def test_csv_by_parameter_or_accept_header(client: FlaskClient, coordinator, records) -> None:
-    by_parameter = client.get(f"{API}/counts?rows=hr_status&columns=presentation&format=csv",
-                              headers=coordinator)
-    by_accept = client.get(f"{API}/counts?rows=hr_status&columns=presentation",
-                           headers={**coordinator, "Accept": "text/csv"})
-    as_json = client.get(f"{API}/counts?rows=hr_status&columns=presentation",
-                         headers=coordinator).json
-    for response in (by_parameter, by_accept):
+def _csv_lines(response) -> list[list[str]]:  # noqa: ANN001
+    return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+
+
+def test_csv_by_parameter_accept_header_or_csv_operation(client: FlaskClient, coordinator,
+                                                         records) -> None:
+    query = "rows=hr_status&columns=presentation"
+    answers = [client.get(f"{API}/counts?{query}&format=csv", headers=coordinator),
+               client.get(f"{API}/counts?{query}", headers={**coordinator, "Accept": "text/csv"}),
+               client.get(f"{API}/counts.csv?{query}", headers=coordinator)]
+    as_json = client.get(f"{API}/counts?{query}", headers=coordinator).json
+    for response in answers:
+        assert response.status_code == 200
         assert response.mimetype == "text/csv"
-        lines = response.get_data(as_text=True).splitlines()
-        assert lines[0] == "hr_status,presentation,count,suppressed"
+        lines = _csv_lines(response)
+        assert lines[0] == ["hr_status", "presentation", "count", "suppressed", "note"]
         assert len(lines) == 1 + 6 + 3 + 2 + 1
-        assert lines[-1] == f"(all),(all),{as_json['total']},false"
-        assert "snapshot=" in response.headers["Registry-Disclosure"]
+        assert lines[-1][:4] == ["(all)", "(all)", str(as_json["total"]), "false"]
+        # Every line says that its numbers are perturbed and need not add up.
+        assert {line[4] for line in lines[1:]} == {
+            "counts perturbed by up to 2 and withheld below 11; cells need not add up to totals"}
+        disclosure = dict(part.split("=", 1) for part in
+                          response.headers["Registry-Disclosure"].split("; "))
+        assert disclosure["additive"] == "false"
+        assert disclosure["min_cell_count"] == "11"
+        assert disclosure["snapshot"] == as_json["disclosure"]["snapshot"]
+    assert answers[0].get_data() == answers[1].get_data() == answers[2].get_data()
+
+
+def test_remission_answers_csv_too(client: FlaskClient, coordinator, records) -> None:
+    query = "by=hr_status&origin=remission_start"
+    as_json = client.get(f"{API}/remission?{query}", headers=coordinator).json
+    for response in (client.get(f"{API}/remission?{query}&format=csv", headers=coordinator),
+                     client.get(f"{API}/remission.csv?{query}", headers=coordinator)):
+        assert response.status_code == 200 and response.mimetype == "text/csv"
+        lines = _csv_lines(response)
+        assert lines[0] == ["hr_status", "group_count", "from_year", "to_year", "at_risk",
+                            "entered", "relapses", "censored", "in_remission", "suppressed",
+                            "note"]
+        intervals = [(group["group"], interval) for group in as_json["groups"]
+                     for interval in group["intervals"]]
+        assert len(lines) == 1 + len(intervals)
+        for line, (group, interval) in zip(lines[1:], intervals):
+            assert line[0] == group
+            assert line[4] == ("" if interval["at_risk"] is None else str(interval["at_risk"]))
+        assert "additive=false" in response.headers["Registry-Disclosure"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_an_unknown_format_is_a_400_naming_the_formats(client: FlaskClient, steward, records,
+                                                       endpoint) -> None:
+    joiner = "&" if "?" in endpoint else "?"
+    response = client.get(f"{API}{endpoint}{joiner}format=xlsx", headers=steward)
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    [error] = response.json["errors"]
+    assert error["field"] == "format" and error["code"] == "invalid_choice"
+    assert "json" in error["message"] and "xlsx" not in error["message"]
+
+
+def test_json_only_endpoints_refuse_csv_with_400(client: FlaskClient, steward, records) -> None:
+    for endpoint in ("/dimensions", "/query-log"):
+        assert client.get(f"{API}{endpoint}?format=json", headers=steward).status_code == 200
+        assert client.get(f"{API}{endpoint}?format=csv", headers=steward).status_code == 400
 
 
 @pytest.mark.parametrize("query, field, allowed", [

@@ -384,10 +384,12 @@ def test_csv_of_both_analyses(client: FlaskClient, coordinator, no_noise) -> Non
     survival = client.get(f"{API}/survival?by=presentation&format=csv", headers=coordinator)
     assert survival.mimetype == "text/csv"
     lines = list(csv.reader(io.StringIO(survival.get_data(as_text=True))))
-    assert lines[0][:4] == ["presentation", "from_year", "to_year", "at_risk"]
+    assert lines[0][:5] == ["presentation", "group_count", "from_year", "to_year", "at_risk"]
     assert len(lines) == 1 + 2 * (YEARS + 1)
-    assert "p=" in survival.headers["Registry-Logrank"]
+    assert "p_value=" in survival.headers["Registry-Logrank"]
     assert "min_cell_count=11" in survival.headers["Registry-Disclosure"]
+    typed = client.get(f"{API}/survival.csv?by=presentation", headers=coordinator)
+    assert typed.mimetype == "text/csv" and typed.get_data() == survival.get_data()
     ratios = client.get(f"{API}/hazard-ratios?covariates=presentation",
                         headers={**coordinator, "Accept": "text/csv"})
     lines = list(csv.reader(io.StringIO(ratios.get_data(as_text=True))))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from registry.db import unit_of_work
 from registry.models import AuditEntry, Record, RecordVersion
+
+ROOT = Path(__file__).resolve().parents[1]
 
 URL = "/api/v1/records/batch"
 
@@ -72,7 +76,11 @@ def test_atomic_batch_writes_nothing_when_one_record_fails(client, site_a, examp
     response = client.post(f"{URL}?atomic=true", json={"records": records}, headers=site_a)
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
-    assert response.json["summary"]["rejected"] == 1
+    assert response.json["summary"] == {"created": 0, "updated": 0, "unchanged": 0,
+                                        "rejected": 1, "not_written": 2}
+    # No record claims a write that did not happen; each says what it would have been.
+    assert [(r["outcome"], r.get("would_be")) for r in response.json["results"]] == [
+        ("not_written", "created"), ("rejected", None), ("not_written", "created")]
     assert response.json["results"][1]["errors"][0]["code"] == "invalid_choice"
     assert "fenale" not in response.get_data(as_text=True)
     assert stored_count() == 0 and stored_count(AuditEntry) == 0
@@ -151,6 +159,19 @@ def test_non_object_records_are_rejected_one_by_one(client, site_a, example_reco
                            headers=site_a).json
     assert [r["outcome"] for r in response["results"]] == ["created"] + ["rejected"] * 3
     assert all(r["errors"][0]["code"] == "invalid_type" for r in response["results"][1:])
+
+
+def test_the_readmes_batch_example_file_is_accepted_whole(client, site_a):
+    """docs/examples/batch.json is what the README's batch command sends: complete, valid."""
+    example = json.loads((ROOT / "docs" / "examples" / "batch.json").read_text())
+    assert "docs/examples/batch.json" in (ROOT / "README.md").read_text()
+    dry = client.post(f"{URL}?dry_run=true", json=example, headers=site_a).json
+    assert dry["summary"] == {"created": len(example["records"]), "updated": 0,
+                              "unchanged": 0, "rejected": 0}
+    sent = client.post(URL, json=example, headers=site_a).json
+    assert sent["summary"]["created"] == len(example["records"]) >= 2
+    again = client.post(URL, json=example, headers=site_a).json
+    assert again["summary"]["unchanged"] == len(example["records"])
 
 
 def test_a_resend_is_confirmed_under_the_write_lock(client, site_a, example_record,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from registry.cli import main
 from registry.db import unit_of_work
 from registry.models import ApiToken, Record
+from registry.services.synthetic import DEMO_SITES
 
 
 def invoke(app, *args: str):  # noqa: ANN001, ANN201
@@ -66,11 +69,44 @@ def test_tokens_list_never_shows_a_secret_and_revoke_works(app, client):
 def test_demo_data_loads_valid_records_and_is_idempotent(app):
     first = invoke(app, "demo-data", "--records-per-site", "20")
     assert first.exit_code == 0, first.output
-    assert "created 20" in first.output and "rejected 0" in first.output
+    sizes = [round(20 * size) for _, _, size in DEMO_SITES]
+    for (code, _, _), size in zip(DEMO_SITES, sizes):
+        assert f"{code}: created {size}, updated 0, unchanged 0, rejected 0" in first.output
     second = invoke(app, "demo-data", "--records-per-site", "20")
-    assert "unchanged 20" in second.output
+    assert f"{DEMO_SITES[0][0]}: created 0, updated 0, unchanged {sizes[0]}" in second.output
     with unit_of_work() as session:
-        assert session.scalar(select(func.count()).select_from(Record)) == 80
+        assert session.scalar(select(func.count()).select_from(Record)) == sum(sizes) == 160
+
+
+def test_demo_tokens_replace_the_earlier_ones(app, client, tmp_path):
+    """Each `make run` issues demo tokens and revokes those of the run before."""
+    target = tmp_path / "demo-tokens.env"
+    runs = []
+    for _ in range(2):
+        result = invoke(app, "demo-data", "--records-per-site", "2", "--tokens", str(target))
+        assert result.exit_code == 0, result.output
+        exported = dict(line.removeprefix("export ").split("=", 1)
+                        for line in target.read_text().splitlines())
+        assert set(exported) == {"TOKEN", "COORDINATOR_TOKEN"}
+        assert target.stat().st_mode & 0o077 == 0, "the token file is private"
+        assert all(f"export {name}={value}" in result.output for name, value in exported.items())
+        runs.append(exported)
+
+    def status(token: str, path: str) -> int:
+        return client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code
+    assert status(runs[0]["TOKEN"], "/api/v1/records") == 401
+    assert status(runs[0]["COORDINATOR_TOKEN"], "/api/v1/aggregates/dimensions") == 401
+    assert status(runs[1]["TOKEN"], "/api/v1/records") == 200
+    assert status(runs[1]["COORDINATOR_TOKEN"], "/api/v1/aggregates/dimensions") == 200
+
+
+def test_registry_help_lists_only_the_operators_commands():
+    shown = CliRunner().invoke(main, ["--help"]).output
+    commands = shown.split("Commands:")[1].split()
+    for name in ("db", "sites", "tokens", "demo-data", "openapi", "redcap", "settings"):
+        assert name in commands
+    for flasks_own in ("run", "shell", "routes", "limiter", "--app", "--debug", "--env-file"):
+        assert flasks_own not in shown.split()
 
 
 def test_openapi_write(app, tmp_path):

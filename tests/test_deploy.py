@@ -58,9 +58,16 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 def test_entrypoint_migrates_then_serves_with_the_shipped_config(tmp_path: Path) -> None:
     with own_database("entry", tmp_path) as url:
         log_path = tmp_path / "server.log"
+        home = tmp_path / "home"
+        home.mkdir()
+        # HOME of its own: gunicorn's default control socket would be ~/.gunicorn/gunicorn.ctl.
         with entrypoint_server(url, log_path, REGISTRY_MAX_BODY_BYTES=str(BODY_LIMIT),
-                               REGISTRY_PUBLIC_URL="https://registry.test") as base:
+                               REGISTRY_PUBLIC_URL="https://registry.test", HOME=str(home),
+                               XDG_RUNTIME_DIR=str(home)) as base:
             status, _, body = _get(f"{base}/readyz")
+            # No control socket: a shared one was removed under other instances when one
+            # stopped (gunicorn removes its socket when it stops).
+            assert list(home.rglob("*")) == [], "gunicorn made a control socket"
             ready = json.loads(body)
             assert status == 200 and ready["status"] == "ready"
             assert ready["schema_revision"]

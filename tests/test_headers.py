@@ -86,6 +86,8 @@ HEADER_VALUES = st.one_of(
     st.sampled_from(ORDINARY + ["application/json; charset=\u00e9",
                                 "multipart/form-data; boundary=" + "x" * 200]),
 )
+# The registry's own wording that a generated value may happen to match ("Bearer <").
+OWN_WORDS = ("send the header Authorization: Bearer <token>", 'Bearer realm="registry"')
 FUZZED = ["If-Match", "If-None-Match", "Authorization", "Content-Type", "Accept", "X-Request-ID"]
 
 
@@ -121,7 +123,8 @@ def test_header_fuzzing_finds_no_500_and_no_echo(client, site_a, example_record,
     caplog.clear()
     for name, value in values.items():
         if len(value) < 8 or len(set(value)) < 4 or value in ORDINARY \
-                or (name == "X-Request-ID" and accepted_request_id(value)):
+                or (name == "X-Request-ID" and accepted_request_id(value)) \
+                or any(value in words for words in OWN_WORDS):
             continue  # too plain to tell apart from the answer's own words; a kept request id
         assert value not in shown, f"{name} echoed"
         assert value not in logged, f"{name} logged"

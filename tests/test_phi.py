@@ -103,7 +103,11 @@ def test_identifiers_are_refused_and_left_nowhere(position, client, site_a, capl
     for value, answer in answers:
         assert 400 <= answer.status_code < 500 or (
             position == "subject_id in batch" and answer.status_code == 200
-            and answer.json["results"][0]["outcome"] == "rejected"), (value, answer.status_code)
+            and answer.json["results"][0]["outcome"] == "rejected") or (
+            # updated_since takes a date by design (a moment to list changes from): a date there
+            # is a query, answered, and like any value never echoed, logged or stored.
+            position == "updated_since" and answer.status_code == 200
+            and answer.json["records"] == []), (value, answer.status_code)
         shown = answer.get_data(as_text=True)
         for variant in _variants(value):
             assert variant not in shown, f"{position}: echoed in the response"

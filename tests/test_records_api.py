@@ -185,7 +185,7 @@ def test_withdrawal_erases_data_and_versions_keeps_tombstone(client, site_a, exa
 def test_withdrawal_reason_is_recorded_and_checked(client, site_a, example_record):
     put(client, site_a, example_record)
     bad = client.delete(f"{URL}/TOR-7f3a9c2e?reason=bored", headers=site_a)
-    assert bad.status_code == 422
+    assert bad.status_code == 400  # a bad query parameter
     ok = client.delete(f"{URL}/TOR-7f3a9c2e?reason=deleted_at_source", headers=site_a)
     assert ok.status_code == 204
     assert count(Tombstone, reason="deleted_at_source") == 1
@@ -309,3 +309,76 @@ def test_row_columns_are_the_columns_a_record_sets(example_record):
 
     assert set(row_values(canonical(example_record))) == set(ROW_COLUMNS)
     assert set(ROW_COLUMNS) <= {column.name for column in Record.__table__.columns}
+
+
+def test_answers_to_writes_carry_the_stored_timestamps(client, site_a, example_record):
+    created = put(client, site_a, example_record).json
+    stored = client.get(f"{URL}/TOR-7f3a9c2e", headers=site_a).json
+    history = client.get(f"{URL}/TOR-7f3a9c2e/history", headers=site_a).json
+    assert created["created_at"] == stored["created_at"] == stored["updated_at"]
+    assert history["versions"][0]["created_at"] == stored["created_at"]
+    example_record["last_followup_day"] = 3400
+    updated = put(client, site_a, example_record).json
+    stored = client.get(f"{URL}/TOR-7f3a9c2e", headers=site_a).json
+    assert (updated["created_at"], updated["updated_at"]) == (stored["created_at"],
+                                                              stored["updated_at"])
+    unchanged = put(client, site_a, example_record).json
+    assert unchanged["updated_at"] == stored["updated_at"]
+    posted = client.post(URL, json={**example_record, "subject_id": "TOR-postedrecord"},
+                         headers=site_a).json
+    assert posted["created_at"] == client.get(f"{URL}/TOR-postedrecord",
+                                              headers=site_a).json["created_at"]
+
+
+def test_one_answer_lists_every_problem_of_the_body_and_the_url(client, site_a):
+    """The URL's subject_id breaks the identifier rules and the body lacks most fields: both
+    kinds of problem come in the same 422, not in rounds."""
+    response = client.put(f"{URL}/TOR-1234567", json={"sex": "female"}, headers=site_a)
+    assert response.status_code == 422
+    codes = {(error["field"], error["code"]) for error in response.json["errors"]}
+    assert ("subject_id", "identifier_like") in codes
+    assert ("met_dx_year", "required") in codes and ("vital_status", "required") in codes
+    assert "1234567" not in response.get_data(as_text=True)
+    assert count(Record) == 0
+
+
+def test_a_withdrawn_subject_answers_409_whatever_the_body(client, site_a, example_record):
+    put(client, site_a, example_record)
+    assert client.delete(f"{URL}/TOR-7f3a9c2e", headers=site_a).status_code == 204
+    for body in ({"sex": "female"}, without_subject(example_record)[1], [1, 2]):
+        response = client.put(f"{URL}/TOR-7f3a9c2e", json=body, headers=site_a)
+        assert response.status_code == 409, body
+        assert response.json["code"] == "subject_withdrawn"
+    response = client.post(URL, json={"subject_id": "TOR-7f3a9c2e", "sex": "female"},
+                           headers=site_a)
+    assert response.status_code == 409 and response.json["code"] == "subject_withdrawn"
+
+
+def test_withdrawal_answers_204_without_body_or_content_type(client, site_a, example_record):
+    put(client, site_a, example_record)
+    response = client.delete(f"{URL}/TOR-7f3a9c2e", headers=site_a)
+    assert response.status_code == 204
+    assert response.get_data() == b""
+    assert "Content-Type" not in response.headers
+
+
+@pytest.mark.parametrize("since, listed", [("2000-01-01", 1), ("2999-12-31", 0),
+                                           ("2000-01-01T00:00:00Z", 1),
+                                           ("2999-12-31T23:00:00+05:00", 0)])
+def test_updated_since_takes_a_date_or_a_time_with_its_zone(client, site_a, example_record,
+                                                            since, listed):
+    put(client, site_a, example_record)
+    response = client.get(URL, query_string={"updated_since": since}, headers=site_a)
+    assert response.status_code == 200
+    assert len(response.json["records"]) == listed
+
+
+@pytest.mark.parametrize("since, code", [("2026-13-45", "invalid_format"),
+                                         ("yesterday", "invalid_format"),
+                                         ("2026-11-29T08:30:00", "missing_time_zone")])
+def test_a_bad_updated_since_is_a_400_in_plain_words(client, site_a, since, code):
+    response = client.get(URL, query_string={"updated_since": since}, headers=site_a)
+    assert response.status_code == 400
+    [error] = response.json["errors"]
+    assert error["field"] == "updated_since" and error["code"] == code
+    assert "2026-11-29" in error["message"] and "aware" not in error["message"]

@@ -10,7 +10,7 @@ import http
 import json
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import prepare_response
@@ -19,9 +19,11 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from registry.errors import PROBLEM_JSON, BadRequest, UnsupportedMediaType
+from registry.errors import PROBLEM_JSON, BadRequest, MalformedJson, UnsupportedMediaType
+from registry.schemas.api import (
+    ProblemSchema, batch_items_property, code_list_property, nullable_enum_property,
+)
 from registry.schemas.identifiers import printable_field_name
-from registry.schemas.api import ProblemSchema, batch_items_property
 
 API_PREFIX = "/api/v1"
 JSON_METHODS = ("POST", "PUT", "PATCH")
@@ -83,26 +85,82 @@ class RegistryParser(FlaskParser):
                              errors=[{"field": name, "code": "duplicate_key",
                                       "message": "appears more than once in one JSON object"}]
                              ) from None
-        except (ValueError, RecursionError) as error:
-            return self._handle_invalid_json_error(error, req)
+        except (ValueError, RecursionError):
+            raise MalformedJson() from None
+
+
+# Every operation of the API may answer these (token, role, rate limit, database down).
+API_PROBLEMS = (401, 403, 429, 503)
+# ...and these when it takes a JSON body (malformed, too large, not JSON, failing its rules).
+BODY_PROBLEMS = (400, 413, 415, 422)
 
 
 class Blueprint(SmorestBlueprint):
-    """A flask-smorest blueprint with the registry's parser; its API operations document the
-    429 of the rate limit (registry.ratelimit)."""
+    """A flask-smorest blueprint with the registry's parser. Its operations document every
+    error status they may answer, each with the problem schema: those of every API operation,
+    those of a JSON body or of parameters, and the ones a view names with `problems()`."""
 
     ARGUMENTS_PARSER = RegistryParser()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if (self.url_prefix or "").startswith(API_PREFIX):
-            self._prepare_doc_cbks.insert(0, self._document_rate_limit)
+        self._prepare_doc_cbks.insert(0, self._document_problems)
+        self._prepare_doc_cbks.append(self._sort_responses)
+
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Any:
+        """As flask-smorest's, but a bad query parameter or header answers 400 (a malformed
+        request); only a body that breaks its rules answers 422."""
+        if location not in ("json", "form", "files"):
+            kwargs.setdefault("error_status_code", 400)
+        return super().arguments(schema, location=location, **kwargs)
+
+    def problems(self, *statuses: int) -> Any:
+        """Document further error statuses of an operation (404, 409, 412...)."""
+
+        def decorator(view: Any) -> Any:
+            for status in statuses:
+                view = self.alt_response(status, response=http.HTTPStatus(status).name)(view)
+            return view
+
+        return decorator
 
     @staticmethod
-    def _document_rate_limit(doc: dict[str, Any], doc_info: dict[str, Any],
-                             **_kwargs: Any) -> dict[str, Any]:
+    def _sort_responses(doc: dict[str, Any], _doc_info: dict[str, Any],
+                        **_kwargs: Any) -> dict[str, Any]:
+        """Responses in the order of their status (default last), for the reader."""
+        if "responses" in doc:
+            doc["responses"] = dict(sorted(doc["responses"].items(),
+                                           key=lambda item: str(item[0]).replace("d", "9")))
+        return doc
+
+    def json_body(self, schema: Any) -> Any:
+        """Document `schema` as the operation's JSON body without parsing it here: the view
+        hands the body as sent (json_body()) to a service that checks it with everything
+        else the request names, so that one answer lists every problem."""
+
+        def decorator(view: Any) -> Any:
+            view = self.doc(requestBody={"required": True, "content": {
+                "application/json": {"schema": schema}}})(view)
+            return self.problems(*BODY_PROBLEMS)(view)
+
+        return decorator
+
+    def _document_problems(self, doc: dict[str, Any], doc_info: dict[str, Any],
+                           **_kwargs: Any) -> dict[str, Any]:
         responses = doc_info.setdefault("response", {}).setdefault("responses", {})
-        responses.setdefault(429, []).append(http.HTTPStatus.TOO_MANY_REQUESTS.name)
+        statuses: set[int] = set()
+        if (self.url_prefix or "").startswith(API_PREFIX):
+            statuses.update(API_PROBLEMS)
+        locations = {parameter["in"] for parameter in
+                     doc_info.get("arguments", {}).get("parameters", [])}
+        if "json" in locations:
+            statuses.update(BODY_PROBLEMS)
+        if locations - {"json"}:
+            statuses.add(400)
+        for status in sorted(statuses):
+            if status not in responses and \
+                    status not in doc_info.get("arguments", {}).get("responses", {}):
+                responses[status] = [http.HTTPStatus(status).name]
         return doc
 
 
@@ -130,6 +188,18 @@ class RegistryApi(Api):
         """Errors are handled by registry.errors, not by flask-smorest's JSON handler."""
 
 
+def json_body() -> Any:
+    """The request's JSON body as sent (refused with 400 when it is not JSON)."""
+    return Blueprint.ARGUMENTS_PARSER.load_json(request, None)
+
+
+def no_content() -> Response:
+    """A 204 answer: no body, hence no Content-Type."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
 def require_json_body() -> None:
     """before_request: a body sent to the API must be application/json (415 otherwise)."""
     if request.method in JSON_METHODS and request.path.startswith(API_PREFIX) \
@@ -142,7 +212,7 @@ def api_settings(version: str) -> dict[str, Any]:
     return {
         "API_TITLE": "HER2+ MBC prolonged-remission registry",
         "API_VERSION": version,
-        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_VERSION": "3.1.0",
         "OPENAPI_URL_PREFIX": API_PREFIX,
         "OPENAPI_JSON_PATH": "openapi.json",
         "API_SPEC_OPTIONS": {
@@ -165,6 +235,8 @@ def init_app(app: Flask) -> RegistryApi:
 
     api = RegistryApi(app)
     api.ma_plugin.converter.add_attribute_function(batch_items_property)
+    api.ma_plugin.converter.add_attribute_function(code_list_property)
+    api.ma_plugin.converter.add_attribute_function(nullable_enum_property)
     for module in (records, dictionary, operations, aggregates, analyses):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(

@@ -1,9 +1,15 @@
-"""Pooled counts for coordinators and stewards: catalogue, counts, remission, query log."""
+"""Pooled counts for coordinators and stewards: catalogue, counts, remission, query log.
+
+One format rule for every endpoint: `format` names one of the formats the endpoint offers
+(json, and csv for the tables; anything else answers 400), and Accept: text/csv also asks a
+table for CSV. Typed clients call the .csv operations, which answer text/csv only.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Response, current_app, request
@@ -12,14 +18,21 @@ from marshmallow import INCLUDE
 from registry.api import Blueprint
 from registry.auth import current_caller, requires
 from registry.schemas.aggregates import (
-    RESERVED, CatalogueSchema, CountsQuerySchema, CountsSchema, QueryLogQuerySchema,
-    QueryLogSchema, RemissionQuerySchema, RemissionSchema,
+    RESERVED, CatalogueSchema, CountsCsvQuerySchema, CountsQuerySchema, CountsSchema,
+    JsonOnlyQuerySchema, QueryLogQuerySchema, QueryLogSchema, RemissionCsvQuerySchema,
+    RemissionQuerySchema, RemissionSchema,
 )
 from registry.services import aggregates, analyses
 from registry.services.disclosure import Policy
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
                 description="Pooled counts under disclosure control (coordinator, steward)")
+
+CSV_ANSWER = {"type": "string", "description": "one line per count; the disclosure block is in "
+                                               "the Registry-Disclosure header"}
+DISCLOSURE_HEADER = {"Registry-Disclosure": {
+    "description": "the disclosure block as key=value pairs separated by '; '",
+    "schema": {"type": "string"}}}
 
 
 def _policy() -> Policy:
@@ -37,73 +50,150 @@ def _wants_csv(query: dict[str, Any]) -> bool:
     return best == "text/csv"
 
 
-def _csv(table: dict[str, Any]) -> Response:
-    """The table as CSV: one line per count, totals labelled (all); disclosure in headers."""
-    dims = [table["rows"]] + ([table["columns"]] if table["columns"] else [])
+def _note(disclosure: dict[str, Any]) -> str:
+    """What a reader of the CSV must know about its numbers, on every line."""
+    if disclosure.get("additive") is False:
+        return (f"counts perturbed by up to 2 and withheld below {disclosure['min_cell_count']};"
+                " cells need not add up to totals")
+    return f"counts withheld below {disclosure['min_cell_count']}"
+
+
+def _disclosure_header(disclosure: dict[str, Any]) -> str:
+    """The disclosure block as one header value: every key, as key=value pairs."""
+
+    def text(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value))
+        return str(value)
+
+    return "; ".join(f"{key}={text(value)}" for key, value in disclosure.items())
+
+
+def _csv_response(header: list[str], lines: Iterable[list[Any]], disclosure: dict[str, Any],
+                  name: str) -> Response:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*dims, "count", "suppressed"])
+    writer.writerow([*header, "note"])
+    note = _note(disclosure)
+    for line in lines:
+        writer.writerow(["" if value is None else value for value in line] + [note])
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f"attachment; filename={name}.csv",
+        "Registry-Disclosure": _disclosure_header(disclosure)})
+
+
+def _flag(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def counts_csv(table: dict[str, Any]) -> Response:
+    """The table as CSV: one line per count, totals labelled (all), a note on every line."""
+    dims = [table["rows"]] + ([table["columns"]] if table["columns"] else [])
     lines = table["cells"] + table["row_totals"] + table["column_totals"] + [
         {"count": table["total"], **({"suppressed": True} if table["total"] is None else {})}]
-    for line in lines:
-        writer.writerow([line.get(d, "(all)") for d in dims]
-                        + ["" if line["count"] is None else line["count"],
-                           "true" if line.get("suppressed") else "false"])
-    disclosure = table["disclosure"]
-    sites = disclosure["contributing_sites"]
-    headers = {"Content-Disposition": "attachment; filename=counts.csv",
-               "Registry-Disclosure": (
-                   f"min_cell_count={disclosure['min_cell_count']}; "
-                   f"method={','.join(disclosure['method'])}; snapshot={disclosure['snapshot']}; "
-                   f"contributing_sites={'' if sites is None else sites}")}
-    return Response(out.getvalue(), mimetype="text/csv", headers=headers)
+    return _csv_response(
+        [*dims, "count", "suppressed"],
+        ([*(line.get(d, "(all)") for d in dims), line["count"], _flag(line.get("suppressed"))]
+         for line in lines), table["disclosure"], "counts")
+
+
+def remission_csv(table: dict[str, Any]) -> Response:
+    """The life tables as CSV: one line per interval of each group, with the group's size."""
+    lines = ([group["group"], group["count"], interval["from_year"], interval["to_year"],
+              interval["at_risk"], interval["entered"], interval["relapses"],
+              interval["censored"],
+              interval["in_remission"],
+              _flag(interval.get("suppressed") or group.get("suppressed"))]
+             for group in table["groups"] for interval in group["intervals"])
+    return _csv_response(
+        [table["by"] or "group", "group_count", "from_year", "to_year", "at_risk", "entered",
+         "relapses", "censored", "in_remission", "suppressed"], lines, table["disclosure"],
+        "remission")
 
 
 @blp.route("/dimensions", methods=["GET"])
 @requires("coordinator", "steward")
+@blp.arguments(JsonOnlyQuerySchema(), location="query")
 @blp.response(200, CatalogueSchema)
-def list_dimensions() -> Any:
+def list_dimensions(_query: dict[str, Any]) -> Any:
     """The catalogue: the dimensions you may count by, their categories and meaning"""
     return aggregates.list_dimensions(current_caller())
+
+
+def _count_table(query: dict[str, Any]) -> dict[str, Any]:
+    return aggregates.count_table(current_caller(), query["rows"], query.get("columns"),
+                                  _filters(query), _policy())
+
+
+def _remission_table(query: dict[str, Any]) -> dict[str, Any]:
+    return analyses.remission_table(
+        current_caller(), query.get("by"), query["origin"], _filters(query),
+        int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]), _policy())
 
 
 @blp.route("/counts", methods=["GET"])
 @requires("coordinator", "steward")
 @blp.arguments(CountsQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, CountsSchema)
-@blp.alt_response(200, schema={"type": "string"}, content_type="text/csv", success=True,
+@blp.alt_response(200, schema=CSV_ANSWER, content_type="text/csv", success=True,
+                  headers=DISCLOSURE_HEADER,
                   description="The table; as CSV with format=csv or Accept: text/csv")
-@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-@blp.alt_response(429, response="TOO_MANY_REQUESTS")
+@blp.problems(422)
 def count_records(query: dict[str, Any]) -> Any:
     """Pooled counts by one or two dimensions, with up to two filters
 
     Filters are `<dimension>=<category>`. Counts are perturbed (cell-key method) and small or
     revealing counts are withheld: null with suppressed: true. Totals are perturbed on their
-    own, so cells need not add up. 400: unknown dimension or category (the error lists the
-    allowed values); 422: the cohort is smaller than the minimum cell count; 429: this query
-    was asked too often by this token in 30 days."""
-    table = aggregates.count_table(current_caller(), query["rows"], query["columns"],
-                                   _filters(query), _policy())
-    return _csv(table) if _wants_csv(query) else table
+    own, so cells need not add up. 400: unknown dimension, category or format (the error lists
+    the allowed values); 422: the cohort is smaller than the minimum cell count; 429: this
+    query was asked too often by this token."""
+    table = _count_table(query)
+    return counts_csv(table) if _wants_csv(query) else table
+
+
+@blp.route("/counts.csv", methods=["GET"])
+@requires("coordinator", "steward")
+@blp.arguments(CountsCsvQuerySchema(), location="query", unknown=INCLUDE)
+@blp.response(200, CSV_ANSWER, content_type="text/csv", headers=DISCLOSURE_HEADER,
+              description="The table as CSV: one line per count, totals labelled (all)")
+@blp.problems(422)
+def count_records_csv(query: dict[str, Any]) -> Any:
+    """Pooled counts as CSV (the same question and answer as /counts)"""
+    return counts_csv(_count_table(query))
 
 
 @blp.route("/remission", methods=["GET"])
 @requires("coordinator", "steward")
 @blp.arguments(RemissionQuerySchema(), location="query", unknown=INCLUDE)
 @blp.response(200, RemissionSchema)
-@blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-@blp.alt_response(429, response="TOO_MANY_REQUESTS")
+@blp.alt_response(200, schema=CSV_ANSWER, content_type="text/csv", success=True,
+                  headers=DISCLOSURE_HEADER,
+                  description="The life tables; as CSV with format=csv or Accept: text/csv")
+@blp.problems(422)
 def remission_table(query: dict[str, Any]) -> Any:
     """Yearly life table of sustained remission per group
 
-    The survival analysis (GET /analyses/survival with outcome=relapse and ten closed yearly
+    The survival analysis (GET /analyses/survival with outcome=relapse and ten fixed yearly
     intervals) in the words of this table: at risk, entered (delayed entry at eligibility),
     relapses (progression), censored and the actuarial proportion still in remission, from
-    the start of remission or from the stop of trastuzumab. 422 and 429 as for counts."""
-    return analyses.remission_table(
-        current_caller(), query["by"], query["origin"], _filters(query),
-        int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]), _policy())
+    the start of remission or from the stop of trastuzumab. 400, 422 and 429 as for counts."""
+    table = _remission_table(query)
+    return remission_csv(table) if _wants_csv(query) else table
+
+
+@blp.route("/remission.csv", methods=["GET"])
+@requires("coordinator", "steward")
+@blp.arguments(RemissionCsvQuerySchema(), location="query", unknown=INCLUDE)
+@blp.response(200, CSV_ANSWER, content_type="text/csv", headers=DISCLOSURE_HEADER,
+              description="The life tables as CSV: one line per interval of each group")
+@blp.problems(422)
+def remission_table_csv(query: dict[str, Any]) -> Any:
+    """Life tables of sustained remission as CSV (the same question and answer as /remission)"""
+    return remission_csv(_remission_table(query))
 
 
 @blp.route("/query-log", methods=["GET"])
@@ -112,4 +202,4 @@ def remission_table(query: dict[str, Any]) -> Any:
 @blp.response(200, QueryLogSchema)
 def query_log(query: dict[str, Any]) -> Any:
     """The log of aggregate queries, newest first (steward only)"""
-    return aggregates.read_query_log(current_caller(), query["limit"], query["before"])
+    return aggregates.read_query_log(current_caller(), query["limit"], query.get("before"))

@@ -28,9 +28,11 @@ def healthz() -> Any:
 @public
 @blp.doc(security=[])
 @blp.response(200, HealthSchema)
-@blp.alt_response(503, description="Not ready: the database does not answer or is not migrated")
+@blp.problems(503)
 def readyz() -> Any:
-    """The database answers and its schema is at the newest migration"""
+    """The database answers and its schema is at the newest migration
+
+    503 (a problem, with Retry-After) when the database does not answer or is not migrated."""
     return readiness()
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
-from marshmallow.validate import OneOf, Range
+from marshmallow.validate import Range
 
+from registry.schemas.fields import Code
 from registry.services.analyses import REMISSION_ORIGINS as ORIGINS
 from registry.services.catalogue import SITE, dimensions
 
+# The answer formats: every aggregate endpoint takes `format`, naming one it offers (400 else).
 FORMATS = ("json", "csv")
+_FORMAT_MEANING = ("json (default) or csv (Accept: text/csv also gives CSV); typed clients "
+                   "call the .csv operation for CSV")
 _CATALOGUE = "see GET /api/v1/aggregates/dimensions"
 # The query parameters that are not filters.
 RESERVED = frozenset({"rows", "columns", "by", "origin", "format"})
@@ -34,22 +38,39 @@ class _FilteredQuerySchema(Schema):
 CountsQuerySchema = _FilteredQuerySchema.from_dict({
     "rows": fields.String(required=True, metadata={
         "description": f"dimension of the rows ({_CATALOGUE})"}),
-    "columns": fields.String(load_default=None, metadata={
+    "columns": fields.String(metadata={
         "description": "dimension of the columns (optional)"}),
-    "format": fields.String(load_default=None, validate=OneOf(FORMATS), metadata={
-        "description": "json (default) or csv; Accept: text/csv also gives CSV"}),
+    "format": Code(FORMATS, metadata={"description": _FORMAT_MEANING}),
     **_filters(),
 }, name="CountsQuery")
 
 RemissionQuerySchema = _FilteredQuerySchema.from_dict({
-    "by": fields.String(load_default=None, metadata={
+    "by": fields.String(metadata={
         "description": f"dimension of the groups (optional; {_CATALOGUE})"}),
     "origin": fields.String(load_default="remission_start", metadata={
         "enum": list(ORIGINS),
         "description": "time zero: the start of remission, or the stop of trastuzumab "
                        "(discontinued records still in remission at the stop)"}),
+    "format": Code(FORMATS, metadata={"description": _FORMAT_MEANING}),
     **_filters(),
 }, name="RemissionQuery")
+
+
+def _without_format(schema: type[Schema], name: str) -> type[Schema]:
+    """The query of a .csv operation: the same parameters, the format being in the path."""
+    return _FilteredQuerySchema.from_dict(
+        {key: field for key, field in schema._declared_fields.items() if key != "format"},
+        name=name)
+
+
+CountsCsvQuerySchema = _without_format(CountsQuerySchema, "CountsCsvQuery")
+RemissionCsvQuerySchema = _without_format(RemissionQuerySchema, "RemissionCsvQuery")
+
+
+class JsonOnlyQuerySchema(Schema):
+    """The `format` of an endpoint that answers JSON only."""
+
+    format = Code(("json",), metadata={"description": "json (the only format offered here)"})
 
 
 class DimensionSchema(Schema):
@@ -138,11 +159,12 @@ class RemissionSchema(Schema):
     disclosure = fields.Nested(DisclosureSchema)
 
 
-class QueryLogQuerySchema(Schema):
+class QueryLogQuerySchema(JsonOnlyQuerySchema):
     """Query parameters of the query log."""
 
     limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000))
-    before = fields.Integer(load_default=None, metadata={
+    # Bounded: an id beyond the database's integer would fail in SQL, not as a bad parameter.
+    before = fields.Integer(validate=Range(min=1, max=2**31 - 1), metadata={
         "description": "next_before of the previous page"})
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
-from marshmallow.validate import OneOf
 
-from registry.schemas.aggregates import FORMATS, DisclosureSchema, _filters
+from registry.schemas.aggregates import (
+    _FORMAT_MEANING, FORMATS, DisclosureSchema, _filters, _without_format,
+)
+from registry.schemas.fields import Code
 from registry.services.analyses import (
     AT_LANDMARK, DEFAULT_YEARS, MAX_COVARIATES, MAX_LANDMARK_YEARS, MAX_YEARS, ORIGINS, OUTCOMES,
 )
@@ -37,8 +39,7 @@ _DESIGN = {
     "outcome": fields.String(load_default="relapse", metadata={
         "enum": list(OUTCOMES),
         "description": "relapse (death without relapse censored) or relapse_or_death"}),
-    "format": fields.String(load_default=None, validate=OneOf(FORMATS), metadata={
-        "description": "json (default) or csv; Accept: text/csv also gives CSV"}),
+    "format": Code(FORMATS, metadata={"description": _FORMAT_MEANING}),
 }
 
 SurvivalQuerySchema = _AnalysisQuerySchema.from_dict({
@@ -59,6 +60,9 @@ HazardRatiosQuerySchema = _AnalysisQuerySchema.from_dict({
                        "the model"}),
     **_filters(),
 }, name="HazardRatiosQuery")
+
+SurvivalCsvQuerySchema = _without_format(SurvivalQuerySchema, "SurvivalCsvQuery")
+HazardRatiosCsvQuerySchema = _without_format(HazardRatiosQuerySchema, "HazardRatiosCsvQuery")
 
 
 class MedianSchema(Schema):

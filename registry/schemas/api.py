@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields
 from marshmallow.validate import OneOf, Range
 
 from registry.derived import DERIVED_FIELDS
-from registry.schemas.fields import Problem, _CodedField
-from registry.schemas.record import RecordSchema
+from registry.schemas.fields import Code, Problem, _CodedField
+from registry.schemas.record import RecordFieldsSchema, RecordSchema
 from registry.vocabulary import SOURCES, WITHDRAWAL_REASONS
 
 
@@ -47,6 +48,37 @@ class RecordPageSchema(Schema):
         "description": "pass as `cursor` for the next page; null on the last page"})
 
 
+_SINCE_MESSAGE = ("must be a date such as 2026-11-29 (from the start of that day, UTC) or a "
+                  "date and time with its time zone such as 2026-11-29T08:30:00Z")
+
+
+class Since(_CodedField, fields.Field):
+    """A point in time for `updated_since`: a date (its start, in UTC), or a date and time
+    with its zone. A time without a zone is refused: it would mean different moments at
+    different sites."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(metadata={"anyOf": [{"type": "string", "format": "date"},
+                                             {"type": "string", "format": "date-time"}],
+                                   **kwargs.pop("metadata", {})}, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise self.fail("invalid_format", _SINCE_MESSAGE)
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return datetime.combine(date.fromisoformat(text), time(), timezone.utc)
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise self.fail("invalid_format", _SINCE_MESSAGE) from None
+        if moment.tzinfo is None:
+            raise self.fail("missing_time_zone", "a date and time needs its time zone, e.g. "
+                            "2026-11-29T08:30:00Z or 2026-11-29T08:30:00-05:00; or send the "
+                            "date alone")
+        return moment
+
+
 class RecordListQuerySchema(Schema):
     """Query parameters of GET /records."""
 
@@ -55,10 +87,12 @@ class RecordListQuerySchema(Schema):
 
     limit = fields.Integer(load_default=100, validate=Range(min=1, max=1000),
                            metadata={"description": "records per page, 1 to 1000"})
-    cursor = fields.String(load_default=None, metadata={"description": "next_cursor of the "
-                                                                       "previous page"})
-    updated_since = fields.AwareDateTime(load_default=None, metadata={
-        "description": "only records changed at or after this time (ISO 8601 with a zone)"})
+    cursor = fields.String(metadata={
+        "description": "next_cursor of the previous page"})
+    updated_since = Since(metadata={
+        "description": "only records changed at or after this moment: a date (2026-11-29, "
+                       "from its start in UTC) or a date and time with its zone "
+                       "(2026-11-29T08:30:00Z)"})
 
 
 class VersionSchema(Schema):
@@ -101,9 +135,9 @@ class SourceHeaderSchema(Schema):
 class WriteHeadersSchema(SourceHeaderSchema):
     """Headers of PUT /records/{subject_id}."""
 
-    if_match = fields.String(data_key="If-Match", load_default=None, metadata={
+    if_match = fields.String(data_key="If-Match", metadata={
         "description": 'the version being replaced, as its ETag ("3"); 412 if it is stale'})
-    if_none_match = fields.String(data_key="If-None-Match", load_default=None, metadata={
+    if_none_match = fields.String(data_key="If-None-Match", metadata={
         "description": "* to create only (412 if the record exists), or ETags that must not "
                        "be current"})
 
@@ -114,7 +148,7 @@ class ReadHeadersSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    if_none_match = fields.String(data_key="If-None-Match", load_default=None, metadata={
+    if_none_match = fields.String(data_key="If-None-Match", metadata={
         "description": 'the ETag you hold ("3"): 304 without a body while it is current'})
 
 
@@ -136,6 +170,42 @@ def batch_items_property(_converter: Any, field: fields.Field, ret: dict[str, An
     if isinstance(field, RawRecords) and "items" in ret:
         return {"items": {"anyOf": [ret["items"], {
             "description": "any other value: reported as rejected, with its index"}]}}
+    return {}
+
+
+def code_list_property(converter: Any, field: fields.Field, ret: dict[str, Any],
+                       **_kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: each code list of the record is one named schema (e.g.
+    `Her2Ihc`), referenced wherever the field appears (the record as sent, as stored, in a
+    batch), so that a typed client makes one enum class per field, not one per schema; a code
+    that may be null is "that schema, or null"."""
+    if not isinstance(field, Code) or not isinstance(field.parent, RecordFieldsSchema) \
+            or "enum" not in ret:
+        return {}
+    name = "".join(part.title() for part in field.name.split("_"))
+    codes = {"type": "string", "enum": list(field.choices)}
+    registered = converter.spec.components.schemas.get(name)
+    if registered is None:
+        converter.spec.components.schema(name, codes)
+    elif registered != codes:
+        raise ValueError(f"two code lists would be published as {name}")
+    ret.pop("enum")
+    ret.pop("type", None)
+    reference = {"$ref": f"#/components/schemas/{name}"}
+    if field.allow_none:
+        return {"anyOf": [reference, {"type": "null"}]}
+    return reference
+
+
+def nullable_enum_property(_converter: Any, field: fields.Field, ret: dict[str, Any],
+                           **_kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: a code that may be null is documented as "one of the codes,
+    or null" (anyOf), so that JSON Schema accepts the null the registry sends for an optional
+    code not filled in, and a typed client makes one enum class of the codes and None."""
+    if field.allow_none and "enum" in ret:
+        codes = [code for code in ret.pop("enum") if code is not None]
+        ret.pop("type", None)
+        return {"anyOf": [{"type": "string", "enum": codes}, {"type": "null"}]}
     return {}
 
 
@@ -173,7 +243,12 @@ class BatchResultSchema(Schema):
 
     index = fields.Integer()
     subject_id = fields.String(allow_none=True)
-    outcome = fields.String(metadata={"enum": ["created", "updated", "unchanged", "rejected"]})
+    outcome = fields.String(metadata={
+        "enum": ["created", "updated", "unchanged", "rejected", "not_written"],
+        "description": "not_written: accepted, but the atomic batch was rejected as a whole"})
+    would_be = fields.String(metadata={
+        "enum": ["created", "updated", "unchanged"],
+        "description": "for not_written: what the record would have been"})
     version = fields.Integer()
     changes = fields.Dict(keys=fields.String(), values=fields.Dict(), metadata={
         "description": "for updates: {field: {old, new}}"})
@@ -187,6 +262,8 @@ class BatchSummarySchema(Schema):
     updated = fields.Integer()
     unchanged = fields.Integer()
     rejected = fields.Integer()
+    not_written = fields.Integer(metadata={
+        "description": "only in a rejected atomic batch: accepted records, none written"})
 
 
 class BatchResponseSchema(Schema):

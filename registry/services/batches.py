@@ -105,11 +105,16 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
             summary = {outcome: 0 for outcome in OUTCOMES}
             for plan in plans:
                 summary[plan.outcome] += 1
-            results = [plan.result() for plan in plans]
             if atomic and summary["rejected"]:
+                # Nothing is written: no record may claim an outcome it did not have.
+                unwritten = len(plans) - summary["rejected"]
                 raise BatchRejected(
-                    f"{summary['rejected']} of {len(plans)} records were rejected",
-                    dry_run=dry_run, atomic=atomic, summary=summary, results=results)
+                    f"{summary['rejected']} of {len(plans)} records were rejected; nothing "
+                    "was written", dry_run=dry_run, atomic=atomic,
+                    summary={**{outcome: 0 for outcome in OUTCOMES},
+                             "rejected": summary["rejected"], "not_written": unwritten},
+                    results=[plan.result(written=False) for plan in plans])
+            results = [plan.result() for plan in plans]
             if not dry_run:
                 apply_writes(connection, caller, plans, source)
             return {"dry_run": dry_run, "atomic": atomic, "summary": summary,

@@ -31,7 +31,9 @@ from registry.models.record import CELL_KEY_MODULUS
 from registry.schemas.fields import (
     check_subject_id, is_acceptable_subject_id, problems_to_list,
 )
-from registry.schemas.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, RecordSchema
+from registry.schemas.record import (
+    DICTIONARY_VERSION, SUBMITTED_FIELDS, PutRecordSchema, RecordSchema,
+)
 from registry.services.tokens import Caller
 
 RECORDS = Record.__table__
@@ -152,10 +154,14 @@ class PlannedWrite:
         """The audit log's action for this write."""
         return "create" if self.outcome == "created" else "update"
 
-    def result(self) -> dict[str, Any]:
-        """The per-record line of a batch response."""
+    def result(self, *, written: bool = True) -> dict[str, Any]:
+        """The per-record line of a batch response. When the batch was not written (atomic,
+        with a rejected record), an accepted record is `not_written` and says what it would
+        have been (`would_be`)."""
         line: dict[str, Any] = {"index": self.index, "subject_id": self.subject_id,
                                 "outcome": self.outcome}
+        if not written and self.outcome != "rejected":
+            line.update(outcome="not_written", would_be=self.outcome)
         if self.outcome == "rejected":
             line["errors"] = self.errors
         else:
@@ -328,17 +334,18 @@ def _write_one_with_history(connection: Connection, caller: Caller, plan: Planne
 
 
 def apply_writes(connection: Connection, caller: Caller, plans: Iterable[PlannedWrite],
-                 source: str) -> None:
+                 source: str) -> datetime:
     """Write created and updated records with their versions and audit entries, in bulk (one
-    statement for a single record on PostgreSQL)."""
+    statement for a single record on PostgreSQL); returns the time stored as their
+    updated_at (and created_at for new records)."""
     now = utcnow()
     created = [plan for plan in plans if plan.outcome == "created"]
     updated = [plan for plan in plans if plan.outcome == "updated"]
     if not created and not updated:
-        return
+        return now
     if len(created) + len(updated) == 1 and connection.dialect.name == "postgresql":
         _write_one_with_history(connection, caller, (created + updated)[0], source, now)
-        return
+        return now
     ids: dict[str, int] = {}
     if created:
         rows = [{**row_values(plan.record, plan.derived), "site_id": caller.site_id,
@@ -369,6 +376,7 @@ def apply_writes(connection: Connection, caller: Caller, plans: Iterable[Planned
         {"occurred_at": now, "token_id": caller.token_id, "site_id": caller.site_id,
          "subject_id": plan.subject_id, "action": plan.action, "source": source,
          "version": plan.version, "changed_fields": plan.changed_fields} for plan in written])
+    return now
 
 
 def retrying_races(work: Callable[[], T]) -> T:
@@ -396,27 +404,54 @@ class VersionCondition:
         return current is not None and (self.any_version or current in self.versions)
 
 
-def _checked_subject(subject_id: str, record: dict[str, Any]) -> None:
-    """Refuse a subject_id in the URL that breaks the identifier rules, or that differs from
-    the one repeated in the body."""
+_put_schema = PutRecordSchema()
+
+
+def validate_put(subject_id: str, raw: Any) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """Validate the body of a PUT and the subject_id of its URL in one pass: (canonical data,
+    []) or (None, every problem of both)."""
+    errors: list[dict[str, str]] = []
     try:
         check_subject_id(subject_id)
     except ValidationError as error:
-        raise RecordInvalid(problems_to_list({"subject_id": error.messages})) from None
-    sent = record.get("subject_id")
-    if sent is not None and sent != subject_id:
-        raise RecordInvalid([{"field": "subject_id", "code": "not_allowed_here",
-                              "message": "must equal the subject_id of the URL, or be left out"}])
+        errors.extend(problems_to_list({"subject_id": error.messages}))
+    try:
+        data: dict[str, Any] | None = _put_schema.load(raw)
+    except ValidationError as error:
+        data = None
+        errors.extend(problems_to_list(error.messages))
+    sent = raw.get("subject_id") if isinstance(raw, dict) else None
+    if isinstance(sent, str) and sent != subject_id and is_acceptable_subject_id(sent):
+        errors.append({"field": "subject_id", "code": "not_allowed_here",
+                       "message": "must equal the subject_id of the URL, or be left out"})
+    if errors:
+        return None, errors
+    return canonical(data), []
 
 
-def _view_of(plan: PlannedWrite) -> dict[str, Any]:
-    now = utcnow()
+def _refuse_if_withdrawn(caller: Caller, subject_id: Any) -> None:
+    """409 subject_withdrawn for a withdrawn subject: asked before a body's own problems are
+    reported, since no body could be accepted for that subject."""
+    if not is_acceptable_subject_id(subject_id):
+        return
+    with unit_of_work(read_only=True) as session:
+        if session.scalar(select(Tombstone.id).where(Tombstone.site_id == caller.site_id,
+                                                     Tombstone.subject_id == subject_id)):
+            raise _withdrawn_conflict()
+
+
+def _withdrawn_conflict() -> Conflict:
+    return Conflict("subject_withdrawn", "this subject was withdrawn and may not be submitted "
+                                         "again")
+
+
+def _view_of(plan: PlannedWrite, written_at: datetime) -> dict[str, Any]:
+    """The answer to a write: the record with the timestamps as stored."""
     if plan.existing is None:
-        return record_view(plan.subject_id, plan.record, plan.derived, 1, now, now)
-    updated_at = now if plan.outcome == "updated" else plan.existing.updated_at
+        return record_view(plan.subject_id, plan.record, plan.derived, 1, written_at, written_at)
+    updated_at = written_at if plan.outcome == "updated" else plan.existing.updated_at
     return record_view(plan.subject_id, plan.record, plan.derived, plan.version,
-                       plan.existing.created_at,
-                       updated_at)
+                       plan.existing.created_at, updated_at)
 
 
 def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: str,
@@ -427,23 +462,27 @@ def _write_one(caller: Caller, subject_id: str, record: dict[str, Any], source: 
         with transaction() as connection:
             plan = plan_write(connection, caller.site_id, subject_id, record)
             if plan.outcome == "rejected":
-                raise Conflict("subject_withdrawn", "this subject was withdrawn and may not be "
-                                                    "submitted again")
+                raise _withdrawn_conflict()
             check(plan)
-            apply_writes(connection, caller, [plan], source)
-            return plan.outcome, _view_of(plan)
+            written_at = apply_writes(connection, caller, [plan], source)
+            return plan.outcome, _view_of(plan, written_at)
 
     return retrying_races(work)
 
 
-def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
+def put_record(caller: Caller, subject_id: str, raw: Any, *,
                if_match: VersionCondition | None = None,
                if_none_match: VersionCondition | None = None,
                source: str = "api") -> tuple[str, dict[str, Any]]:
-    """Create or replace a record (idempotent) from validated fields: returns the outcome and
-    the stored record. `if_match` must name the current version; `if_none_match` must not
-    (`*`: the record must not exist yet)."""
-    _checked_subject(subject_id, record)
+    """Create or replace a record (idempotent) from the body as sent: returns the outcome and
+    the stored record. A withdrawn subject answers 409 whatever the body; otherwise every
+    problem of the body and of the URL's subject_id is reported at once (422). `if_match`
+    must name the current version; `if_none_match` must not (`*`: the record must not exist
+    yet)."""
+    record, errors = validate_put(subject_id, raw)
+    if errors:
+        _refuse_if_withdrawn(caller, subject_id)
+        raise RecordInvalid(errors)
 
     def check(plan: PlannedWrite) -> None:
         current = None if plan.existing is None else plan.existing.version
@@ -454,19 +493,23 @@ def put_record(caller: Caller, subject_id: str, record: dict[str, Any], *,
             raise PreconditionFailed("If-None-Match names the current version (or is * and the "
                                      "record exists)")
 
-    return _write_one(caller, subject_id, canonical(record), source, check)
+    return _write_one(caller, subject_id, record, source, check)
 
 
-def create_record(caller: Caller, record: dict[str, Any], *, source: str = "api"
-                  ) -> dict[str, Any]:
-    """Create a record, from validated fields, that must not exist yet."""
+def create_record(caller: Caller, raw: Any, *, source: str = "api") -> dict[str, Any]:
+    """Create a record, from the body as sent, that must not exist yet (409 if it does, or if
+    its subject was withdrawn, whatever else the body holds)."""
+    record, errors = validate_record(raw)
+    if errors:
+        _refuse_if_withdrawn(caller, raw.get("subject_id") if isinstance(raw, dict) else None)
+        raise RecordInvalid(errors)
 
     def check(plan: PlannedWrite) -> None:
         if plan.outcome != "created":
             raise Conflict("record_exists", "a record with this subject_id exists; use PUT "
                                             "to replace it")
 
-    return _write_one(caller, record["subject_id"], canonical(record), source, check)[1]
+    return _write_one(caller, raw["subject_id"], record, source, check)[1]
 
 
 def _stored(session: Session, caller: Caller, subject_id: str) -> Record:

@@ -16,14 +16,22 @@ from registry.models.record import CELL_KEY_MODULUS
 from registry.schemas.record import MAX_DAY
 from registry.services.batches import submit_batch
 from registry.services.records import canonical, row_values
-from registry.services.tokens import Caller, add_site
-
-DEMO_SITES = (
-    ("TOR", "Toronto demonstration centre"),
-    ("MTL", "Montreal demonstration centre"),
-    ("VAN", "Vancouver demonstration centre"),
-    ("HAL", "Halifax demonstration centre"),
+from registry.services.tokens import (
+    Caller, add_site, issue_token, list_tokens, revoke_token,
 )
+
+# Eight made-up centres, with relative sizes (how many records each holds, per 8 average sites).
+DEMO_SITES = (
+    ("TOR", "Toronto demonstration centre", 1.8),
+    ("MTL", "Montreal demonstration centre", 1.5),
+    ("VAN", "Vancouver demonstration centre", 1.2),
+    ("OTT", "Ottawa demonstration centre", 0.9),
+    ("CGY", "Calgary demonstration centre", 0.8),
+    ("QUE", "Quebec City demonstration centre", 0.7),
+    ("HAL", "Halifax demonstration centre", 0.6),
+    ("WPG", "Winnipeg demonstration centre", 0.5),
+)
+DEMO_TOKEN_LABEL = "demo (make run)"
 
 
 def subject_id(rng: random.Random, site_code: str) -> str:
@@ -32,12 +40,24 @@ def subject_id(rng: random.Random, site_code: str) -> str:
 
 
 def synthetic_record(rng: random.Random, site_code: str = "DEMO",
-                     min_remission_days: int = 730) -> dict[str, Any]:
-    """One random record that passes every rule of record.md."""
+                     min_remission_days: int = 730, *, realistic: bool = False
+                     ) -> dict[str, Any]:
+    """One random record that passes every rule of record.md.
+
+    By default the codes are drawn evenly (every category well filled, as tests want);
+    `realistic` draws them in the proportions of published HER2+ MBC series (the demo data)."""
     this_year = date.today().year
-    met_dx_year = rng.randint(v.FIRST_MET_DX_YEAR, this_year - 3)
+    if realistic:
+        # More patients in recent years, as trastuzumab and pertuzumab spread; about 55%
+        # ER-positive, PR mostly following ER, few unknown.
+        met_dx_year = round(rng.triangular(v.FIRST_MET_DX_YEAR, this_year - 3, this_year - 5))
+        er = rng.choices(v.RECEPTOR_STATUS, weights=(55, 42, 3))[0]
+        pr = rng.choices(v.RECEPTOR_STATUS, weights={
+            "positive": (65, 33, 2), "negative": (5, 93, 2), "unknown": (0, 40, 60)}[er])[0]
+    else:
+        met_dx_year = rng.randint(v.FIRST_MET_DX_YEAR, this_year - 3)
+        er, pr = rng.choice(v.RECEPTOR_STATUS), rng.choice(v.RECEPTOR_STATUS)
     days_available = max(min_remission_days + 500, (this_year - met_dx_year) * 365 - 30)
-    er, pr = rng.choice(v.RECEPTOR_STATUS), rng.choice(v.RECEPTOR_STATUS)
     de_novo = rng.random() < 0.4
     start = rng.randint(0, 60)
     remission = start + rng.randint(60, 400)
@@ -57,7 +77,8 @@ def synthetic_record(rng: random.Random, site_code: str = "DEMO",
         "metastatic_sites": rng.sample(v.METASTATIC_SITES, k=rng.choice((1, 1, 1, 2, 2, 3))),
         "lesion_count": rng.choice(v.LESION_COUNT),
         "ecog_at_met_dx": rng.choice((0, 0, 1, 1, 2, None)),
-        "first_line_anti_her2": rng.choice(v.FIRST_LINE_ANTI_HER2),
+        "first_line_anti_her2": rng.choices(v.FIRST_LINE_ANTI_HER2, weights=(35, 60, 5))[0]
+        if realistic else rng.choice(v.FIRST_LINE_ANTI_HER2),
         "first_line_chemotherapy": rng.choice(v.FIRST_LINE_CHEMOTHERAPY),
         "later_anti_her2": rng.sample(v.LATER_ANTI_HER2, k=rng.choice((0, 0, 1))),
         "local_therapy_metastases": rng.sample(v.LOCAL_THERAPY_METASTASES,
@@ -105,22 +126,38 @@ def synthetic_record(rng: random.Random, site_code: str = "DEMO",
     return record
 
 
-def load_demo_data(records_per_site: int = 80, seed: int = 2016) -> dict[str, dict[str, int]]:
-    """Register the demo sites (if missing) and submit synthetic records for each."""
+def load_demo_data(records_per_site: int = 600, seed: int = 2016) -> dict[str, dict[str, int]]:
+    """Register the demo sites (if missing) and submit synthetic records for each: about
+    `records_per_site` on average, larger centres holding more."""
     rng = random.Random(seed)
     outcome: dict[str, dict[str, int]] = {}
-    for code, name in DEMO_SITES:
+    for code, name, size in DEMO_SITES:
         with unit_of_work() as session:
             site_id = session.scalar(select(Site.id).where(Site.code == code))
         if site_id is None:
             site_id = add_site(code, name).id
         # Loaded by the operator, not through a token: the audit log shows no token.
         caller = Caller(token_id=None, role="submitter", site_id=site_id, site_code=code)
-        batch = [synthetic_record(rng, code) for _ in range(records_per_site)]
-        result = submit_batch(caller, batch, dry_run=False, atomic=True,
-                              max_batch=max(1000, records_per_site))
-        outcome[code] = result["summary"]
+        batch = [synthetic_record(rng, code, realistic=True)
+                 for _ in range(max(1, round(records_per_site * size)))]
+        summary = {outcome: 0 for outcome in ("created", "updated", "unchanged", "rejected")}
+        for start in range(0, len(batch), 1000):  # one batch holds at most 1,000 records
+            result = submit_batch(caller, batch[start:start + 1000], dry_run=False,
+                                  atomic=True, max_batch=1000)
+            for key in summary:
+                summary[key] += result["summary"][key]
+        outcome[code] = summary
     return outcome
+
+
+def issue_demo_tokens() -> dict[str, str]:
+    """Revoke the demo tokens issued before, and issue new ones: a submitter token of the demo
+    site TOR and a coordinator token. Returns them by the shell variable the README uses."""
+    for token in list_tokens():
+        if token.label == DEMO_TOKEN_LABEL and token.revoked_at is None:
+            revoke_token(token.public_id)
+    return {"TOKEN": issue_token("submitter", "TOR", DEMO_TOKEN_LABEL)[1],
+            "COORDINATOR_TOKEN": issue_token("coordinator", None, DEMO_TOKEN_LABEL)[1]}
 
 
 def synthetic_rows(rng: random.Random, site_ids: dict[int, str], count: int
