@@ -1,5 +1,5 @@
 # The registry's two everyday commands (see README.md):
-#   make run    set up, migrate, load demo data and serve the API with its docs (SQLite)
+#   make run    set up, migrate, load demo data and serve the console and API (SQLite)
 #   make test   set up and run the whole test suite (PostgreSQL too: set REGISTRY_TEST_DATABASE_URL)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -14,7 +14,20 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-install: $(VENV)/.installed
+# The console's front-end assets, from the npm registry at build time, served from the package
+# (never a CDN): the plotting library, and axe-core for the accessibility check of the tests.
+VENDOR := registry/web/static/vendor
+VENDOR_FILES := node_modules/@observablehq/plot/dist/plot.umd.min.js \
+	node_modules/d3/dist/d3.min.js node_modules/axe-core/axe.min.js
+
+$(VENDOR)/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the console's assets (apt-get install npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp $(VENDOR_FILES) $(VENDOR)/
+	touch $@
+
+install: $(VENV)/.installed $(VENDOR)/.installed
 
 # make run: each step on its own line, so that a step can be added (e.g. cutting a release).
 # Request logs are off (REGISTRY_LOG_LEVEL=WARNING) so that the tokens stay on the screen.
@@ -24,6 +37,7 @@ run: install
 	@$(BIN)/registry demo-data --tokens $(DEMO_TOKENS)
 	@echo
 	@echo "In another terminal, in this folder:   . $(DEMO_TOKENS)"
+	@echo "The console: http://$(BIND)/   (sign in with COORDINATOR_TOKEN above)"
 	@echo "API documentation: http://$(BIND)/docs/   (stop with Ctrl-C)"
 	@REGISTRY_BIND=$(BIND) REGISTRY_LOG_LEVEL=$${REGISTRY_LOG_LEVEL:-WARNING} \
 	  $(BIN)/gunicorn --config deploy/gunicorn.conf.py "registry:create_app()"
@@ -47,4 +61,4 @@ openapi: install
 	$(BIN)/registry openapi write openapi.yaml
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache node_modules $(VENDOR) screenshots

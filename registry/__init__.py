@@ -10,10 +10,10 @@ __version__ = "1.0.0"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the WSGI application: settings, database, auth, API, error handlers."""
+    """Build the WSGI application: settings, database, auth, API, console, error handlers."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from registry import api, auth, cli, db, errors, observability, ratelimit
+    from registry import api, auth, cli, db, errors, observability, ratelimit, web
     from registry.config import check_settings, default_database_url, settings_from_environment
 
     app = Flask(__name__, instance_relative_config=True)
@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     ratelimit.init_token_limit(app)  # after auth: a verified token spends its own budget
     api.init_app(app)
+    web.init_app(app)  # the console at /, on the same services
     errors.register_error_handlers(app)
     cli.init_app(app)
     return app

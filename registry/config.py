@@ -23,6 +23,10 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
     ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
     ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
+    ("REGISTRY_CONSOLE_IDLE_MINUTES", 30,
+     "web console: a session unused this long ends (sign in again)"),
+    ("REGISTRY_CONSOLE_MAX_HOURS", 12,
+     "web console: a session ends this long after sign-in, however busy"),
     ("REGISTRY_RATE_LIMIT", "1200 per minute",
      "requests one token may make; several limits separated by ';'; 'off' switches every "
      "rate limit off"),
@@ -100,6 +104,9 @@ def check_settings(values: dict[str, Any]) -> None:
         raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
     if values["REGISTRY_MAX_BATCH"] < 1:
         raise SystemExit("REGISTRY_MAX_BATCH must be at least 1")
+    if values["REGISTRY_CONSOLE_IDLE_MINUTES"] < 1 or values["REGISTRY_CONSOLE_MAX_HOURS"] < 1:
+        raise SystemExit("REGISTRY_CONSOLE_IDLE_MINUTES and REGISTRY_CONSOLE_MAX_HOURS must be "
+                         "at least 1")
     _check_rate_limit("REGISTRY_RATE_LIMIT", values["REGISTRY_RATE_LIMIT"])
     _check_rate_limit("REGISTRY_ADDRESS_RATE_LIMIT", values["REGISTRY_ADDRESS_RATE_LIMIT"])
     storage = values["REGISTRY_RATE_LIMIT_STORAGE"]

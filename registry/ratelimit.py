@@ -212,3 +212,21 @@ def init_app(app: Flask) -> RateLimiter | None:
 def init_token_limit(app: Flask) -> None:
     """Count verified tokens: call after auth.init_app."""
     app.before_request(after_authentication)
+
+
+def refuse_spent_address() -> None:
+    """429 for a client address that has spent its budget of tries without a valid token (the
+    console's sign-in form paces token guessing as the API does)."""
+    limiter = _limiter()
+    if limiter is None:
+        return
+    standing = _safely(limiter.standing, "address", client_address())
+    if standing is not None and not standing.allowed:
+        _refuse(standing)
+
+
+def spend_address() -> None:
+    """Count one try without a valid token (a refused sign-in) against the client's address."""
+    limiter = _limiter()
+    if limiter is not None:
+        _safely(limiter.spend, "address", client_address())

@@ -57,12 +57,16 @@ def _secrets(url: str) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def test_each_database_draws_its_own_perturbation_secret(scratch_database_url: str,
-                                                         database_url: str) -> None:
+def test_each_database_draws_its_own_secrets(scratch_database_url: str,
+                                             database_url: str) -> None:
     command.upgrade(alembic_config(scratch_database_url), "head")
-    ((name, value),) = _secrets(scratch_database_url)
-    assert name == "perturbation" and len(bytes.fromhex(value)) == 32
-    assert _secrets(database_url)[0][1] != value  # the suite's database has another one
+    drawn = dict(_secrets(scratch_database_url))
+    # the noise of aggregate answers, and the console's cookie and CSRF signing key
+    assert set(drawn) == {"perturbation", "console"}
+    assert all(len(bytes.fromhex(value)) == 32 for value in drawn.values())
+    assert drawn["perturbation"] != drawn["console"]
+    suite = dict(_secrets(database_url))  # the suite's database has other ones
+    assert suite["perturbation"] != drawn["perturbation"]
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:
@@ -80,7 +84,7 @@ def test_there_is_one_head() -> None:
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
 
 
-def test_0003_applies_the_clinical_ruling_to_records_stored_before_it(
+def test_0005_applies_the_clinical_ruling_to_records_stored_before_it(
         scratch_database_url: str) -> None:
     """A record stored with a stop after progression loses its (negative) time off trastuzumab;
     a discontinuation in remission gets its remission-before-stop band."""
@@ -92,7 +96,7 @@ def test_0003_applies_the_clinical_ruling_to_records_stored_before_it(
     from registry.services.synthetic import synthetic_rows
 
     config = alembic_config(scratch_database_url)
-    command.upgrade(config, "0002")
+    command.upgrade(config, "0004")
     engine = make_engine(scratch_database_url)
     columns = {c.name for c in Record.__table__.columns} - {"remission_before_stop_band"}
     with engine.begin() as connection:

@@ -7,9 +7,6 @@ table for CSV. Typed clients call the .csv operations, which answer text/csv onl
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable
 from typing import Any
 
 from flask import Response, current_app, request
@@ -22,7 +19,7 @@ from registry.schemas.aggregates import (
     JsonOnlyQuerySchema, QueryLogQuerySchema, QueryLogSchema, RemissionCsvQuerySchema,
     RemissionQuerySchema, RemissionSchema,
 )
-from registry.services import aggregates, analyses
+from registry.services import aggregates, analyses, exports
 from registry.services.disclosure import Policy
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
@@ -50,69 +47,20 @@ def _wants_csv(query: dict[str, Any]) -> bool:
     return best == "text/csv"
 
 
-def _note(disclosure: dict[str, Any]) -> str:
-    """What a reader of the CSV must know about its numbers, on every line."""
-    if disclosure.get("additive") is False:
-        return (f"counts perturbed by up to 2 and withheld below {disclosure['min_cell_count']};"
-                " cells need not add up to totals")
-    return f"counts withheld below {disclosure['min_cell_count']}"
-
-
-def _disclosure_header(disclosure: dict[str, Any]) -> str:
-    """The disclosure block as one header value: every key, as key=value pairs."""
-
-    def text(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (list, tuple)):
-            return ",".join(map(str, value))
-        return str(value)
-
-    return "; ".join(f"{key}={text(value)}" for key, value in disclosure.items())
-
-
-def _csv_response(header: list[str], lines: Iterable[list[Any]], disclosure: dict[str, Any],
-                  name: str) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*header, "note"])
-    note = _note(disclosure)
-    for line in lines:
-        writer.writerow(["" if value is None else value for value in line] + [note])
-    return Response(out.getvalue(), mimetype="text/csv", headers={
+def _csv_response(body: str, disclosure: dict[str, Any], name: str) -> Response:
+    return Response(body, mimetype="text/csv", headers={
         "Content-Disposition": f"attachment; filename={name}.csv",
-        "Registry-Disclosure": _disclosure_header(disclosure)})
-
-
-def _flag(value: Any) -> str:
-    return "true" if value else "false"
+        "Registry-Disclosure": exports.disclosure_header(disclosure)})
 
 
 def counts_csv(table: dict[str, Any]) -> Response:
-    """The table as CSV: one line per count, totals labelled (all), a note on every line."""
-    dims = [table["rows"]] + ([table["columns"]] if table["columns"] else [])
-    lines = table["cells"] + table["row_totals"] + table["column_totals"] + [
-        {"count": table["total"], **({"suppressed": True} if table["total"] is None else {})}]
-    return _csv_response(
-        [*dims, "count", "suppressed"],
-        ([*(line.get(d, "(all)") for d in dims), line["count"], _flag(line.get("suppressed"))]
-         for line in lines), table["disclosure"], "counts")
+    """The table as CSV (services/exports.py, the console's CSV too)."""
+    return _csv_response(exports.count_table_csv(table), table["disclosure"], "counts")
 
 
 def remission_csv(table: dict[str, Any]) -> Response:
-    """The life tables as CSV: one line per interval of each group, with the group's size."""
-    lines = ([group["group"], group["count"], interval["from_year"], interval["to_year"],
-              interval["at_risk"], interval["entered"], interval["relapses"],
-              interval["censored"],
-              interval["in_remission"],
-              _flag(interval.get("suppressed") or group.get("suppressed"))]
-             for group in table["groups"] for interval in group["intervals"])
-    return _csv_response(
-        [table["by"] or "group", "group_count", "from_year", "to_year", "at_risk", "entered",
-         "relapses", "censored", "in_remission", "suppressed"], lines, table["disclosure"],
-        "remission")
+    """The life tables as CSV (services/exports.py)."""
+    return _csv_response(exports.remission_table_csv(table), table["disclosure"], "remission")
 
 
 @blp.route("/dimensions", methods=["GET"])

@@ -9,14 +9,14 @@ from marshmallow import INCLUDE
 
 from registry.api import Blueprint
 from registry.api.aggregates import (
-    CSV_ANSWER, DISCLOSURE_HEADER, _csv_response, _flag, _policy, _wants_csv,
+    CSV_ANSWER, DISCLOSURE_HEADER, _csv_response, _policy, _wants_csv,
 )
 from registry.auth import current_caller, requires
 from registry.schemas.analyses import (
     RESERVED, HazardRatiosCsvQuerySchema, HazardRatiosQuerySchema, HazardRatiosSchema,
     SurvivalCsvQuerySchema, SurvivalQuerySchema, SurvivalSchema,
 )
-from registry.services import analyses, hazards
+from registry.services import analyses, exports, hazards
 
 blp = Blueprint("analyses", __name__, url_prefix="/api/v1/analyses",
                 description="Survival analyses under disclosure control (coordinator, steward)")
@@ -32,16 +32,8 @@ def _design(query: dict[str, Any]) -> analyses.Design:
 
 
 def _survival_csv(answer: dict[str, Any]) -> Response:
-    """One line per group and interval, with the group's size and median; the log-rank test
-    in the Registry-Logrank header."""
-    fields = ["at_risk", "entered", "events", "censored", "survival", "lower", "upper"]
-    lines = ([group["group"], group["count"], i["from_year"], i["to_year"],
-              *(i[f] for f in fields), (group["median"] or {}).get("years"),
-              _flag(i.get("suppressed") or group.get("suppressed"))]
-             for group in answer["groups"] for i in group["intervals"])
-    response = _csv_response([answer["by"] or "group", "group_count", "from_year", "to_year",
-                              *fields, "median_years", "suppressed"], lines,
-                             answer["disclosure"], "survival")
+    """The survival answer as CSV; the log-rank test in the Registry-Logrank header."""
+    response = _csv_response(exports.survival_csv(answer), answer["disclosure"], "survival")
     test = answer["logrank"]
     if test is not None:
         response.headers["Registry-Logrank"] = (
@@ -52,12 +44,9 @@ def _survival_csv(answer: dict[str, Any]) -> Response:
 
 
 def _hazards_csv(answer: dict[str, Any]) -> Response:
-    """One line per covariate level."""
-    fields = ["covariate", "level", "reference", "records", "events", "hazard_ratio", "lower",
-              "upper", "p_value"]
-    lines = ([*(_flag(row[f]) if f == "reference" else row[f] for f in fields),
-              _flag(row.get("suppressed"))] for row in answer["levels"])
-    return _csv_response(fields + ["suppressed"], lines, answer["disclosure"], "hazard-ratios")
+    """The hazard-ratio answer as CSV."""
+    return _csv_response(exports.hazard_ratios_csv(answer), answer["disclosure"],
+                         "hazard-ratios")
 
 
 def _survival(query: dict[str, Any]) -> dict[str, Any]:

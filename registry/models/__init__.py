@@ -1,5 +1,6 @@
 """SQLAlchemy models of the registry."""
 
+from registry.models.console import CONSOLE_SECRET, ConsoleSession
 from registry.models.history import AuditEntry, QueryLogEntry, RecordVersion, Tombstone
 from registry.models.record import LIST_FIELDS, Record, flag_column
 from registry.models.secret import PERTURBATION_SECRET, RegistrySecret
@@ -7,6 +8,6 @@ from registry.models.site import Site
 from registry.models.token import ApiToken
 
 __all__ = [
-    "ApiToken", "AuditEntry", "LIST_FIELDS", "PERTURBATION_SECRET", "QueryLogEntry", "Record",
+    "ApiToken", "AuditEntry", "CONSOLE_SECRET", "ConsoleSession", "LIST_FIELDS", "PERTURBATION_SECRET", "QueryLogEntry", "Record",
     "RecordVersion", "RegistrySecret", "Site", "Tombstone", "flag_column",
 ]

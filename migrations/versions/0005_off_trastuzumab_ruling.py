@@ -8,8 +8,8 @@ New derived field `remission_before_stop_band` (a covariate of the hazard-ratio 
 discontinuation in remission, how long remission had lasted at the stop, in bands of 730 and 1826
 days (as derived.py's TWO_YEARS and FIVE_YEARS); empty otherwise. Backfilled here.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-29 20:30:00
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,57 @@
+"""The web console at `/`: Jinja pages for people, calling the same services as the API.
+
+Sign-in exchanges a registry token, pasted once, for a server-side session (see
+services/console_sessions.py and web/session.py). Every page declares the roles it admits with
+auth.requires (or auth.public), exactly as the API's endpoints do; a page with neither is refused.
+Pages are listed once in PAGES, which builds the navigation: the data managers' pages (issue 17)
+slot in as more entries with role "submitter".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from registry.web.session import COOKIE_NAME, ConsoleSessionInterface
+
+csrf = CSRFProtect()
+
+
+@dataclass(frozen=True)
+class Page:
+    """An entry of the console's navigation: endpoint, title, who may open it, what it is for."""
+
+    endpoint: str
+    title: str
+    roles: frozenset[str]
+    summary: str
+
+
+PAGES: tuple[Page, ...] = (
+    Page("console.tables", "Tables", frozenset({"coordinator", "steward"}),
+         "Pooled counts by one or two characteristics, with margins, as a table and as CSV."),
+    Page("console.query_log", "Query log", frozenset({"steward"}),
+         "Every question asked of the pooled data: who, when, what, and what was released."),
+)
+
+
+def pages_for(role: str) -> list[Page]:
+    """The pages a role may open, in navigation order."""
+    return [page for page in PAGES if role in page.roles]
+
+
+def init_app(app: Flask) -> None:
+    """Register the console: its cookie session, CSRF protection and pages."""
+    from registry.web import views
+
+    app.config["SESSION_COOKIE_NAME"] = COOKIE_NAME
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    # Checked by the console's own hook, for its forms only: the API takes no cookies, so it
+    # needs no CSRF token.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.session_interface = ConsoleSessionInterface()
+    csrf.init_app(app)
+    app.register_blueprint(views.bp)
