@@ -11,7 +11,7 @@ BIND ?= 127.0.0.1:8000
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[server,test]"
 	touch $@
 
 # The console's front-end assets, from the npm registry at build time, served from the package
@@ -35,6 +35,8 @@ DEMO_TOKENS ?= instance/demo-tokens.env
 run: install
 	@$(BIN)/registry db upgrade
 	@$(BIN)/registry demo-data --tokens $(DEMO_TOKENS)
+	@REGISTRY_RELEASE_MIN_DAYS=0 $(BIN)/registry releases cut --note "demo data" \
+	  || echo "(no new release: the demo data has not changed since the last one)"
 	@echo
 	@echo "In another terminal, in this folder:   . $(DEMO_TOKENS)"
 	@echo "The console: http://$(BIND)/   (sign in with COORDINATOR_TOKEN above)"

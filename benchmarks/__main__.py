@@ -16,6 +16,7 @@ BENCHMARKS = {
     "analyses": "benchmarks.analyses",  # B7
     "redcap": "benchmarks.redcap_sync",  # B5
     "load": "benchmarks.load",  # B3, B6
+    "window": "benchmarks.window",  # privacy.md 2.3, measured
 }
 
 

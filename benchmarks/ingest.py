@@ -19,7 +19,8 @@ from registry import create_app
 from registry.db import get_database
 from registry.models import Record
 from registry.services.health import alembic_config
-from registry.services.records import canonical, row_values
+from registry.core.record import canonical
+from registry.services.record_rows import row_values
 from registry.services.synthetic import synthetic_record
 from registry.services.tokens import add_site, issue_token
 

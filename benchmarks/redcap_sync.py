@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import benchmarks.common  # noqa: F401  (quiet request logs)
-from registry.redcap.assembly import build_record, subject_id
-from registry.redcap.config import load_config
-from registry.redcap.sync import run
+from registry.core.deidentify import build_record, subject_id
+from registry.site.redcap.config import load_config
+from registry.site.redcap.sync import run
 from tests.fake_redcap import FakeRedcap, ServerThread
 from tests.redcap_support import (
     environment_of, load_project, new_site, registry_server, source_records,

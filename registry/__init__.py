@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:  # the record core and the site tools import this package without Flask
+    from flask import Flask
 
 __version__ = "1.0.0"
 
@@ -13,8 +14,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the WSGI application: settings, database, auth, API, console, error handlers."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
+    from flask import Flask
+
     from registry import api, auth, cli, db, errors, observability, ratelimit, web
-    from registry.config import check_settings, default_database_url, settings_from_environment
+    from registry.config import (
+        check_settings, default_database_url, settings_from_environment, use_app_settings_in_core,
+    )
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(settings_from_environment())
@@ -22,6 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = default_database_url(app.instance_path)
     check_settings(app.config)
+    use_app_settings_in_core()
     app.config["MAX_CONTENT_LENGTH"] = app.config["REGISTRY_MAX_BODY_BYTES"]
     app.config.update(api.api_settings(__version__))
 

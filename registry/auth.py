@@ -1,8 +1,10 @@
 """Who is calling: bearer token -> Caller. The only reader of the Authorization header.
 
-Every /api/v1 endpoint declares the roles it admits with @requires(...) or is marked @public;
-an endpoint with neither is refused (fail closed). Authentication and the role check run before
-the body is parsed, so a caller without the right never learns what the body would have met.
+Every /api/v1 endpoint declares the action it performs with @requires(Action...) or is marked
+@public; an endpoint with neither is refused (fail closed). Which roles may perform an action is
+registry/permissions.py's table, which the services check too. Authentication and the role
+check run before the body is parsed, so a caller without the right never learns what the body
+would have met.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, g, request
 
 from registry.errors import Forbidden, Unauthenticated
+from registry.permissions import Action, authorize
 from registry.services.tokens import Caller, resolve_token
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -21,11 +24,11 @@ API_PREFIX = "/api/v1"
 PUBLIC_BLUEPRINTS = frozenset({"api-docs"})
 
 
-def requires(*roles: str) -> Callable[[F], F]:
-    """Mark a view as open to these roles only."""
+def requires(action: Action) -> Callable[[F], F]:
+    """Mark a view as performing `action`: open to the roles the permission table allows."""
 
     def mark(view: F) -> F:
-        view._registry_roles = frozenset(roles)  # type: ignore[attr-defined]
+        view._registry_action = action  # type: ignore[attr-defined]
         return view
 
     return mark
@@ -60,9 +63,10 @@ def authenticate_request() -> None:
         return
     caller = resolve_token(_bearer_token())
     g.caller = caller
-    roles = getattr(view, "_registry_roles", frozenset())
-    if caller.role not in roles:
-        raise Forbidden(f"a {caller.role} token may not use this endpoint")
+    action = getattr(view, "_registry_action", None)
+    if action is None:
+        raise Forbidden("this endpoint declares no permission")
+    authorize(caller.role, action)
 
 
 def init_app(app: Flask) -> None:

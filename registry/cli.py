@@ -14,6 +14,7 @@ from alembic import command as alembic_command
 from flask import Flask, current_app
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
+from registry.core.vocabulary import ROLES
 from registry.errors import RegistryError
 
 
@@ -96,7 +97,7 @@ tokens_cli = AppGroup("tokens", help="API tokens: issue (shown once), list, revo
 
 
 @tokens_cli.command("issue")
-@click.option("--role", required=True, type=click.Choice(["submitter", "coordinator", "steward"]))
+@click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--site", "site_code", help="the site of a submitter token")
 @click.option("--label", help="a note to recognise the token by (who holds it)")
 def tokens_issue(role: str, site_code: str | None, label: str | None) -> None:
@@ -140,6 +141,22 @@ def tokens_revoke(token_id: str) -> None:
     click.echo(f"token {token_id} revoked")
 
 
+@tokens_cli.command("budget")
+@click.argument("token_id")
+@click.argument("questions", type=click.IntRange(min=1), required=False)
+def tokens_budget(token_id: str, questions: int | None) -> None:
+    """Let one token ask QUESTIONS distinct aggregate questions per release (a steward's
+    decision, privacy.md 2.3); without QUESTIONS, back to REGISTRY_QUESTION_BUDGET."""
+    from registry.services.tokens import set_question_budget
+
+    try:
+        set_question_budget(token_id, questions)
+    except RegistryError as error:
+        _fail_cleanly(error)
+    click.echo(f"token {token_id}: " + (f"{questions} distinct questions per release"
+                                        if questions else "the registry's question budget"))
+
+
 @click.command("demo-data")
 @click.option("--records-per-site", default=600, show_default=True,
               help="records per site on average (larger demo centres hold more)")
@@ -163,6 +180,36 @@ def demo_data(records_per_site: int, seed: int, tokens_file: Path | None) -> Non
         tokens_file.write_text(lines)
         click.echo(f"demo tokens (earlier ones revoked), also in {tokens_file}:")
         click.echo(lines, nl=False)
+
+
+releases_cli = AppGroup("releases", help="Releases: frozen states of the data for aggregates.")
+
+
+@releases_cli.command("cut")
+@click.option("--note", help="a short note: what the release is for")
+def releases_cut(note: str | None) -> None:
+    """Cut a release of the current data; its id is printed alone on the last line."""
+    from registry.services.disclosure import Policy
+    from registry.services.releases import cut_release
+
+    try:
+        release = cut_release(None, note, Policy.from_config(current_app.config))
+    except RegistryError as error:
+        _fail_cleanly(error)
+    click.echo(f"cut release {release['id']}: {release['record_count']} records, "
+               f"{release['changes']} created, changed or withdrawn since the previous one")
+    click.echo(str(release["id"]))
+
+
+@releases_cli.command("list")
+def releases_list() -> None:
+    """List the releases, newest first: id, time, records, changes, note."""
+    from registry.services.releases import list_releases
+
+    click.echo("id\tcut_at\trecords\tchanges\tnote")
+    for release in list_releases():
+        click.echo(f"{release['id']}\t{release['cut_at']:%Y-%m-%d %H:%M}\t"
+                   f"{release['record_count']}\t{release['changes']}\t{release['note'] or '-'}")
 
 
 openapi_cli = AppGroup("openapi", help="The OpenAPI contract.")
@@ -205,7 +252,7 @@ redcap_cli = AppGroup("redcap", help="The REDCap data dictionary sites import.")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def redcap_dictionary(path: Path) -> None:
     """Write the REDCap data dictionary (CSV) to PATH."""
-    from registry.redcap.dictionary import dictionary_csv
+    from registry.core.redcap_dictionary import dictionary_csv
 
     path.write_text(dictionary_csv())
     click.echo(f"wrote {path}")
@@ -219,7 +266,8 @@ def settings() -> None:
     click.echo(settings_table(), nl=False)
 
 
-COMMANDS = (db_cli, sites_cli, tokens_cli, demo_data, openapi_cli, redcap_cli, settings)
+COMMANDS = (db_cli, sites_cli, tokens_cli, demo_data, releases_cli, openapi_cli, redcap_cli,
+            settings)
 
 
 def init_app(app: Flask) -> None:

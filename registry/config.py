@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from registry.core.record import read_threshold_from
+
 # Every setting the registry reads, its default and what it means. The README's settings table and
 # `registry settings` are produced from this list; keep the meaning to one line.
 SETTINGS: tuple[tuple[str, Any, str], ...] = (
@@ -17,7 +19,9 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
      "largest request body; larger ones answer 413 before parsing"),
     ("REGISTRY_MIN_CELL_COUNT", 11, "smallest published aggregate count (never below 5)"),
     ("REGISTRY_PERTURBATION", "on", "cell-key perturbation of aggregate counts: on or off"),
-    ("REGISTRY_QUERY_LIMIT", 7, "identical aggregate queries one user may ask in 30 days"),
+    ("REGISTRY_QUESTION_BUDGET", 300,
+     "distinct aggregate questions one user may ask of one release (repeats are free)"),
+    ("REGISTRY_RELEASE_MIN_DAYS", 30, "days at least between two releases (demo and tests: 0)"),
     ("REGISTRY_PUBLIC_URL", "https://registry.invalid",
      "base of the problem type URIs in error bodies"),
     ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
@@ -102,6 +106,9 @@ def check_settings(values: dict[str, Any]) -> None:
         raise SystemExit("REGISTRY_MIN_CELL_COUNT may not be below 5 (privacy.md section 2)")
     if values["REGISTRY_PERTURBATION"] not in ("on", "off"):
         raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
+    if values["REGISTRY_QUESTION_BUDGET"] < 1 or values["REGISTRY_RELEASE_MIN_DAYS"] < 0:
+        raise SystemExit("REGISTRY_QUESTION_BUDGET must be at least 1 and "
+                         "REGISTRY_RELEASE_MIN_DAYS at least 0")
     if values["REGISTRY_MAX_BATCH"] < 1:
         raise SystemExit("REGISTRY_MAX_BATCH must be at least 1")
     if values["REGISTRY_CONSOLE_IDLE_MINUTES"] < 1 or values["REGISTRY_CONSOLE_MAX_HOURS"] < 1:
@@ -129,3 +136,14 @@ def _check_rate_limit(name: str, setting: str) -> None:
         parse_many(setting)
     except ValueError:
         raise SystemExit(f"{name} must be like '1200 per minute' (or 'off')") from None
+
+
+def _threshold_of_current_app() -> int | None:
+    from flask import current_app, has_app_context
+
+    return int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]) if has_app_context() else None
+
+
+def use_app_settings_in_core() -> None:
+    """Let the record core read the inclusion threshold from the running app's settings."""
+    read_threshold_from(_threshold_of_current_app)

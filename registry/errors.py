@@ -15,7 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from registry.schemas.fields import problems_to_list
+from registry.core.fields import problems_to_list
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"

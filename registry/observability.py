@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 from pythonjsonlogger.json import JsonFormatter
 
-from registry.schemas.identifiers import passes_firewall
+from registry.core.identifiers import passes_firewall
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is kept only in a random shape: 32 hex digits (nginx's $request_id) or

@@ -12,7 +12,7 @@ named zone (not UTC: Newfoundland's -03:30 by default, west of UTC so that a syn
 the log in the wrong zone misses changes, and a half-hour offset), the log at
 minute resolution, newest entry first, with the `record` column (REDCap 13.4.9 and later; off
 with `record_column=False`), while the HTTP `Date` header is in GMT. Every record-level action
-form of `registry.redcap.client.LOG_FORMS` that a site produces can be written: data entry
+form of `registry.site.redcap.client.LOG_FORMS` that a site produces can be written: data entry
 forms, surveys ("Create Response 12 (Baseline)"), API and Data Import Tool writes, calculated
 fields recomputed by REDCap ("Update record (API) (Auto calculation) 12 (Baseline)"), and
 deletions from a form, a survey or the API. `same_minute()` holds the clock still so that a
@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from registry.redcap.dictionary import HEADER, dictionary_rows
+from registry.core.redcap_dictionary import HEADER, dictionary_rows
 
 METADATA_KEYS = (
     "field_name", "form_name", "section_header", "field_type", "field_label",
@@ -375,7 +375,7 @@ def site_rows(record: dict[str, Any], day_zero: Any, *, longitudinal: bool = Tru
     follow-up visits (the last one holding the record's follow-up values)."""
     from datetime import timedelta
 
-    from registry.redcap.dictionary import FOLLOW_UP_FORM, redcap_fields
+    from registry.core.redcap_dictionary import FOLLOW_UP_FORM, redcap_fields
 
     baseline: dict[str, Any] = {}
     final_visit: dict[str, Any] = {}

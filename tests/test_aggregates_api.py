@@ -1,5 +1,6 @@
-"""The aggregate endpoints: roles, the catalogue, counts, CSV, refusals, the repeat limit, the
-query log, the remission life table, and privacy.md section 2 over random record sets."""
+"""The aggregate endpoints: roles, the catalogue, counts, CSV, refusals, the query log, the
+remission life table, and privacy.md section 2 over random record sets. (The attacks of
+privacy.md 2.2 and 2.3 are in test_window_attacks.py; releases in test_releases.py.)"""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 
 from registry.db import unit_of_work
-from registry.models import Record, RegistrySecret, Site
+from registry.models import QueryLogEntry, Record, Release, Site, release_records
 from registry.services.catalogue import dimensions
 from registry.services.disclosure import MIN_CONTRIBUTING_SITES, Policy
+from registry.services.releases import cut_release
 from registry.services.synthetic import synthetic_record, synthetic_rows
 from tests.attacker import check_life_table_published, check_published, life_table_bounds
 
@@ -30,9 +32,15 @@ TWO_WAY = ("hr_status", "maintenance_status", "presentation", "visceral_disease"
            "cardiac_event", "organ_count_band")
 
 
+def cut() -> dict[str, Any]:
+    """Cut a release of the records now stored, under the app's settings."""
+    return cut_release(None, None, Policy.from_config(current_app.config))
+
+
 def insert_rows(count: int, seed: int, sites: tuple[str, ...] = ("TOR", "MTL", "VAN"),
-                **fixed: Any) -> list[dict[str, Any]]:
-    """Insert random valid records directly (no API), optionally with some columns fixed."""
+                release: bool = True, **fixed: Any) -> list[dict[str, Any]]:
+    """Insert random valid records directly (no API), optionally with some columns fixed; then
+    cut a release of them (unless `release` is false)."""
     with unit_of_work() as session:
         for code in sites:
             if session.scalar(select(Site.id).where(Site.code == code)) is None:
@@ -42,13 +50,18 @@ def insert_rows(count: int, seed: int, sites: tuple[str, ...] = ("TOR", "MTL", "
             select(Site.id, Site.code).where(Site.code.in_(sites)))}
         rows = [{**row, **fixed} for row in synthetic_rows(random.Random(seed), ids, count)]
         session.execute(insert(Record), rows)
+    if release:
+        cut()
     return rows
 
 
 def remove_rows() -> None:
-    """Delete every record (for tests that load several random record sets in one test)."""
+    """Delete every record, release and logged question (for tests that load several random
+    record sets in one test)."""
     with unit_of_work() as session:
-        session.execute(delete(Record))
+        for table in (QueryLogEntry.__table__, release_records, Release.__table__,
+                      Record.__table__):
+            session.execute(delete(table))
 
 
 def label(value: Any) -> str:
@@ -79,9 +92,9 @@ def records(app: Flask) -> list[dict[str, Any]]:
 
 
 @pytest.fixture()
-def no_repeat_limit(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lift the repeat limit for tests that ask the same query many times."""
-    monkeypatch.setitem(app.config, "REGISTRY_QUERY_LIMIT", 10_000)
+def no_question_budget(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift the question budget for tests that ask many distinct questions of one release."""
+    monkeypatch.setitem(app.config, "REGISTRY_QUESTION_BUDGET", 10_000)
 
 
 # --- roles ---------------------------------------------------------------------------------------
@@ -161,7 +174,7 @@ def test_counts_without_perturbation_are_the_true_counts_of_the_database(
 def test_filters_on_booleans_and_missing_values_select_the_right_records(
         app: Flask, client: FlaskClient, coordinator, monkeypatch, dimension, category, column,
         value) -> None:
-    rows = insert_rows(300, seed=21)
+    rows = insert_rows(300, seed=21, release=False)
     rows += insert_rows(30, seed=22, histology=None)
     monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "off")
     response = client.get(f"{API}/counts?rows=presentation&{dimension}={category}",
@@ -181,7 +194,8 @@ def test_counts_carry_the_disclosure_block(client: FlaskClient, coordinator, rec
     assert disclosure["min_cell_count"] == K
     assert disclosure["method"] == ["cell_key_perturbation", "suppression"]
     assert disclosure["contributing_sites"] == 3
-    assert len(disclosure["snapshot"]) == 16
+    assert disclosure["release"] == client.get("/api/v1/releases",
+                                               headers=coordinator).json["releases"][0]["id"]
     assert abs(body["total"] - len(records)) <= 2
 
 
@@ -194,7 +208,7 @@ def test_contributing_sites_of_one_or_two_centres_are_withheld(client: FlaskClie
 
 def test_contributing_sites_count_the_filtered_cohort_only(client: FlaskClient, coordinator,
                                                           app: Flask) -> None:
-    insert_rows(90, seed=3, sites=("TOR", "MTL", "VAN"), cardiac_event="none")
+    insert_rows(90, seed=3, sites=("TOR", "MTL", "VAN"), cardiac_event="none", release=False)
     insert_rows(30, seed=4, sites=("TOR",), cardiac_event="unknown")
     everyone = client.get(f"{API}/counts?rows=presentation", headers=coordinator).json
     assert everyone["disclosure"]["contributing_sites"] == 3
@@ -203,7 +217,7 @@ def test_contributing_sites_count_the_filtered_cohort_only(client: FlaskClient, 
     assert one_site["disclosure"]["contributing_sites"] is None
 
 
-def test_the_same_query_gives_the_same_numbers_and_the_snapshot_follows_changes(
+def test_the_same_question_gives_the_same_numbers_until_the_next_release(
         client: FlaskClient, coordinator, site_a, records, example_record) -> None:
     path = f"{API}/counts?rows=hr_status&columns=remission_band"
     first = client.get(path, headers=coordinator).json
@@ -211,8 +225,8 @@ def test_the_same_query_gives_the_same_numbers_and_the_snapshot_follows_changes(
     subject = example_record.pop("subject_id")
     assert client.put(f"/api/v1/records/{subject}", json=example_record,
                       headers=site_a).status_code == 201
-    after = client.get(path, headers=coordinator).json
-    assert after["disclosure"]["snapshot"] != first["disclosure"]["snapshot"]
+    # Live writes do not reach an answer: it is computed from the release.
+    assert client.get(path, headers=coordinator).json == first
 
 
 def _csv_lines(response) -> list[list[str]]:  # noqa: ANN001
@@ -240,7 +254,7 @@ def test_csv_by_parameter_accept_header_or_csv_operation(client: FlaskClient, co
                           response.headers["Registry-Disclosure"].split("; "))
         assert disclosure["additive"] == "false"
         assert disclosure["min_cell_count"] == "11"
-        assert disclosure["snapshot"] == as_json["disclosure"]["snapshot"]
+        assert disclosure["release"] == str(as_json["disclosure"]["release"])
     assert answers[0].get_data() == answers[1].get_data() == answers[2].get_data()
 
 
@@ -319,7 +333,7 @@ def test_records_per_site_on_their_own(client: FlaskClient, coordinator, records
 
 def test_a_filtered_cohort_smaller_than_k_is_refused(client: FlaskClient, coordinator,
                                                      app: Flask) -> None:
-    insert_rows(200, seed=5, cardiac_event="none")
+    insert_rows(200, seed=5, cardiac_event="none", release=False)
     insert_rows(K - 1, seed=6, cardiac_event="heart_failure")
     response = client.get(f"{API}/counts?rows=hr_status&cardiac_event=heart_failure",
                           headers=coordinator)
@@ -330,27 +344,21 @@ def test_a_filtered_cohort_smaller_than_k_is_refused(client: FlaskClient, coordi
                       headers=coordinator).status_code == 200
 
 
-def test_the_repeat_limit_answers_429_and_everything_is_logged(
-        app: Flask, client: FlaskClient, coordinator, steward, records, monkeypatch) -> None:
-    monkeypatch.setitem(app.config, "REGISTRY_QUERY_LIMIT", 3)
-    for _ in range(3):
-        assert client.get(f"{API}/counts?rows=age_band", headers=coordinator).status_code == 200
-    refused = client.get(f"{API}/counts?format=csv&rows=age_band", headers=coordinator)
-    assert refused.status_code == 429 and "3 times in 30 days" in refused.json["detail"]
-    # Another query, or another token, is not limited.
-    assert client.get(f"{API}/counts?rows=ecog_band", headers=coordinator).status_code == 200
-    assert client.get(f"{API}/counts?rows=age_band", headers=steward).status_code == 200
-
-    page = client.get(f"{API}/query-log?limit=3", headers=steward).json
-    assert [e["outcome"] for e in page["entries"]] == ["answered", "answered", "limit_reached"]
-    assert page["entries"][2]["query"] == "counts?rows=age_band"
-    assert page["entries"][2]["released"] is None
+def test_every_question_is_logged_with_its_release_and_repeats_are_marked(
+        client: FlaskClient, coordinator, steward, records) -> None:
+    for query in ("rows=age_band", "format=csv&rows=age_band", "rows=ecog_band"):
+        assert client.get(f"{API}/counts?{query}", headers=coordinator).status_code == 200
+    page = client.get(f"{API}/query-log?limit=2", headers=steward).json
+    assert [e["outcome"] for e in page["entries"]] == ["answered", "repeated"]
+    assert page["entries"][0]["query"] == "counts?dimensions=ecog_band"
+    assert page["entries"][1]["released"] is None  # the same as the first answer
     rest = client.get(f"{API}/query-log?limit=3&before={page['next_before']}",
                       headers=steward).json
-    assert [e["outcome"] for e in rest["entries"]] == ["answered"] * 3
+    assert [e["outcome"] for e in rest["entries"]] == ["answered"]
     assert rest["next_before"] is None
-    released = rest["entries"][0]["released"]
-    assert released["rows"] == "age_band" and "cells" in released
+    first = rest["entries"][0]
+    assert first["release"] == first["released"]["disclosure"]["release"]
+    assert first["released"]["rows"] == "age_band" and "cells" in first["released"]
 
 
 # --- the remission life table --------------------------------------------------------------------
@@ -419,7 +427,7 @@ def test_remission_from_trastuzumab_stop_counts_only_discontinued_records(
        pair=st.lists(st.sampled_from(TWO_WAY), min_size=2, max_size=2, unique=True),
        filtered=st.booleans(), perturbation=st.booleans())
 def test_every_response_keeps_properties_1_to_3_on_random_record_sets(
-        app: Flask, client: FlaskClient, coordinator, no_repeat_limit, monkeypatch,
+        app: Flask, client: FlaskClient, coordinator, no_question_budget, monkeypatch,
         size, seed, pair, filtered, perturbation) -> None:
     monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "on" if perturbation else "off")
     policy = Policy.from_config(app.config)
@@ -446,131 +454,9 @@ def test_every_response_keeps_properties_1_to_3_on_random_record_sets(
         remove_rows()
 
 
-# --- differencing --------------------------------------------------------------------------------
-
-def _counts(client: FlaskClient, headers: dict[str, str], query: str) -> dict[str, Any]:
-    """A one-way count table by hr_status: {category: published count, "total": total}, after
-    checking that asking again gives the same numbers."""
-    body = client.get(f"{API}/counts?rows=hr_status{query}", headers=headers).json
-    assert client.get(f"{API}/counts?rows=hr_status{query}", headers=headers).json == body
-    return {**{cell["hr_status"]: cell["count"] for cell in body["cells"]}, "total": body["total"]}
-
-
-def _moved(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
-    """The categories whose published count changed."""
-    return {name for name in before if name != "total" and after[name] != before[name]}
-
-
-def test_differencing_with_and_without_a_filter_that_excludes_one_patient(
-        app: Flask, client: FlaskClient, coordinator, no_repeat_limit, monkeypatch) -> None:
-    """Queries with and without a filter that excludes exactly one patient: without
-    perturbation the patient shows as +1 in its category; with it every count is drawn afresh
-    for the other cohort, so neither the counts that moved nor the difference point at it."""
-    insert_rows(300, seed=12, cardiac_event="none")
-    target = insert_rows(1, seed=13, cardiac_event="heart_failure")[0]
-    category = target["hr_status"]
-    others = {c for c in dimensions()["hr_status"].categories if c != category}
-
-    monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "off")
-    everyone = _counts(client, coordinator, "")
-    without_target = _counts(client, coordinator, "&cardiac_event=none")
-    assert _moved(without_target, everyone) == {category}  # suppression alone: it shows
-    assert everyone[category] - without_target[category] == 1
-
-    monkeypatch.setitem(app.config, "REGISTRY_PERTURBATION", "on")
-    moved, differences = [], []
-    for trial in range(64):  # registries with other secrets, targets with other keys
-        with unit_of_work() as session:
-            session.execute(update(Record).where(Record.subject_id == target["subject_id"])
-                            .values(cell_key=trial * 4))
-            session.execute(update(RegistrySecret).values(value=f"{trial:02x}" * 32))
-        everyone = _counts(client, coordinator, "")
-        without_target = _counts(client, coordinator, "&cardiac_event=none")
-        moved.append(_moved(without_target, everyone))
-        differences.append(everyone[category] - without_target[category])
-    # The counts of the other categories hold the same records in both answers, and yet they
-    # move: the one that moved is not the patient's.
-    assert sum(bool(m & others) for m in moved) / len(moved) > 0.6
-    assert sum(m == {category} for m in moved) / len(moved) < 0.3
-    assert sum(d == 1 for d in differences) / len(differences) < 0.5
-    assert sum(d <= 0 for d in differences) > 0  # sometimes it looks as if nobody were there
-    assert len(set(differences)) >= 3
-
-
-def test_differencing_before_and_after_one_record_is_added(
-        app: Flask, client: FlaskClient, coordinator, site_a, no_repeat_limit) -> None:
-    """The same queries before and after one record is submitted: every count, in every
-    cohort, is drawn afresh for the new data, so what moved says neither which category the
-    patient is in nor whether it is in a filtered cohort."""
-    insert_rows(300, seed=21)
-    rng = random.Random(22)
-    filtered = "&presentation=de_novo"
-    only_in_its_category, elsewhere, outside_changed, outside = 0, 0, 0, 0
-    trials = 24
-    for number in range(trials):
-        before = _counts(client, coordinator, ""), _counts(client, coordinator, filtered)
-        record = {key: value for key, value in synthetic_record(rng, "TOR").items()
-                  if key != "subject_id"}
-        response = client.put(f"/api/v1/records/TOR-diff-{number:03d}", json=record,
-                              headers=site_a)
-        assert response.status_code == 201
-        category = response.json["derived"]["hr_status"]
-        after = _counts(client, coordinator, ""), _counts(client, coordinator, filtered)
-        moved = _moved(*[answer[0] for answer in (before, after)])
-        only_in_its_category += moved == {category}
-        elsewhere += bool(moved - {category})
-        if record["presentation"] != "de_novo":  # not in the filtered cohort
-            outside += 1
-            outside_changed += before[1] != after[1]
-    assert only_in_its_category / trials < 0.3
-    assert elsewhere / trials > 0.6
-    # A cohort the patient did not join changes too: no answer stays still to tell.
-    assert outside >= 5 and outside_changed / outside > 0.8
-
-
-def test_life_tables_too_are_drawn_afresh_when_one_record_is_added(
-        client: FlaskClient, coordinator, site_a, no_repeat_limit) -> None:
-    insert_rows(400, seed=23)
-    path = f"{API}/remission?by=presentation"
-
-    def recurrent() -> dict[str, Any]:
-        body = client.get(path, headers=coordinator).json
-        assert client.get(path, headers=coordinator).json == body  # asking again: the same
-        return next(group for group in body["groups"] if group["group"] == "recurrent")
-
-    before = recurrent()
-    record = {**synthetic_record(random.Random(24), "TOR"), "presentation": "de_novo"}
-    record.pop("subject_id")
-    assert client.put("/api/v1/records/TOR-life-001", json=record,
-                      headers=site_a).status_code == 201
-    # The patient joined the de novo group; the recurrent group's numbers move all the same.
-    assert recurrent() != before
-
-
-def test_the_perturbation_secret_never_leaves_the_database(
-        client: FlaskClient, coordinator, steward, records) -> None:
-    with unit_of_work() as session:
-        secret = session.scalar(select(RegistrySecret.value))
-    answers = [client.get(API + path, headers=coordinator).get_data(as_text=True)
-               for path in ENDPOINTS[:3] + ("/counts?rows=hr_status&format=csv",)]
-    answers.append(client.get(f"{API}/query-log", headers=steward).get_data(as_text=True))
-    assert len(answers[-1]) > 100 and "hr_status" in answers[-1]
-    assert not any(secret in answer or secret.upper() in answer for answer in answers)
-
-
-def test_a_database_without_the_perturbation_secret_answers_a_clear_503(
-        client: FlaskClient, coordinator, records) -> None:
-    with unit_of_work() as session:
-        session.execute(delete(RegistrySecret))
-    response = client.get(f"{API}/counts?rows=hr_status", headers=coordinator)
-    assert response.status_code == 503 and response.headers["Retry-After"]
-    assert response.content_type == "application/problem+json"
-    assert "registry db upgrade" in response.json["detail"]
-
-
 def test_synthetic_helper_is_valid() -> None:
     # The direct-insert helper builds on records the API would accept.
-    from registry.services.records import validate_record
+    from registry.core.record import validate_record
 
     record = synthetic_record(random.Random(4), "TOR")
     assert validate_record(record)[1] == []

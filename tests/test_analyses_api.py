@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from flask.testing import FlaskClient
 from lifelines import CoxPHFitter
 from lifelines.statistics import multivariate_logrank_test
@@ -22,7 +22,8 @@ from sqlalchemy import insert, select
 
 from registry.db import unit_of_work
 from registry.models import Record, Site
-from registry.services.disclosure import MAX_ADJUSTMENT
+from registry.services.disclosure import MAX_ADJUSTMENT, Policy
+from registry.services.releases import cut_release
 from registry.services.synthetic import synthetic_rows
 
 API = "/api/v1/analyses"
@@ -39,7 +40,8 @@ def year_start(year: int) -> int:
 def generated_cohort(count: int, seed: int, stop_hazard_ratio: float = 1.0,
                      stop_share: float = 0.5) -> list[dict[str, Any]]:
     """Records with known truth: relapse with hazard h from remission start, h * ratio after a
-    stop; follow-up uniform; only records the inclusion rule admits (>= 730 days)."""
+    stop; follow-up uniform; only records the inclusion rule admits (>= 730 days). Then cut a
+    release of them."""
     rng = random.Random(seed)
     with unit_of_work() as session:
         for code in ("TOR", "MTL", "VAN"):
@@ -78,6 +80,7 @@ def generated_cohort(count: int, seed: int, stop_hazard_ratio: float = 1.0,
             break
     with unit_of_work() as session:
         session.execute(insert(Record), rows)
+    cut_release(None, None, Policy.from_config(current_app.config))  # analyses read a release
     return rows
 
 
@@ -482,3 +485,26 @@ def test_hazard_ratio_counts_are_protected_and_ratios_rounded(
         assert row["records"] is None or row["records"] == 0 or row["records"] >= K
         for name in ("hazard_ratio", "lower", "upper"):
             assert row[name] is None or round(row[name], 2) == row[name]
+
+
+def test_analyses_answer_from_the_release_asked_for(client: FlaskClient, coordinator,
+                                                    no_noise) -> None:
+    """Each analysis is computed from a release: the newest by default, an earlier one when
+    named, and its disclosure block names the release; records stored after the newest release
+    are in no answer until the next one is cut."""
+    first = generated_cohort(300, seed=15)
+    second = generated_cohort(300, seed=16)
+    releases = sorted(r["id"] for r in client.get("/api/v1/releases",
+                                                  headers=coordinator).json["releases"])
+    assert len(releases) == 2
+    newest = client.get(f"{API}/survival", headers=coordinator).json
+    assert newest["disclosure"]["release"] == releases[1]
+    assert newest["groups"][0]["count"] == len(first) + len(second)
+    earlier = client.get(f"{API}/survival?release={releases[0]}", headers=coordinator).json
+    assert earlier["disclosure"]["release"] == releases[0]
+    assert earlier["groups"][0]["count"] == len(first)
+    ratios = client.get(f"{API}/hazard-ratios?covariates=hr_status&release={releases[0]}",
+                        headers=coordinator).json
+    assert ratios["disclosure"]["release"] == releases[0] and ratios["records"] == len(first)
+    unknown = client.get(f"{API}/survival?release={releases[1] + 1}", headers=coordinator)
+    assert unknown.status_code == 400

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLE_RECORD, without_subject
-from registry.schemas.fields import Code, CodeList, WholeNumber
-from registry.schemas.identifiers import printable_field_name
-from registry.schemas.record import RecordFieldsSchema
+from registry.core.fields import Code, CodeList, WholeNumber
+from registry.core.identifiers import printable_field_name
+from registry.core.record import RecordFieldsSchema
 
 FIELDS = RecordFieldsSchema().fields
 SUBJECT, BODY = without_subject(EXAMPLE_RECORD)

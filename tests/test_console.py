@@ -18,6 +18,8 @@ from conftest import get_database_of
 from registry import create_app
 from registry.db import transaction, utcnow
 from registry.models import ConsoleSession
+from registry.services.disclosure import Policy
+from registry.services.releases import cut_release
 from registry.services.synthetic import load_demo_data
 from registry.services.tokens import issue_token, revoke_token
 from registry.web import presentation
@@ -153,10 +155,10 @@ def test_roles_decide_the_pages(client, make_site, make_token):
     assert client.get("/log").status_code == 403
 
 
-def test_every_console_view_declares_its_roles(app):
+def test_every_console_view_declares_its_action(app):
     for endpoint, view in app.view_functions.items():
         if endpoint.startswith("console.") and endpoint != "console.static":
-            assert getattr(view, "_registry_roles", None) or \
+            assert getattr(view, "_registry_action", None) or \
                 getattr(view, "_registry_public", False), endpoint
 
 
@@ -177,6 +179,7 @@ def test_console_pages_carry_security_headers(client):
 
 def test_the_tables_csv_is_the_apis_csv(client, app, coordinator_token):
     load_demo_data(records_per_site=40)
+    cut_release(None, "console test", Policy.from_config(app.config))
     sign_in(client, coordinator_token)
     page = client.get("/tables?rows=hr_status&columns=maintenance_status&filter=")
     assert page.status_code == 200
@@ -188,7 +191,15 @@ def test_the_tables_csv_is_the_apis_csv(client, app, coordinator_token):
     assert from_page.startswith("hr_status,maintenance_status,count,suppressed,note\n")
 
 
-def test_a_bad_question_is_shown_on_the_page(client, coordinator_token):
+def test_without_a_release_the_page_says_how_to_get_one(client, coordinator_token):
+    sign_in(client, coordinator_token)
+    page = client.get("/tables?rows=age_band")
+    assert page.status_code == 409 and b"Releases</a> page" in page.data
+
+
+def test_a_bad_question_is_shown_on_the_page(client, app, coordinator_token):
+    load_demo_data(records_per_site=20)
+    cut_release(None, None, Policy.from_config(app.config))
     sign_in(client, coordinator_token)
     page = client.get("/tables?rows=age_band&columns=age_band")
     assert page.status_code == 400 and b"must differ from rows" in page.data

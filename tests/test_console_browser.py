@@ -43,7 +43,9 @@ class Console:
 
     def registry(self, *args: str) -> str:
         """Run the operator's `registry` command on the console's database; its output."""
-        result = subprocess.run(["registry", *args], env=server_environment(self.database_url),
+        result = subprocess.run(["registry", *args],
+                                env=server_environment(self.database_url,
+                                                       REGISTRY_RELEASE_MIN_DAYS="0"),
                                 capture_output=True, text=True, timeout=120, check=True)
         return result.stdout
 
@@ -66,9 +68,11 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     folder = tmp_path_factory.mktemp("console")
     with own_database("console", folder) as url:
         log_path = folder / "server.log"
-        with entrypoint_server(url, log_path, workers=2) as base_url:
+        with entrypoint_server(url, log_path, workers=2,
+                               REGISTRY_RELEASE_MIN_DAYS="0") as base_url:
             served = Console(base_url, url, log_path)
             served.registry("demo-data")
+            served.registry("releases", "cut", "--note", "demo data")
             yield served
 
 
@@ -226,7 +230,7 @@ def test_steward_reads_the_query_log(page, console):
     assert log.is_visible()
     public_id = coordinator.split("_")[1]
     first_row = log.locator("tbody tr").first
-    assert public_id in first_row.inner_text() and "rows=age_band" in first_row.inner_text()
+    assert public_id in first_row.inner_text() and "age_band" in first_row.inner_text()
     check_page(page, "07-query-log")
 
 
@@ -294,3 +298,36 @@ def test_a_coordinator_cannot_read_the_log_and_the_api_ignores_the_cookie(page, 
     # The API takes bearer tokens only: the console's cookie opens nothing there.
     answer = page.request.get(f"{console.base_url}/api/v1/aggregates/dimensions")
     assert answer.status == 401
+
+
+def test_steward_cuts_a_release_under_the_k_change_rule(page, console):
+    sign_in(page, console, console.token("steward"))
+    follow(page, page.get_by_role("navigation", name="Pages").get_by_role("link",
+                                                                      name="Releases"))
+    assert "at least 11" in page.locator("#k-change-rule").inner_text()
+    assert "0 records created, changed or withdrawn" in page.locator("#changes-since").inner_text()
+    follow(page, page.get_by_role("button", name="Cut a release now"))  # refused: no changes
+    assert "needs at least 11" in page.get_by_role("alert").inner_text()
+    before = page.locator("table#releases tbody tr").count()
+
+    console.registry("demo-data", "--seed", "7", "--records-per-site", "5")  # 5 new per site
+    page.goto(f"{console.base_url}/releases")
+    changed = re.search(r"(\d+) records created", page.locator("#changes-since").inner_text())
+    assert changed is not None and int(changed.group(1)) >= 11
+    page.get_by_label("Note").fill("console test release")
+    follow(page, page.get_by_role("button", name="Cut a release now"))
+    assert "was cut" in page.get_by_role("status").inner_text()
+    releases = page.locator("table#releases tbody tr")
+    assert releases.count() == before + 1
+    assert "console test release" in releases.first.inner_text()
+    check_page(page, "13-releases-steward")
+
+
+def test_tables_name_their_release(page, console):
+    sign_in(page, console, console.token("coordinator"), "/tables?rows=age_band")
+    assert page.get_by_label("Release").locator("option").count() >= 1
+    assert "release" in page.locator("#provenance").inner_text().lower()
+    follow(page, page.get_by_role("navigation", name="Pages").get_by_role("link",
+                                                                      name="Releases"))
+    assert page.get_by_role("button", name="Cut a release now").count() == 0
+    check_page(page, "14-releases-coordinator")

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from conftest import EXAMPLE_RECORD
-from registry import vocabulary as v
-from registry.derived import DERIVED_FIELDS, derive
-from registry.schemas.record import RecordSchema
-from registry.services.records import canonical
+from registry.core import vocabulary as v
+from registry.core.derived import DERIVED_FIELDS, derive
+from registry.core.record import RecordSchema
+from registry.core.record import canonical
 from rejections import INTERRUPTED, ONGOING, changed, submit
 
 
@@ -137,7 +137,7 @@ def test_met_dx_period_bands(year, period):
 
 
 def test_met_dx_period_of_this_year_is_a_published_category():
-    from registry.vocabulary import met_dx_periods
+    from registry.core.vocabulary import met_dx_periods
 
     this_year = date.today().year
     assert derived({"met_dx_year": this_year})["met_dx_period"] == met_dx_periods(this_year)[-1]

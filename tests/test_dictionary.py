@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Enum
 
-from registry.derived import DERIVED_FIELDS
+from registry.core.derived import DERIVED_FIELDS
 from registry.models import LIST_FIELDS, flag_column
 from registry.models.record import Record
-from registry.schemas.fields import Code, CodeList, WholeNumber
-from registry.schemas.record import SUBMITTED_FIELDS, RecordSchema
-from registry.services.dictionary import ERROR_CODES
+from registry.core.fields import Code, CodeList, WholeNumber
+from registry.core.record import SUBMITTED_FIELDS, RecordSchema
+from registry.core.dictionary import ERROR_CODES
 from test_record_rules import RECORD_MD_CODES, RECORD_MD_REQUIRED
 
 SCHEMA = RecordSchema()
@@ -142,7 +142,7 @@ def test_dictionary_publishes_the_error_codes(dictionary):
 def _schema_codes() -> set[str]:
     """Every error code written in the schema modules."""
     source = "\n".join(Path(path).read_text() for path in (
-        "registry/schemas/record.py", "registry/schemas/fields.py"))
+        "registry/core/record.py", "registry/core/fields.py"))
     patterns = (r'Problem\(\s*"([a-z_]+)"', r'\.fail\(\s*"([a-z_]+)"',
                 r'\bfail\(\s*"?[a-z_]+"?,\s*"([a-z_]+)"', r'above_code[:=][^"\n]*"([a-z_]+)"')
     return {code for pattern in patterns for code in re.findall(pattern, source)}

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from conftest import EXAMPLE_RECORD
-from registry import vocabulary as v
-from registry.schemas.fields import Code, check_subject_id
-from registry.schemas.identifiers import (
+from registry.core import vocabulary as v
+from registry.core.fields import Code, check_subject_id
+from registry.core.identifiers import (
     identifier_kind, looks_like_date, normalise, passes_firewall,
 )
 from rejections import assert_rejected, submit
@@ -194,8 +194,8 @@ def test_an_hmac_in_letters_always_passes(key, study_id):
 @example(prefix="TOR-", record_id="1", secret="s" * 32)
 def test_every_pseudonym_of_the_redcap_sync_passes(prefix, record_id, secret):
     """Whatever prefix the sync's configuration accepts, its HMAC pseudonyms pass."""
-    from registry.redcap.assembly import subject_id
-    from registry.redcap.config import ConfigError, load_config
+    from registry.core.deidentify import subject_id
+    from registry.site.redcap.config import ConfigError, load_config
 
     environ = {"REDCAP_API_URL": "http://127.0.0.1:1/api/", "REDCAP_API_TOKEN": "A" * 32,
                "REGISTRY_URL": "http://127.0.0.1:2", "REGISTRY_TOKEN": "t",

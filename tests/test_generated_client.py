@@ -39,6 +39,8 @@ from registry import create_app
 from registry.db import unit_of_work
 from registry.errors import PROBLEM_JSON
 from registry.models import Record, Site
+from registry.services.disclosure import Policy
+from registry.services.releases import cut_release
 from registry.services.synthetic import synthetic_rows
 from registry.services.tokens import add_site, issue_token
 
@@ -97,8 +99,12 @@ class SpecChecker:
 def generate_client(target: Path) -> ModuleType:
     """Generate the client package from the committed openapi.yaml and import it."""
     config = target / "config.yaml"
+    # The template is a binary file to the generator (it knows no spreadsheet type).
     config.write_text(f"post_hooks: []\nproject_name_override: {PACKAGE}\n"
-                      f"package_name_override: {PACKAGE}\n")
+                      f"package_name_override: {PACKAGE}\n"
+                      "content_type_overrides:\n"
+                      "  application/vnd.openxmlformats-officedocument.spreadsheetml.sheet:"
+                      " application/octet-stream\n")
     generator = Path(sys.executable).parent / "openapi-python-client"
     done = subprocess.run(
         [str(generator), "generate", "--path", str(ROOT / "openapi.yaml"), "--meta", "none",
@@ -133,6 +139,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 ids = {site_id: code for site_id, code in session.execute(
                     select(Site.id, Site.code).where(Site.code.in_(("MTL", "VAN"))))}
                 session.execute(insert(Record), synthetic_rows(random.Random(12), ids, 400))
+            cut_release(None, None, Policy.from_config(app.config))  # answers come from releases
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

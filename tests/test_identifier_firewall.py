@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from conftest import EXAMPLE_RECORD
 from registry.db import unit_of_work
 from registry.models import RecordVersion, Tombstone
-from registry.schemas.fields import Code, CodeList, SubjectId, WholeNumber, check_subject_id
-from registry.schemas.record import RecordSchema
+from registry.core.fields import Code, CodeList, SubjectId, WholeNumber, check_subject_id
+from registry.core.record import RecordSchema
 from rejections import VIAS, assert_rejected, changed, submit
 
 SECRET = "Zq-Secret-Value-4417"  # stands for any identifying value a site might send by mistake

@@ -61,12 +61,42 @@ def test_each_database_draws_its_own_secrets(scratch_database_url: str,
                                              database_url: str) -> None:
     command.upgrade(alembic_config(scratch_database_url), "head")
     drawn = dict(_secrets(scratch_database_url))
-    # the noise of aggregate answers, and the console's cookie and CSRF signing key
-    assert set(drawn) == {"perturbation", "console"}
+    # the console's cookie and CSRF signing key (the noise needs none: it comes from record keys)
+    assert set(drawn) == {"console"}
     assert all(len(bytes.fromhex(value)) == 32 for value in drawn.values())
-    assert drawn["perturbation"] != drawn["console"]
-    suite = dict(_secrets(database_url))  # the suite's database has other ones
-    assert suite["perturbation"] != drawn["perturbation"]
+    suite = dict(_secrets(database_url))  # the suite's database has another one
+    assert suite["console"] != drawn["console"]
+
+
+def test_0003_keeps_the_query_log_and_drops_the_perturbation_secret(
+        scratch_database_url: str) -> None:
+    """Questions logged before releases existed keep their data snapshot through migration
+    0003; the registry-wide perturbation secret is gone (the noise comes from record keys); no
+    release exists until a steward cuts one. Downgrading draws a secret again."""
+    config = alembic_config(scratch_database_url)
+    command.upgrade(config, "0002")
+    engine = make_engine(scratch_database_url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO sites (code, name, created_at) "
+                                "VALUES ('TOR', 'T', CURRENT_TIMESTAMP)"))
+        connection.execute(text(
+            "INSERT INTO api_tokens (public_id, secret_sha256, role, created_at) "
+            "VALUES ('tok', 'x', 'coordinator', CURRENT_TIMESTAMP)"))
+        connection.execute(text(
+            "INSERT INTO query_log (asked_at, token_id, query, snapshot, outcome) "
+            "SELECT CURRENT_TIMESTAMP, id, 'counts?rows=hr_status', 'abc', 'answered' "
+            "FROM api_tokens"))
+    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        assert connection.execute(text(
+            "SELECT snapshot, release_id FROM query_log")).one() == ("abc", None)
+        assert connection.execute(text(
+            "SELECT count(*) FROM registry_secrets WHERE name = 'perturbation'")).scalar() == 0
+        assert connection.execute(text("SELECT count(*) FROM releases")).scalar() == 0
+    command.downgrade(config, "0002")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM registry_secrets")).scalar() == 1
+    engine.dispose()
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:

@@ -14,8 +14,8 @@ from sqlalchemy import MetaData, select
 
 from conftest import EXAMPLE_RECORD, without_subject
 from registry.db import get_database
-from registry.schemas.fields import Code, CodeList
-from registry.schemas.record import RecordFieldsSchema
+from registry.core.fields import Code, CodeList
+from registry.core.record import RecordFieldsSchema
 
 # Identifier shapes of privacy.md: names, record numbers, dates, health-card, SIN/SSN, e-mail,
 # phone, postal codes, ZIP+4, URLs, IP addresses.

@@ -25,6 +25,8 @@ from werkzeug.serving import make_server
 from conftest import get_database_of, migrate
 from live import ROOT, own_database
 from registry import create_app
+from registry.services.disclosure import Policy
+from registry.services.releases import cut_release
 from registry.services.synthetic import issue_demo_tokens, load_demo_data
 
 README = (ROOT / "README.md").read_text()
@@ -90,6 +92,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
         app = create_app({"DATABASE_URL": url, "REGISTRY_RATE_LIMIT": "off"})
         with app.app_context():
             load_demo_data()
+            cut_release(None, "demo data", Policy.from_config(app.config))  # as make run does
             tokens = issue_demo_tokens()
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from conftest import EXAMPLE_RECORD
-from registry import vocabulary as v
-from registry.schemas.fields import Code, CodeList
-from registry.schemas.record import RecordSchema
+from registry.core import vocabulary as v
+from registry.core.fields import Code, CodeList
+from registry.core.record import RecordSchema
 from rejections import (
     ABSENT, DE_NOVO, DEAD, INTERRUPTED, ONGOING, VIAS, assert_rejected, changed, submit,
 )

@@ -254,7 +254,7 @@ def test_updated_since_honours_the_time_zone_of_the_parameter(client, site_a, ex
 def _stored_state(subject_id: str) -> dict[str, Any]:
     """What a write left of one subject: its record's written columns, its versions and its
     audit entries (without ids and times, which differ between two writes)."""
-    from registry.services.records import ROW_COLUMNS
+    from registry.services.record_rows import ROW_COLUMNS
 
     with unit_of_work() as session:
         record = session.scalar(select(Record).where(Record.subject_id == subject_id))
@@ -297,7 +297,7 @@ def test_single_record_writes_stay_in_psycopgs_statement_cache():
     writes of a record must stay under both, columns added to the record included."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    from registry.services.records import _CREATE_ONE, _UPDATE_ONE
+    from registry.services.writes import _CREATE_ONE, _UPDATE_ONE
 
     for statement in (_CREATE_ONE, _UPDATE_ONE):
         compiled = statement.compile(dialect=psycopg.dialect())
@@ -305,7 +305,8 @@ def test_single_record_writes_stay_in_psycopgs_statement_cache():
 
 
 def test_row_columns_are_the_columns_a_record_sets(example_record):
-    from registry.services.records import ROW_COLUMNS, canonical, row_values
+    from registry.core.record import canonical
+    from registry.services.record_rows import ROW_COLUMNS, row_values
 
     assert set(row_values(canonical(example_record))) == set(ROW_COLUMNS)
     assert set(ROW_COLUMNS) <= {column.name for column in Record.__table__.columns}

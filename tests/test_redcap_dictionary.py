@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from registry.redcap.dictionary import (
-    BRANCHING, HEADER, MET_DX_DATE, RECORD_ID, VERSION_FIELD, dictionary_csv, redcap_code,
-    redcap_fields,
+from registry.core.redcap_dictionary import (
+    HEADER, MET_DX_DATE, RECORD_ID, VERSION_FIELD, dictionary_csv, redcap_code,
+    redcap_fields, redcap_name,
 )
-from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.core.rules import RULES, OnlyWhen, RequiredWhen
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "registry" / "redcap" / "registry_data_dictionary.csv"
+COMMITTED = ROOT / "registry" / "site" / "redcap" / "registry_data_dictionary.csv"
 
 
 def rows():
@@ -24,8 +25,8 @@ def rows():
 
 def test_committed_csv_is_what_the_code_generates():
     assert COMMITTED.read_text() == dictionary_csv(), (
-        "registry/redcap/registry_data_dictionary.csv is stale: run "
-        "`registry redcap dictionary registry/redcap/registry_data_dictionary.csv` and commit it")
+        "registry/site/redcap/registry_data_dictionary.csv is stale: run `registry redcap "
+        "dictionary registry/site/redcap/registry_data_dictionary.csv` and commit it")
 
 
 def test_header_is_redcaps_exact_18_columns():
@@ -38,8 +39,8 @@ def test_every_registry_field_has_its_redcap_field_and_back():
     by_name = {row["Variable / Field Name"]: row for row in rows()}
     mapped = {field.registry_name: field.name for field in redcap_fields()}
     assert set(mapped) == schema_fields
-    for registry_name, redcap_name in mapped.items():
-        assert redcap_name in by_name, registry_name
+    for registry_name, site_name in mapped.items():
+        assert site_name in by_name, registry_name
     extra = set(by_name) - set(mapped.values())
     assert extra == {RECORD_ID, VERSION_FIELD}
 
@@ -210,19 +211,35 @@ def test_lists_are_checkboxes_and_codes_radios():
             field.registry_name].required
 
 
-def test_branching_logic_covers_every_conditional_field():
-    # Fields that must be absent in some case are hidden then; progression_day is required when
-    # progressing but may be given whatever the last status, so it is never hidden.
-    conditional = {name for name, field in RecordFieldsSchema().fields.items()
-                   if "absent" in field.metadata.get("required_when", "")
-                   or "only for" in field.metadata.get("required_when", "")}
-    assert set(BRANCHING) == conditional
+def test_branching_logic_comes_from_the_rule_table():
+    # Fields that must be absent in some records are hidden there; progression_day is required
+    # when progressing but may be given whatever the last status, so it is never hidden.
     by_name = {row["Variable / Field Name"]: row for row in rows()}
+    shown = {row["Variable / Field Name"] for row in rows()
+             if row["Branching Logic (Show field only if...)"]}
+    assert shown == {redcap_name(rule.field) for rule in RULES if isinstance(rule, OnlyWhen)}
+    assert shown == {"primary_dx_date", "primary_tumour_surgery", "trastuzumab_stop_date",
+                     "discontinuation_reason", "trastuzumab_resume_date", "cause_of_death"}
     assert by_name["trastuzumab_resume_date"][
         "Branching Logic (Show field only if...)"] == "[maintenance_status] = 'interrupted_resumed'"
+    assert by_name["trastuzumab_stop_date"]["Branching Logic (Show field only if...)"] == (
+        "[maintenance_status] = 'discontinued' or [maintenance_status] = 'interrupted_resumed'")
     schema = RecordFieldsSchema().fields
-    for controller, values in BRANCHING.values():
-        assert set(values) <= set(schema[controller].choices)
+    for rule in RULES:
+        if isinstance(rule, OnlyWhen):
+            assert set(rule.when.values) <= set(schema[rule.when.field].choices)
+
+
+def test_every_conditional_rule_has_plain_words_on_the_form():
+    # The form speaks plain words where the rule table speaks field names: every conditional
+    # rule carries its plain words, so no rule goes unsaid at the site.
+    conditional = [rule for rule in RULES if isinstance(rule, (OnlyWhen, RequiredWhen))]
+    assert all(rule.words for rule in conditional)
+    by_name = {row["Variable / Field Name"]: row for row in rows()}
+    for rule in conditional:
+        assert rule.words in by_name[redcap_name(rule.field)]["Field Note"]
+    assert "Required when the disease status at the last follow-up is progressing" in \
+        by_name["progression_date"]["Field Note"]
 
 
 def test_version_marker_carries_the_dictionary_version():
@@ -249,7 +266,7 @@ def test_cli_writes_the_dictionary(app, tmp_path):
 
 
 def test_projects_holding_the_former_version_field_name_still_sync():
-    from registry.redcap.dictionary import metadata_version
+    from registry.core.redcap_dictionary import metadata_version
 
     former = [{"field_name": "record_id", "field_annotation": ""},
               {"field_name": "registry_dictionary_version",

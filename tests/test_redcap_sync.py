@@ -13,14 +13,14 @@ from sqlalchemy import func, select
 from registry.db import unit_of_work
 from registry.models import Record, RecordVersion, Tombstone
 from registry.models import Site as Site_
-from registry.redcap.assembly import build_record, subject_id
-from registry.redcap.cli import main
-from registry.redcap.client import LOG_FORMS, looks_hashed, parse_log_entry
-from registry.redcap.config import ConfigError, load_config
-from registry.redcap.sync import run
-from registry.schemas.fields import check_subject_id
-from registry.schemas.record import DICTIONARY_VERSION
-from registry.services.records import record_from_row, validate_record
+from registry.core.deidentify import build_record, subject_id
+from registry.core.fields import check_subject_id
+from registry.core.record import DICTIONARY_VERSION, validate_record
+from registry.services.record_rows import record_from_row
+from registry.site.redcap.cli import main
+from registry.site.redcap.client import LOG_FORMS, looks_hashed, parse_log_entry
+from registry.site.redcap.config import ConfigError, load_config
+from registry.site.redcap.sync import run
 from tests.fake_redcap import Fault, FakeRedcap, ServerThread, site_rows
 from tests.redcap_support import (
     environment_of, load_project, new_site, registry_server, source_records,
@@ -384,7 +384,7 @@ def test_the_fake_speaks_like_redcap_to_pycap(site):
 
 
 def test_redcap_error_messages_lose_record_ids_and_dates():
-    from registry.redcap.client import _scrub
+    from registry.site.redcap.client import _scrub
 
     text = _scrub("The following records were not found: pt0001, 17 (since 2020-01-01)")
     assert "pt0001" not in text and "17" not in text and "2020" not in text
@@ -594,3 +594,23 @@ def test_the_fake_keeps_time_as_a_server_in_its_own_zone_does(site):
     assert newest["timestamp"] <= local and server.utcoffset().total_seconds() == 0
     assert site.fake.now().strftime("%Y-%m-%d %H:%M") != \
         server.strftime("%Y-%m-%d %H:%M")  # not UTC
+
+
+def test_records_are_checked_under_the_registrys_published_threshold(registry, tmp_path,
+                                                                     monkeypatch):
+    site = Site(registry, tmp_path, count=1)
+    try:
+        record_id, record, day_zero = site.records[0]
+        short = {**record, "progression_day": None, "disease_status_last": "ned",
+                 "vital_status": "alive", "cause_of_death": None,
+                 "last_followup_day": record["remission_start_day"] + 500}
+        for name in ("trastuzumab_stop_day", "trastuzumab_resume_day"):
+            if (short.get(name) or 0) > short["last_followup_day"]:
+                short.update(maintenance_status="ongoing", trastuzumab_stop_day=None,
+                             trastuzumab_resume_day=None, discontinuation_reason=None)
+        site.fake.save(record_id, site_rows(short, day_zero))
+        monkeypatch.setitem(site.app.config, "REGISTRY_MIN_REMISSION_DAYS", 365)
+        report = site.sync()
+        assert report.exit_code == 0 and report.counts["created"] == 1, report.as_dict()
+    finally:
+        site.close()

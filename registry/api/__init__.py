@@ -19,11 +19,11 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from registry.core.identifiers import printable_field_name
 from registry.errors import PROBLEM_JSON, BadRequest, MalformedJson, UnsupportedMediaType
 from registry.schemas.api import (
     ProblemSchema, batch_items_property, code_list_property, nullable_enum_property,
 )
-from registry.schemas.identifiers import printable_field_name
 
 API_PREFIX = "/api/v1"
 JSON_METHODS = ("POST", "PUT", "PATCH")
@@ -231,13 +231,13 @@ def api_settings(version: str) -> dict[str, Any]:
 
 def init_app(app: Flask) -> RegistryApi:
     """Create the Api, register every blueprint and the docs page."""
-    from registry.api import aggregates, analyses, dictionary, operations, records
+    from registry.api import aggregates, analyses, dictionary, operations, records, releases
 
     api = RegistryApi(app)
     api.ma_plugin.converter.add_attribute_function(batch_items_property)
     api.ma_plugin.converter.add_attribute_function(code_list_property)
     api.ma_plugin.converter.add_attribute_function(nullable_enum_property)
-    for module in (records, dictionary, operations, aggregates, analyses):
+    for module in (records, dictionary, operations, aggregates, analyses, releases):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
         "/docs", f"{API_PREFIX}/openapi.json",

@@ -9,9 +9,10 @@ from marshmallow import Schema, fields
 
 from registry.api import Blueprint
 from registry.auth import requires
-from registry.redcap.dictionary import dictionary_csv
-from registry.services.dictionary import record_dictionary
-from registry.vocabulary import ROLES
+from registry.core.redcap_dictionary import dictionary_csv
+from registry.core.template import template_xlsx
+from registry.core.dictionary import record_dictionary
+from registry.permissions import Action
 
 blp = Blueprint("dictionary", __name__, url_prefix="/api/v1/dictionary",
                 description="The record dictionary, generated from the validating schema")
@@ -29,7 +30,7 @@ class DictionarySchema(Schema):
 
 
 @blp.route("", methods=["GET"])
-@requires(*ROLES)
+@requires(Action.READ_DICTIONARY)
 @blp.response(200, DictionarySchema)
 def get_dictionary() -> Any:
     """Fields, types, allowed values, rules, code-system mappings and error codes"""
@@ -38,7 +39,7 @@ def get_dictionary() -> Any:
 
 
 @blp.route("/redcap.csv", methods=["GET"])
-@requires(*ROLES)
+@requires(Action.READ_DICTIONARY)
 @blp.response(200, {"type": "string"}, content_type="text/csv",
               description="REDCap's 18-column data dictionary CSV")
 def get_redcap_dictionary() -> Any:
@@ -49,3 +50,21 @@ def get_redcap_dictionary() -> Any:
     version that registry-redcap-sync checks."""
     return Response(dictionary_csv(), mimetype="text/csv", headers={
         "Content-Disposition": 'attachment; filename="registry_data_dictionary.csv"'})
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@blp.route("/template.xlsx", methods=["GET"])
+@requires(Action.READ_DICTIONARY)
+@blp.response(200, {"type": "string", "format": "binary"}, content_type=XLSX,
+              description="The spreadsheet template (.xlsx)")
+def get_template() -> Any:
+    """The spreadsheet template a site fills in and sends with registry-submit
+
+    One row per patient and one column per site-side field (the REDCap dictionary's names:
+    record_id, dates as *_date, a checkbox column per code of a list), drop-down lists for every
+    coded field, date-formatted date cells, and a second sheet explaining each field and rule.
+    Dates stay at the site: registry-submit de-identifies the file before anything is sent."""
+    return Response(template_xlsx(), mimetype=XLSX, headers={
+        "Content-Disposition": 'attachment; filename="registry_template.xlsx"'})

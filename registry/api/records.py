@@ -10,12 +10,13 @@ from registry.api import Blueprint, json_body, no_content
 from registry.auth import current_caller, requires
 from registry.api.conditional import version_condition
 from registry.observability import count_records
+from registry.permissions import Action
 from registry.schemas.api import (
     BatchQuerySchema, BatchRequestSchema, BatchResponseSchema, HistorySchema, ReadHeadersSchema,
     RecordListQuerySchema, RecordOutSchema, RecordPageSchema, SourceHeaderSchema,
     WithdrawQuerySchema, WriteHeadersSchema,
 )
-from registry.schemas.record import PutRecordSchema, RecordSchema
+from registry.core.record import PutRecordSchema, RecordSchema
 from registry.services import batches, records
 
 blp = Blueprint("records", __name__, url_prefix="/api/v1/records",
@@ -31,7 +32,7 @@ def _etag(version: int) -> dict[str, str]:
 
 
 @blp.route("/<subject_id>", methods=["PUT"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(WriteHeadersSchema(), location="headers")
 @blp.json_body(PutRecordSchema)
 @blp.response(200, RecordOutSchema, description="Updated, or unchanged", headers=ETAG_HEADER)
@@ -54,7 +55,7 @@ def put_record(headers: dict[str, Any], subject_id: str) -> Any:
 
 
 @blp.route("", methods=["POST"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.json_body(RecordSchema)
 @blp.response(201, RecordOutSchema, description="Created", headers=ETAG_HEADER)
@@ -67,7 +68,7 @@ def create_record(headers: dict[str, Any]) -> Any:
 
 
 @blp.route("", methods=["GET"])
-@requires("submitter")
+@requires(Action.READ_RECORDS)
 @blp.arguments(RecordListQuerySchema(), location="query")
 @blp.response(200, RecordPageSchema)
 def list_records(query: dict[str, Any]) -> Any:
@@ -81,7 +82,7 @@ def list_records(query: dict[str, Any]) -> Any:
 
 
 @blp.route("/<subject_id>", methods=["GET"])
-@requires("submitter")
+@requires(Action.READ_RECORDS)
 @blp.arguments(ReadHeadersSchema(), location="headers")
 @blp.response(200, RecordOutSchema, headers=ETAG_HEADER)
 @blp.alt_response(304, description="Not modified: If-None-Match names the current version",
@@ -99,7 +100,7 @@ def get_record(headers: dict[str, Any], subject_id: str) -> Any:
 
 
 @blp.route("/<subject_id>/history", methods=["GET"])
-@requires("submitter")
+@requires(Action.READ_RECORDS)
 @blp.response(200, HistorySchema)
 @blp.problems(404)
 def record_history(subject_id: str) -> Any:
@@ -108,7 +109,7 @@ def record_history(subject_id: str) -> Any:
 
 
 @blp.route("/<subject_id>", methods=["DELETE"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(WithdrawQuerySchema(), location="query")
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.response(204, description="Withdrawn: the data and every version are erased")
@@ -124,7 +125,7 @@ def withdraw_record(query: dict[str, Any], headers: dict[str, Any], subject_id: 
 
 
 @blp.route("/batch", methods=["POST"])
-@requires("submitter")
+@requires(Action.WRITE_RECORDS)
 @blp.arguments(BatchQuerySchema(), location="query")
 @blp.arguments(SourceHeaderSchema(), location="headers")
 @blp.arguments(BatchRequestSchema())

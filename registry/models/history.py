@@ -11,7 +11,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db import Base, UtcDateTime, utcnow
-from registry.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
+from registry.core.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -78,16 +78,23 @@ class AuditEntry(Base):
 
 
 class QueryLogEntry(Base):
-    """One aggregate query: who asked what, against which data state, and what was released."""
+    """One aggregate question: who asked what, of which release, and what was released."""
 
     __tablename__ = "query_log"
-    __table_args__ = (Index("ix_query_log_token_id_query", "token_id", "query"),)
+    __table_args__ = (
+        # A user's distinct questions of one release (the question budget) and their repeats.
+        Index("ix_query_log_token_id_release_id_query", "token_id", "release_id", "query"),
+        # An answered question of a release, to answer it again without counting.
+        Index("ix_query_log_release_id_query", "release_id", "query"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     asked_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"))
-    # The normalised query (endpoint and sorted parameters), compared for the repeat limit.
+    # The normalised question: the same for every rewording of the same table.
     query: Mapped[str] = mapped_column(String(500))
-    snapshot: Mapped[str] = mapped_column(String(64))
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    # The data state of questions asked before releases existed (migration 0003); else none.
+    snapshot: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
     released: Mapped[dict[str, Any] | None] = mapped_column(JSON)

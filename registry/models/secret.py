@@ -9,13 +9,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db import Base, UtcDateTime, utcnow
 
-# The key that draws the noise of every aggregate answer (services/disclosure.py, NoiseDraw).
-PERTURBATION_SECRET = "perturbation"
-
-
 class RegistrySecret(Base):
-    """A named secret of this registry's database (hex). Created by the migrations; backed up
-    and restored with the database, so that restored data answers as before."""
+    """A named secret of this registry's database (hex), drawn by a migration and backed up
+    with the database. (The noise of aggregate answers needs none: it comes from the records'
+    own keys, privacy.md 2.2 item 4.)"""
 
     __tablename__ = "registry_secrets"
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from registry.db import Base, UtcDateTime, utcnow
 from registry.models.site import Site
-from registry.vocabulary import ROLES
+from registry.core.vocabulary import ROLES
 
 
 class ApiToken(Base):
@@ -34,5 +34,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Distinct aggregate questions per release this token may ask, when a steward raised it
+    # above REGISTRY_QUESTION_BUDGET for one user (privacy.md 2.3); none: the setting.
+    question_budget: Mapped[int | None]
 
     site: Mapped[Site | None] = relationship(lazy="joined")

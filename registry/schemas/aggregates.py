@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import INCLUDE, Schema, fields
 from marshmallow.validate import Range
 
-from registry.schemas.fields import Code
+from registry.core.fields import Code
 from registry.services.analyses import REMISSION_ORIGINS as ORIGINS
 from registry.services.catalogue import SITE, dimensions
 
@@ -15,7 +15,7 @@ _FORMAT_MEANING = ("json (default) or csv (Accept: text/csv also gives CSV); typ
                    "call the .csv operation for CSV")
 _CATALOGUE = "see GET /api/v1/aggregates/dimensions"
 # The query parameters that are not filters.
-RESERVED = frozenset({"rows", "columns", "by", "origin", "format"})
+RESERVED = frozenset({"rows", "columns", "by", "origin", "format", "release"})
 
 
 def _filters() -> dict[str, fields.Field]:
@@ -35,7 +35,13 @@ class _FilteredQuerySchema(Schema):
         unknown = INCLUDE
 
 
+def _release() -> fields.Field:
+    return fields.Integer(validate=Range(min=1), metadata={
+        "description": "the release to answer from (GET /api/v1/releases); default: the newest"})
+
+
 CountsQuerySchema = _FilteredQuerySchema.from_dict({
+    "release": _release(),
     "rows": fields.String(required=True, metadata={
         "description": f"dimension of the rows ({_CATALOGUE})"}),
     "columns": fields.String(metadata={
@@ -45,6 +51,7 @@ CountsQuerySchema = _FilteredQuerySchema.from_dict({
 }, name="CountsQuery")
 
 RemissionQuerySchema = _FilteredQuerySchema.from_dict({
+    "release": _release(),
     "by": fields.String(metadata={
         "description": f"dimension of the groups (optional; {_CATALOGUE})"}),
     "origin": fields.String(load_default="remission_start", metadata={
@@ -94,7 +101,7 @@ class DisclosureSchema(Schema):
     min_cell_count = fields.Integer(metadata={"description": "no published count is 1..k-1"})
     method = fields.List(fields.String(), metadata={
         "description": "cell_key_perturbation (when on) and suppression"})
-    snapshot = fields.String(metadata={"description": "opaque id of the data state"})
+    release = fields.Integer(metadata={"description": "the release the answer is computed from"})
     contributing_sites = fields.Integer(allow_none=True, metadata={
         "description": "sites with records in the cohort; null when fewer than 3"})
     additive = fields.Boolean(metadata={
@@ -175,10 +182,18 @@ class QueryLogEntrySchema(Schema):
     asked_at = fields.DateTime()
     token = fields.String(metadata={"description": "public id of the token that asked"})
     role = fields.String()
-    query = fields.String(metadata={"description": "the normalised query"})
-    snapshot = fields.String()
-    outcome = fields.String(metadata={"enum": ["answered", "refused", "limit_reached"]})
-    released = fields.Dict(allow_none=True, metadata={"description": "what was released"})
+    query = fields.String(metadata={"description": "the normalised question (the same for "
+                                                   "every rewording of one table)"})
+    release = fields.Integer(allow_none=True, metadata={
+        "description": "the release asked of (null for questions asked before releases)"})
+    snapshot = fields.String(allow_none=True, metadata={
+        "description": "data state of questions asked before releases existed; else null"})
+    outcome = fields.String(metadata={
+        "enum": ["answered", "refused", "repeated", "limit_reached"],
+        "description": "repeated: asked before by this user of this release (same answer, "
+                       "free); limit_reached: over the question budget"})
+    released = fields.Dict(allow_none=True, metadata={
+        "description": "what was released (an answer, or a refusal); null for repeats"})
 
 
 class QueryLogSchema(Schema):

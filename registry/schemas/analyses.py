@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields
 
+from registry.core.fields import Code
 from registry.schemas.aggregates import (
-    _FORMAT_MEANING, FORMATS, DisclosureSchema, _filters, _without_format,
+    _FORMAT_MEANING, FORMATS, DisclosureSchema, _filters, _release, _without_format,
 )
-from registry.schemas.fields import Code
 from registry.services.analyses import (
     AT_LANDMARK, DEFAULT_YEARS, MAX_COVARIATES, MAX_LANDMARK_YEARS, MAX_YEARS, ORIGINS, OUTCOMES,
 )
 
 # The query parameters that are not filters.
 RESERVED = frozenset({"origin", "outcome", "landmark_years", "by", "years", "covariates",
-                      "format"})
+                      "format", "release"})
 _CATALOGUE = "see GET /api/v1/aggregates/dimensions"
 
 
@@ -27,6 +27,7 @@ class _AnalysisQuerySchema(Schema):
 
 
 _DESIGN = {
+    "release": _release(),
     "origin": fields.String(load_default="remission_start", metadata={
         "enum": list(ORIGINS),
         "description": "time zero: remission start; the stop of trastuzumab (records "

@@ -8,10 +8,10 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields
 from marshmallow.validate import OneOf, Range
 
-from registry.derived import DERIVED_FIELDS
-from registry.schemas.fields import Code, Problem, _CodedField
-from registry.schemas.record import RecordFieldsSchema, RecordSchema
-from registry.vocabulary import SOURCES, WITHDRAWAL_REASONS
+from registry.core.derived import DERIVED_FIELDS
+from registry.core.fields import Code, Problem, _CodedField
+from registry.core.record import RecordFieldsSchema, RecordSchema
+from registry.core.vocabulary import SOURCES, WITHDRAWAL_REASONS
 
 
 def _derived_field(kind: str, categories: tuple[str, ...], meaning: str) -> fields.Field:
@@ -26,7 +26,7 @@ def _derived_field(kind: str, categories: tuple[str, ...], meaning: str) -> fiel
 
 
 DerivedSchema = Schema.from_dict(
-    {name: _derived_field(*spec) for name, spec in DERIVED_FIELDS.items()}, name="Derived")
+    {name: _derived_field(*spec[:3]) for name, spec in DERIVED_FIELDS.items()}, name="Derived")
 DerivedSchema.__doc__ = "Fields the registry computes from the record on every write."
 
 

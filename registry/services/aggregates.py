@@ -1,33 +1,38 @@
 """Pooled counts for coordinators: the catalogue, count tables and the query log (the remission
-life table is the survival analysis of services/analyses.py). Counting runs in the database
-(GROUP BY); every answer passes through disclosure control (services/disclosure.py) and is
-logged; identical queries are limited per token.
+life table is the survival analysis of services/analyses.py). Every answer is computed from a
+release (services/releases.py), counted in the database (GROUP BY), protected by disclosure
+control (services/disclosure.py) and logged.
+
+Questions are normalised (privacy.md 2.2 item 8): every rewording of the same table (parameter
+order, rows and columns swapped, JSON or CSV) is one question. A question already answered on a
+release is answered again from the log, unchanged and without counting anything (releases are
+immutable); what is bounded is the number of distinct questions per user and release.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, distinct, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from registry.db import unit_of_work, utcnow
-from registry.errors import BadRequest, QueryRefused, ServiceUnavailable, TooManyRequests
-from registry.models import (
-    PERTURBATION_SECRET, ApiToken, AuditEntry, QueryLogEntry, RegistrySecret, Site,
-)
+from registry.db import single_statement, unit_of_work, utcnow
+from registry.errors import BadRequest, QueryRefused, TooManyRequests
+from registry.models import ApiToken, QueryLogEntry, Release, Site, in_release
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
 from registry.services.disclosure import (
-    Equation, NoiseDraw, Policy, contributing_sites, protect,
+    Equation, Policy, contributing_sites, is_suppressed, protect,
 )
-from registry.schemas.identifiers import printable_field_name
+from registry.services.releases import next_release_earliest, newest_release, resolve_release
+from registry.core.identifiers import printable_field_name
 from registry.services.tokens import Caller
+from registry.permissions import Action, authorize
 
 MAX_FILTERS = 2
-REPEAT_WINDOW = timedelta(days=30)
+# Outcomes of the query log that count as a question the user asked.
+ASKED = ("answered", "refused", "repeated")
 
 
 # --- the catalogue and the checking of a query -------------------------------------------------
@@ -38,6 +43,7 @@ def _catalogue(session: Session) -> dict[str, Dimension]:
 
 def list_dimensions(caller: Caller) -> dict[str, Any]:
     """The catalogue: each dimension with its categories and meaning."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     with unit_of_work(read_only=True) as session:
         catalogue = _catalogue(session)
     return {"dimensions": [
@@ -87,76 +93,178 @@ def _validated(groups: dict[str, str | None], filters: dict[str, str]
                ) -> tuple[list[Dimension], list[ColumnElement[bool]]]:
     """Check a query against the catalogue before anything of it reaches the database or the
     query log (a 400 is neither counted nor logged)."""
-    with unit_of_work() as session:
-        return _checked(_catalogue(session), groups, filters)
+    codes: tuple[str, ...] = ()
+    if SITE in groups.values():  # the site codes are the categories of rows=site only
+        with single_statement() as connection:
+            codes = tuple(connection.scalars(select(Site.code).order_by(Site.code)))
+    return _checked(dimensions(codes), groups, filters)
 
 
-def _query_key(endpoint: str, params: dict[str, str | None], filters: dict[str, str]) -> str:
-    """The normalised query compared by the repeat limit (format and order do not matter)."""
+def question_key(endpoint: str, params: dict[str, str | None], filters: dict[str, str]
+                 ) -> str:
+    """The normalised question: endpoint, sorted parameters and filters (order, format and the
+    orientation of a two-way table do not matter: callers sort the dimensions)."""
     parts = [f"{k}={v}" for k, v in sorted(params.items()) if v] + [
         f"filter.{k}={v}" for k, v in sorted(filters.items())]
     return f"{endpoint}?" + "&".join(parts)
 
 
-# --- logging, snapshot and the repeat limit ----------------------------------------------------
+# --- releases, the question budget and the log -------------------------------------------------
 
-def _snapshot(session: Session) -> str:
-    """An opaque id of the data state: every change of the records writes one audit entry."""
-    last = session.scalar(select(func.max(AuditEntry.id))) or 0
-    return hashlib.sha256(f"registry-data-state:{last}".encode()).hexdigest()[:16]
-
-
-def _noise_draw(session: Session, snapshot: str, cohort: tuple[int, int]) -> NoiseDraw:
-    """What keys the noise of an answer about `cohort` (its record count and key sum)."""
-    secret = session.scalar(select(RegistrySecret.value).where(
-        RegistrySecret.name == PERTURBATION_SECRET))
-    if secret is None:  # the migrations draw it: a database without it was not migrated
-        raise ServiceUnavailable("the registry's database is not migrated to the newest "
-                                 "revision; the operator must run `registry db upgrade`",
-                                 retry_after=60)
-    return NoiseDraw(bytes.fromhex(secret), snapshot, cohort)
+def _same_policy(released: dict[str, Any] | None, policy: Policy) -> bool:
+    """Whether a logged answer was protected under the policy in force now."""
+    disclosure = (released or {}).get("disclosure") or {}
+    return (disclosure.get("min_cell_count") == policy.min_cell_count
+            and disclosure.get("method") == policy.methods)
 
 
-def _answer(caller: Caller, query: str, policy: Policy,
-            compute: Callable[[Session, str], dict[str, Any]]) -> dict[str, Any]:
-    """Answer a query once the repeat limit allows it; log it, whatever the outcome."""
+def _earlier_answer(session: Session, caller: Caller, release_id: int, key: str
+                    ) -> tuple[dict[str, Any] | None, bool]:
+    """The logged answer (or refusal) of this question on this release, if one was given (the
+    caller's own first, else anyone's), and whether the caller asked it before. One statement:
+    the caller's first asking of a question is always logged as answered or refused."""
+    mine = QueryLogEntry.token_id == caller.token_id
+    row = session.execute(
+        select(QueryLogEntry.released, mine).where(
+            QueryLogEntry.release_id == release_id, QueryLogEntry.query == key,
+            QueryLogEntry.outcome.in_(("answered", "refused")))
+        .order_by(mine.desc(), QueryLogEntry.id.desc()).limit(1)).first()
+    if row is None:
+        return None, False
+    return row[0], bool(row[1])
+
+
+def _over_budget(session: Session, caller: Caller, release: Release, policy: Policy
+                 ) -> TooManyRequests | None:
+    """The 429 of a user who has asked as many distinct questions of the release as allowed."""
+    asked = session.scalar(select(func.count(distinct(QueryLogEntry.query))).where(
+        QueryLogEntry.token_id == caller.token_id, QueryLogEntry.release_id == release.id,
+        QueryLogEntry.outcome.in_(ASKED))) or 0
+    if asked < policy.question_budget:
+        return None
+    raised = session.scalar(select(ApiToken.question_budget).where(
+        ApiToken.id == caller.token_id))
+    if raised is not None and asked < raised:
+        return None
+    newest = newest_release(session)
+    earliest = next_release_earliest(newest, policy)
+    wait = max(60, math.ceil((earliest - utcnow()).total_seconds()))
+    return TooManyRequests(
+        f"you have asked {asked} distinct questions of release {release.id}, the most allowed "
+        f"per user and release (a steward may raise it for one user); questions you have "
+        f"asked before "
+        f"stay free and give the same answer. The budget starts again with the next release, "
+        f"which can be cut from {earliest:%Y-%m-%d} UTC at the earliest",
+        headers={"Retry-After": str(wait)})
+
+
+def _refusal(policy: Policy) -> QueryRefused:
+    """The refusal of a question whose cohort is too small: it says what a suppressed count
+    says ("fewer than k"), no more (privacy.md 2.2 item 3)."""
+    return QueryRefused(f"the selected cohort has fewer than {policy.min_cell_count} records, "
+                        "as a suppressed count does; widen the filters")
+
+
+# PostgreSQL: a repeat's log line in one statement that does not wait for the disk (4-5 ms of
+# a ~2 ms answer on a busy machine); a crash may lose the last fraction of a second of repeats,
+# never an answer, a first asking or the data.
+_REPEAT_LOGGED = text(
+    "INSERT INTO query_log (asked_at, token_id, query, release_id, outcome)"
+    " SELECT :asked_at, :token_id, :query, :release_id, 'repeated'"
+    " FROM set_config('synchronous_commit', 'off', true) AS unflushed")
+
+
+def _repeat(caller: Caller, release_id: int | None, key: str, policy: Policy
+            ) -> dict[str, Any] | None:
+    """A question the caller asked before of the release: its answer from the log (or its
+    refusal raised), the repeat logged; None for anything else. The fast path of a dashboard's
+    refresh: one read and one insert, each a statement of its own (the answer cannot change)."""
+    log = QueryLogEntry.__table__
+    release = (select(Release.id).where(Release.id == release_id) if release_id is not None
+               else select(Release.id).order_by(Release.id.desc()).limit(1)).subquery()
+    mine = (log.c.token_id == caller.token_id, log.c.release_id == release.c.id,
+            log.c.query == key, log.c.outcome.in_(("answered", "refused")))
+    first = (select(log.c.released).where(*mine).order_by(log.c.id).limit(1)
+             .scalar_subquery())
+    with single_statement() as connection:
+        found = connection.execute(select(release.c.id, first)).first()
+    if found is None or found[1] is None or not _same_policy(found[1], policy):
+        return None
+    values = {"asked_at": utcnow(), "token_id": caller.token_id, "query": key,
+              "release_id": found[0]}
+    with single_statement() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(_REPEAT_LOGGED, values)
+        else:
+            connection.execute(insert(log).values(**values, outcome="repeated"))
+    if "refusal" in found[1]:
+        raise _refusal(policy)
+    return found[1]
+
+
+def answer_question(caller: Caller, release_id: int | None, key: str, policy: Policy,
+                    compute: Callable[[Session, Release], dict[str, Any]]) -> dict[str, Any]:
+    """Answer a question of a release, log it, and return the answer (or raise its refusal).
+
+    `key` is the normalised question (question_key()); `compute(session, release)` computes
+    the answer from the release's records (services.releases.release_records_of) and raises
+    QueryRefused (refuse_small_cohort()) for a cohort too small. A question this user asked
+    before on the release is free; a new one counts against the budget. An answer already
+    given on the release (to anyone) is given again from the log, without counting anything
+    (releases are immutable). Analyses use this too."""
+    repeated = _repeat(caller, release_id, key, policy)
+    if repeated is not None:
+        return repeated
     refusal: Exception | None = None
     released: dict[str, Any] | None = None
+    logged: dict[str, Any] | None = None
     with unit_of_work() as session:
-        snapshot = _snapshot(session)
-        asked = session.scalar(select(func.count()).select_from(QueryLogEntry).where(
-            QueryLogEntry.token_id == caller.token_id, QueryLogEntry.query == query,
-            QueryLogEntry.outcome != "limit_reached",
-            QueryLogEntry.asked_at >= utcnow() - REPEAT_WINDOW))
-        if asked >= policy.query_limit:
-            outcome = "limit_reached"
-            refusal = TooManyRequests(
-                f"this query was asked {policy.query_limit} times in 30 days, the most allowed "
-                "per token; the answer would not change for the same data")
+        release = resolve_release(session, release_id)
+        earlier, asked_before = _earlier_answer(session, caller, release.id, key)
+        if earlier is not None and not _same_policy(earlier, policy):
+            earlier = None  # the deployment's policy changed since: answer afresh
+        over = None if asked_before else _over_budget(session, caller, release, policy)
+        if over is not None:
+            outcome, refusal = "limit_reached", over
         else:
-            try:
-                released = compute(session, snapshot)
-                outcome = "answered"
-            except QueryRefused as error:
-                outcome, refusal = "refused", error
-        session.add(QueryLogEntry(token_id=caller.token_id, query=query, snapshot=snapshot,
-                                  outcome=outcome, released=released))
+            if earlier is None:
+                try:
+                    released = logged = compute(session, release)
+                except QueryRefused as error:
+                    refusal = error
+                    logged = {"refusal": error.detail,
+                              "disclosure": _disclosure_of(policy, release.id)}
+            elif "refusal" in earlier:
+                refusal, logged = _refusal(policy), earlier
+            else:
+                released = logged = earlier
+            outcome = "refused" if refusal is not None else "answered"
+            if asked_before:
+                outcome, logged = "repeated", None
+        session.add(QueryLogEntry(token_id=caller.token_id, query=key, release_id=release.id,
+                                  outcome=outcome, released=logged))
     if refusal is not None:
         raise refusal
     assert released is not None
     return released
 
 
-def _disclosure(policy: Policy, snapshot: str, sites: int) -> dict[str, Any]:
+def _disclosure_of(policy: Policy, release_id: int) -> dict[str, Any]:
     return {"min_cell_count": policy.min_cell_count, "method": policy.methods,
-            "snapshot": snapshot, "contributing_sites": contributing_sites(sites),
+            "release": release_id}
+
+
+def disclosure_block(policy: Policy, release_id: int, sites: int) -> dict[str, Any]:
+    """The `disclosure` block of an answer (privacy.md 2.2 item 9)."""
+    return {**_disclosure_of(policy, release_id),
+            "contributing_sites": contributing_sites(sites),
             "additive": not policy.perturbation}
 
 
-def _refuse_small(cohort: int, policy: Policy) -> None:
-    if cohort < policy.min_cell_count:
-        raise QueryRefused(f"the selected cohort has fewer than {policy.min_cell_count} "
-                           "records; widen the filters")
+def refuse_small_cohort(cohort: tuple[int, int], policy: Policy) -> None:
+    """Refuse a cohort whose count a table would withhold (or that is empty)."""
+    if cohort[0] == 0 or is_suppressed(*cohort, policy):
+        raise _refusal(policy)
 
 
 def _released(value: int | None, **labels: Any) -> dict[str, Any]:
@@ -167,7 +275,7 @@ def _released(value: int | None, **labels: Any) -> dict[str, Any]:
 
 # --- count tables -------------------------------------------------------------------------------
 
-def _contributing_sites(session: Session, conditions: Iterable[Any]) -> int:
+def count_contributing_sites(session: Session, conditions: Iterable[Any]) -> int:
     """Sites with at least one record in the cohort (a semi-join: each stops at a first match)."""
     match = select(RECORDS.c.id).where(RECORDS.c.site_id == Site.id, *conditions).exists()
     return session.scalar(select(func.count()).select_from(Site).where(match)) or 0
@@ -177,7 +285,7 @@ def _tally(session: Session, groups: Sequence[Dimension], conditions: Iterable[A
            ) -> dict[tuple[str, ...], list[int]]:
     """Counts and cell-key sums per combination of categories."""
     columns = [d.column for d in groups]
-    statement = (select(*columns, func.count(), func.coalesce(func.sum(RECORDS.c.cell_key), 0))
+    statement = (select(*columns, func.count(), func.coalesce(func.sum(RECORDS.c.record_key), 0))
                  .where(*conditions).group_by(*columns))
     by_site = any(d.name == SITE for d in groups)  # only then are site ids turned into codes
     codes = dict(session.execute(select(Site.id, Site.code)).all()) if by_site else {}
@@ -189,26 +297,50 @@ def _tally(session: Session, groups: Sequence[Dimension], conditions: Iterable[A
 
 
 def count_table(caller: Caller, rows: str, columns: str | None, filters: dict[str, str],
-                policy: Policy) -> dict[str, Any]:
-    """Pooled counts by one or two dimensions with up to two filters, disclosure-controlled."""
+                policy: Policy, release_id: int | None = None) -> dict[str, Any]:
+    """Pooled counts by one or two dimensions with up to two filters, of a release (default:
+    the newest), disclosure-controlled."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     groups, conditions = _validated({"rows": rows, "columns": columns}, filters)
-    query = _query_key("counts", {"rows": rows, "columns": columns}, filters)
+    # One orientation is computed (dimensions in name order) and shown as asked, so a table
+    # and its transpose are one question with the same numbers.
+    groups = sorted(groups, key=lambda d: d.name)
+    key = question_key("counts", {"dimensions": ",".join(d.name for d in groups)}, filters)
 
-    def compute(session: Session, snapshot: str) -> dict[str, Any]:
-        tally = _tally(session, groups, conditions)
+    def compute(session: Session, release: Release) -> dict[str, Any]:
+        where = [in_release(release.id), *conditions]
+        tally = _tally(session, groups, where)
         cohort = (sum(count for count, _ in tally.values()),
                   sum(keys for _, keys in tally.values()))
-        _refuse_small(cohort[0], policy)
-        body = _tabulate(groups, tally, policy, _noise_draw(session, snapshot, cohort))
-        sites = _contributing_sites(session, conditions)
-        return {"rows": rows, "columns": columns, "filters": dict(sorted(filters.items())),
-                **body, "disclosure": _disclosure(policy, snapshot, sites)}
+        refuse_small_cohort(cohort, policy)
+        body = _tabulate(groups, tally, policy)
+        sites = count_contributing_sites(session, where)
+        return {"rows": groups[0].name, "columns": groups[1].name if len(groups) > 1 else None,
+                "filters": dict(sorted(filters.items())), **body,
+                "disclosure": disclosure_block(policy, release.id, sites)}
 
-    return _answer(caller, query, policy, compute)
+    return _oriented(answer_question(caller, release_id, key, policy, compute), rows, columns)
+
+
+def _oriented(body: dict[str, Any], rows: str, columns: str | None) -> dict[str, Any]:
+    """A two-way table with the rows and columns the question asked for."""
+    if body["rows"] == rows:
+        return body
+    assert columns is not None
+    row_labels = [total[rows] for total in body["column_totals"]]
+    column_labels = [total[columns] for total in body["row_totals"]]
+    by_labels = {(cell[rows], cell[columns]): cell for cell in body["cells"]}
+    cells = []
+    for r in row_labels:
+        for c in column_labels:
+            cell = by_labels[(r, c)]
+            cells.append(_released(cell["count"], **{rows: r, columns: c}))
+    return {**body, "rows": rows, "columns": columns, "cells": cells,
+            "row_totals": body["column_totals"], "column_totals": body["row_totals"]}
 
 
 def _tabulate(groups: list[Dimension], tally: dict[tuple[str, ...], list[int]],
-              policy: Policy, draw: NoiseDraw) -> dict[str, Any]:
+              policy: Policy) -> dict[str, Any]:
     """Cells, margins and total of a one- or two-way table, after disclosure control."""
     row_dim = groups[0]
     col_dim = groups[1] if len(groups) > 1 else None
@@ -245,8 +377,7 @@ def _tabulate(groups: list[Dimension], tally: dict[tuple[str, ...], list[int]],
         equations += [(total, row_totals), (total, column_totals)]
     else:
         equations.append((total, [row[0] for row in grid]))
-    released = protect(counts, keys, equations, policy, grid=grid if col_dim else None,
-                       draw=draw)
+    released = protect(counts, keys, equations, policy, grid=grid if col_dim else None)
 
     cells = []
     for r, row in zip(row_cats, grid):
@@ -267,6 +398,7 @@ def _tabulate(groups: list[Dimension], tally: dict[tuple[str, ...], list[int]],
 
 def read_query_log(caller: Caller, limit: int, before: int | None) -> dict[str, Any]:
     """The aggregate query log, newest first, a page at a time."""
+    authorize(caller.role, Action.READ_QUERY_LOG)
     with unit_of_work(read_only=True) as session:
         statement = (select(QueryLogEntry, ApiToken.public_id, ApiToken.role)
                      .join(ApiToken, ApiToken.id == QueryLogEntry.token_id)
@@ -275,7 +407,8 @@ def read_query_log(caller: Caller, limit: int, before: int | None) -> dict[str, 
             statement = statement.where(QueryLogEntry.id < before)
         rows = session.execute(statement).all()
     entries = [{"id": entry.id, "asked_at": entry.asked_at, "token": public_id, "role": role,
-                "query": entry.query, "snapshot": entry.snapshot, "outcome": entry.outcome,
+                "query": entry.query, "release": entry.release_id, "snapshot": entry.snapshot,
+                "outcome": entry.outcome,
                 "released": entry.released} for entry, public_id, role in rows[:limit]]
     more = len(rows) > limit
     return {"entries": entries, "next_before": entries[-1]["id"] if more else None}

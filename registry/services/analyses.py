@@ -3,8 +3,8 @@ the log-rank test, and Cox hazard ratios, all under the disclosure control of pr
 section 2 (counts protected by services/disclosure.py; every estimate derived from the
 protected counts; models only on large enough levels, rounded).
 
-Records are read from one selectable (`source`, today the records table; a release's rows
-when releases exist), so the analyses never depend on where the rows come from. The cohorts,
+Records are read from one selectable (`source`: the released records, of one release chosen
+by in_release), so the analyses never depend on where the rows come from. The cohorts,
 the time scales and the estimators are described in docs/methods.md.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from registry.models import Site
+from registry.models import Release, Site, in_release
+from registry.permissions import Action, authorize
 from registry.services import aggregates
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
 from registry.services.disclosure import Equation, Policy, protect
@@ -98,7 +99,16 @@ class Cohort:
 
 def cohort(source: Any, plan: Design) -> Cohort:
     """The cohort of a design in `source`. Delayed entry: nobody is at risk before the day the
-    inclusion rule (remission of at least min_remission_days) makes them eligible."""
+    inclusion rule (remission of at least min_remission_days) makes them eligible, so a record
+    whose follow-up ended before then (which validation does not admit, but a stored or
+    migrated state might hold) is never at risk and not in the cohort."""
+    rows = _design_cohort(source, plan)
+    return Cohort([*rows.conditions, rows.exit >= rows.entry], rows.entry, rows.exit,
+                  rows.event, rows.at_landmark)
+
+
+def _design_cohort(source: Any, plan: Design) -> Cohort:
+    """Time zero, entry, exit and outcome of a design's records."""
     c = source.c
     end = func.coalesce(c.progression_day, c.last_followup_day)
     event: Any = c.progression_day.is_not(None)
@@ -181,9 +191,11 @@ def _contributing_sites(session: Session, source: Any, conditions: Sequence[Any]
 # --- survival ----------------------------------------------------------------------------------
 
 def survival(caller: Caller, plan: Design, by: str | None, years: int,
-             filters: dict[str, str], policy: Policy, source: Any = RECORDS) -> dict[str, Any]:
+             filters: dict[str, str], policy: Policy, release_id: int | None = None,
+             source: Any = RECORDS) -> dict[str, Any]:
     """Actuarial survival in fixed yearly intervals with delayed entry, per group, with
-    medians and the log-rank test, disclosure-controlled."""
+    medians and the log-rank test, of a release (default: the newest), disclosure-controlled."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     if not 1 <= years <= MAX_YEARS:
         raise aggregates._invalid("years", "out_of_range", f"must be 1..{MAX_YEARS}")
     if by and plan.origin == "landmark":
@@ -197,18 +209,17 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
         grouping = Grouping(by, dims[0].categories, dims[0].column_in(source), dims[0])
     else:
         grouping = ALL
-    query = aggregates._query_key("survival", {**plan.params(), "by": by,
-                                               "years": str(years)}, filters)
+    query = aggregates.question_key("survival", {**plan.params(), "by": by,
+                                                 "years": str(years)}, filters)
 
-    def compute(session: Session, snapshot: str) -> dict[str, Any]:
-        where = [*conditions, *rows.conditions]
+    def compute(session: Session, release: Release) -> dict[str, Any]:
+        where = [in_release(release.id), *conditions, *rows.conditions]
         compared = len(grouping.categories) > 1
         tally = _tally(session, source, rows, grouping, where, exact=compared)
         cohort_size = (int(tally.count.sum()), int(tally.keys.sum()))
-        aggregates._refuse_small(cohort_size[0], policy)
+        aggregates.refuse_small_cohort(cohort_size, policy)
         tables = _intervals(tally, years)
-        draw = aggregates._noise_draw(session, snapshot, cohort_size)
-        groups = [_protected_group(name, tables.get(name), years, policy, draw)
+        groups = [_protected_group(name, tables.get(name), years, policy)
                   for name in grouping.categories]
         test = _logrank(tally, grouping, policy) if compared else None
         sites = _contributing_sites(session, source, where)
@@ -216,9 +227,9 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
                 "filters": dict(sorted(filters.items())),
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome],
                 "entry_day": _entry_note(plan), "groups": groups, "logrank": test,
-                "disclosure": aggregates._disclosure(policy, snapshot, sites)}
+                "disclosure": aggregates.disclosure_block(policy, release.id, sites)}
 
-    return aggregates._answer(caller, query, policy, compute)
+    return aggregates.answer_question(caller, release_id, query, policy, compute)
 
 
 def _entry_note(plan: Design) -> str:
@@ -258,7 +269,7 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
         entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
         exit = (rows.exit * 4 + 3) // 1461
     statement = (select(grouping.expression, entry, exit, rows.event, func.count(),
-                        func.coalesce(func.sum(source.c.cell_key), 0))
+                        func.coalesce(func.sum(source.c.record_key), 0))
                  .where(*where).group_by(grouping.expression, entry, exit, rows.event))
     result = _driver_rows(session, statement)
     data = np.array([row[1:] for row in result], dtype=np.int64).reshape(-1, 5)
@@ -328,7 +339,7 @@ _PUBLISHED = ("at_risk", "entered", "events", "censored")
 
 
 def _protected_group(name: str, table: dict[str, list[list[int]]] | None, years: int,
-                     policy: Policy, draw: Any) -> dict[str, Any]:
+                     policy: Policy) -> dict[str, Any]:
     """One group's life table: its counts protected as one linked system (the chain from one
     interval to the next, and the group size), its estimates computed from what is published."""
     width = years + 1
@@ -361,7 +372,7 @@ def _protected_group(name: str, table: dict[str, list[list[int]]] | None, years:
         exposed = add(counts[here["at_risk"]] + counts[here["entered"]],
                       keys[here["at_risk"]] + keys[here["entered"]])
         equations += [(exposed, [here["at_risk"], here["entered"]]), (exposed, leaving)]
-    released = protect(counts, keys, equations, policy, draw=draw)
+    released = protect(counts, keys, equations, policy)
 
     published = [IntervalCounts(*(released[index[year][part]] for part in _PUBLISHED))
                  for year in range(width)]
@@ -412,7 +423,8 @@ REMISSION_ORIGINS = ORIGINS[:2]
 
 
 def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[str, str],
-                    min_remission_days: int, policy: Policy) -> dict[str, Any]:
+                    min_remission_days: int, policy: Policy, release_id: int | None = None
+                    ) -> dict[str, Any]:
     """GET /aggregates/remission: the survival analysis (outcome relapse, ten closed years), its
     numbers named as before (relapses, in_remission). The same question as /analyses/survival,
     so it is logged and limited as that one."""
@@ -420,7 +432,7 @@ def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[s
         raise aggregates._invalid("origin", "unknown_origin",
                                   "must be one of: " + ", ".join(REMISSION_ORIGINS))
     plan = design(origin, "relapse", None, min_remission_days)
-    answer = survival(caller, plan, by, DEFAULT_YEARS, filters, policy)
+    answer = survival(caller, plan, by, DEFAULT_YEARS, filters, policy, release_id)
     groups = []
     for group in answer["groups"]:
         intervals = [{"from_year": i["from_year"], "to_year": i["to_year"],

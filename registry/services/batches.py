@@ -10,11 +10,13 @@ from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work
 from registry.errors import BatchRejected, PayloadTooLarge
-from registry.schemas.fields import check_subject_id
+from registry.core.fields import check_subject_id
 from registry.models import Record
-from registry.services.records import (
+from registry.permissions import Action, authorize
+from registry.core.record import validate_record
+from registry.services.writes import (
     PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, rules_in_force,
-    submission_digest, validate_record,
+    submission_digest,
 )
 from registry.services.tokens import Caller
 
@@ -52,6 +54,7 @@ def submit_batch(caller: Caller, records: list[Any], *, dry_run: bool, atomic: b
     recognised by digest, without validating or comparing it field by field again, and
     confirmed under the write's locks, so that a subject withdrawn meanwhile is rejected
     (subject_withdrawn), never answered unchanged."""
+    authorize(caller.role, Action.WRITE_RECORDS)
     if len(records) > max_batch:
         raise PayloadTooLarge(f"a batch holds at most {max_batch} records; split it")
     subjects = [_printable_subject(raw) for raw in records]

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, true
 
-from registry.derived import DERIVED_FIELDS
-from registry.models import Record
-from registry.schemas.fields import Code
-from registry.schemas.record import RecordFieldsSchema
-from registry.vocabulary import met_dx_periods
+from registry.core.derived import DERIVED_FIELDS
+from registry.core.fields import Code
+from registry.core.record import RecordFieldsSchema
+from registry.core.vocabulary import met_dx_periods
+from registry.models import release_records
 
-RECORDS = Record.__table__
+# Dimensions count the records of a release (services/releases.py), never the live table.
+RECORDS = release_records
 SITE = "site"
 NOT_RECORDED = "not_recorded"  # an optional field left empty
 NOT_APPLICABLE = "not_applicable"  # a derived field without a value for this record
@@ -37,12 +39,12 @@ class Dimension:
 
     @property
     def column(self) -> Any:
-        """The records column grouped by."""
+        """The released records' column grouped by."""
         return self.column_in(RECORDS)
 
     def column_in(self, source: Any) -> Any:
-        """The column grouped by, in `source` (the records table or a selectable of its
-        columns, such as a release)."""
+        """The column grouped by, in `source` (the released records table or a selectable
+        of its columns)."""
         return source.c.site_id if self.name == SITE else source.c[self.name]
 
     def label(self, value: Any) -> str:
@@ -70,6 +72,13 @@ def _nullable(name: str) -> bool:
 
 def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
     """Every dimension of the catalogue, by name (site last, with the registered site codes)."""
+    return dict(_dimensions(site_codes, date.today().year))
+
+
+@lru_cache(maxsize=32)
+def _dimensions(site_codes: tuple[str, ...], year: int) -> dict[str, Dimension]:
+    """The catalogue for these site codes in this year (built from the record schema once: a
+    question asked again must not pay for building it, B4)."""
     catalogue: dict[str, Dimension] = {}
     for name, field in RecordFieldsSchema().fields.items():
         if not (isinstance(field, Code) and field.metadata.get("dimension")):
@@ -81,7 +90,7 @@ def dimensions(site_codes: tuple[str, ...] = ()) -> dict[str, Dimension]:
     for name, spec in DERIVED_FIELDS.items():
         if spec.kind == "integer":
             continue  # raw day counts are never dimensions
-        categories = spec.categories or met_dx_periods(date.today().year)
+        categories = spec.categories or met_dx_periods(year)
         missing = NOT_APPLICABLE if _nullable(name) else None
         catalogue[name] = Dimension(name, spec.meaning,
                                     tuple(categories) + ((missing,) if missing else ()),

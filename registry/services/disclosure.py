@@ -4,23 +4,23 @@ An answer is a list of counts linked by additive equations (a total equals the s
 the cells of a table with its row, column and grand totals, or the intervals of a life table.
 `protect()` turns the true counts into what may be published:
 
-1. cell-key perturbation: each count moves by at most +/-2, looked up in the perturbation table by
-   the count and the count's cell key. The cell key comes from the secret keys of the count's
-   records and, in an answer to a query, from the answer's cohort and data snapshot too
-   (NoiseDraw): the same question on the same data always gets the same numbers, while two
-   answers that differ by one patient (a filter added, a record added) have every count drawn
-   afresh, so the patient's difference drowns in the noise and does not show where it is;
+1. cell-key perturbation with fixed record keys (the ABS TableBuilder and ONS method): every
+   record has a secret random key, drawn once when it is created and kept for life; a count's
+   cell key is the sum of its records' keys modulo 256, and a fixed table maps (count, cell key)
+   to an adjustment of at most +/-2. Nothing else enters the noise (not the question, the
+   release or the time), so the same records always get the same published count: asking
+   again, rewording, or waiting for unrelated activity gives an attacker the same draw again;
 2. primary suppression of every count that is small (1..k-1) before or after perturbation;
 3. complementary suppression, smallest count first, until a linear program shows, for every
    suppressed count, that the published numbers allow it to be at least k.
 
-Nothing here touches the database or says why a count was suppressed.
+Nothing here touches the database or says why a count was suppressed. Other services (the
+survival analyses) protect their counts with `protect()` too: give it each count, the sum of
+its records' keys, and the equations that link the counts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,28 +67,16 @@ def perturb(count: int, cell_key: int) -> int:
     return count + adjustment(count, cell_key % CELL_KEY_MODULUS)
 
 
-@dataclass(frozen=True)
-class NoiseDraw:
-    """What draws the noise of one answer besides the record keys of each count: the registry's
-    secret, the data snapshot, and the answer's cohort (how many records the query selects, and
-    the sum of their keys).
+def cell_key(record_keys: int) -> int:
+    """The cell key of a count whose records' keys sum to `record_keys`."""
+    return record_keys % CELL_KEY_MODULUS
 
-    A count's cell key is HMAC-SHA256(secret, snapshot, cohort, count, sum of its records' keys)
-    modulo 256. So the same records in the same cohort of the same data always get the same
-    adjustment, whichever way the query is worded (asking again or rewording gains nothing); a
-    cohort or data that differ by one patient draw every count afresh, so comparing the two
-    answers does not show which count the patient is in; and without the secret, which never
-    leaves the database, nobody can work the keys out."""
 
-    secret: bytes
-    snapshot: str
-    cohort: tuple[int, int]
-
-    def cell_key(self, count: int, record_keys: int) -> int:
-        """The cell key of a count of records whose own keys sum to `record_keys`."""
-        message = f"{self.snapshot}|{self.cohort[0]}|{self.cohort[1]}|{count}|{record_keys}"
-        digest = hmac.new(self.secret, message.encode(), hashlib.sha256).digest()
-        return int.from_bytes(digest[:4], "big") % CELL_KEY_MODULUS
+def is_suppressed(count: int, record_keys: int, policy: Policy) -> bool:
+    """Whether a count of its own is withheld by primary suppression (1..k-1 before or after
+    perturbation): the one test behind both a suppressed cell and a refused question."""
+    published = perturb(count, record_keys) if policy.perturbation else count
+    return 0 < count < policy.min_cell_count or 0 < published < policy.min_cell_count
 
 
 @dataclass(frozen=True)
@@ -97,14 +85,18 @@ class Policy:
 
     min_cell_count: int = 11
     perturbation: bool = True
-    query_limit: int = 7
+    # Distinct questions one user may ask of one release (privacy.md 2.3).
+    question_budget: int = 300
+    # Days between two releases, at least (privacy.md 2.1).
+    release_min_days: int = 30
 
     @classmethod
     def from_config(cls, config: Any) -> Policy:
         """The policy of an app's settings."""
         return cls(min_cell_count=int(config["REGISTRY_MIN_CELL_COUNT"]),
                    perturbation=config["REGISTRY_PERTURBATION"] == "on",
-                   query_limit=int(config["REGISTRY_QUERY_LIMIT"]))
+                   question_budget=int(config["REGISTRY_QUESTION_BUDGET"]),
+                   release_min_days=int(config["REGISTRY_RELEASE_MIN_DAYS"]))
 
     @property
     def methods(self) -> list[str]:
@@ -197,17 +189,15 @@ def _rectangle(index: int, hidden: set[int], counts: Sequence[int],
 
 
 def protect(counts: Sequence[int], record_keys: Sequence[int], equations: Sequence[Equation],
-            policy: Policy, grid: Sequence[Sequence[int]] | None = None,
-            draw: NoiseDraw | None = None) -> list[int | None]:
+            policy: Policy, grid: Sequence[Sequence[int]] | None = None) -> list[int | None]:
     """The publishable counts: perturbed, with small and revealing counts suppressed (None).
-    `record_keys` holds, for each count, the sum of its records' keys; `draw` keys the noise to
-    one answer (without it, the noise depends on the records alone). `grid` lays out the cells
-    of a two-way table (indexes by row and column), if there is one."""
+
+    `record_keys` holds, for each count, the sum of its records' keys (the noise depends on
+    nothing else); `equations` say which count is the sum of which others; `grid` lays out the
+    cells of a two-way table (indexes by row and column), if there is one."""
     k = policy.min_cell_count
-    cell_keys = ([draw.cell_key(c, key) for c, key in zip(counts, record_keys)] if draw
-                 else record_keys)
     published = [perturb(c, key) if policy.perturbation else c
-                 for c, key in zip(counts, cell_keys)]
+                 for c, key in zip(counts, record_keys)]
     hidden = {i for i, (c, p) in enumerate(zip(counts, published))
               if 0 < c < k or 0 < p < k}
     if hidden:

@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.errors import QueryRefused
+from registry.models import Release, in_release
+from registry.permissions import Action, authorize
 from registry.services import aggregates
 from registry.services.analyses import (
     MAX_COVARIATES, OUTCOME_MEANING, Design, Grouping, _contributing_sites, checked_question,
@@ -33,8 +35,11 @@ def _refused(rule: str, message: str) -> QueryRefused:
 
 
 def hazard_ratios(caller: Caller, plan: Design, covariates: list[str], filters: dict[str, str],
-                  policy: Policy, source: Any = RECORDS) -> dict[str, Any]:
-    """A Cox model of the outcome on the chosen covariates, disclosure-controlled."""
+                  policy: Policy, release_id: int | None = None,
+                  source: Any = RECORDS) -> dict[str, Any]:
+    """A Cox model of the outcome on the chosen covariates, of a release (default: the newest),
+    disclosure-controlled."""
+    authorize(caller.role, Action.QUERY_AGGREGATES)
     if len(covariates) > MAX_COVARIATES:
         raise aggregates._invalid("covariates", "too_many_covariates",
                                   f"at most {MAX_COVARIATES} covariates")
@@ -46,34 +51,32 @@ def hazard_ratios(caller: Caller, plan: Design, covariates: list[str], filters: 
     groupings = [Grouping(d.name, d.categories, d.column_in(source), d) for d in dims]
     if plan.origin == "landmark":
         groupings.insert(0, landmark_grouping(rows))
-    query = aggregates._query_key("hazard-ratios", {**plan.params(),
-                                                    "covariates": ",".join(covariates)},
-                                  filters)
+    query = aggregates.question_key("hazard-ratios", {**plan.params(),
+                                                      "covariates": ",".join(covariates)},
+                                    filters)
 
-    def compute(session: Session, snapshot: str) -> dict[str, Any]:
-        where = [*conditions, *rows.conditions]
+    def compute(session: Session, release: Release) -> dict[str, Any]:
+        where = [in_release(release.id), *conditions, *rows.conditions]
         columns = [g.expression for g in groupings]
         statement = select(*columns, rows.entry, rows.exit, rows.event,
-                           source.c.cell_key).where(*where)
+                           source.c.record_key).where(*where)
         names = [g.name for g in groupings]
         frame = pd.DataFrame(session.execute(statement).all(),
                              columns=[*names, "entry", "exit", "event", "key"])
         for grouping in groupings:
             frame[grouping.name] = [grouping.label(v) for v in frame[grouping.name]]
         frame["event"] = frame["event"].astype(bool)
-        aggregates._refuse_small(len(frame), policy)
+        aggregates.refuse_small_cohort((len(frame), int(frame["key"].sum())), policy)
         levels = _levels(frame, groupings, policy)
         fit = _fit(frame, groupings, levels)
-        draw = aggregates._noise_draw(session, snapshot, (len(frame),
-                                                          int(frame["key"].sum())))
-        body = _protected_levels(frame, groupings, levels, fit, policy, draw)
+        body = _protected_levels(frame, groupings, levels, fit, policy)
         sites = _contributing_sites(session, source, where)
         return {**plan.params(), "covariates": names,
                 "filters": dict(sorted(filters.items())),
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome], **body,
-                "disclosure": aggregates._disclosure(policy, snapshot, sites)}
+                "disclosure": aggregates.disclosure_block(policy, release.id, sites)}
 
-    return aggregates._answer(caller, query, policy, compute)
+    return aggregates.answer_question(caller, release_id, query, policy, compute)
 
 
 def _levels(frame: pd.DataFrame, groupings: list[Grouping], policy: Policy
@@ -125,7 +128,7 @@ def _fit(frame: pd.DataFrame, groupings: list[Grouping], levels: dict[str, list[
 
 
 def _protected_levels(frame: pd.DataFrame, groupings: list[Grouping],
-                      levels: dict[str, list[str]], fit: Any, policy: Policy, draw: Any
+                      levels: dict[str, list[str]], fit: Any, policy: Policy
                       ) -> dict[str, Any]:
     """Records and events per level, protected as one system (each covariate's levels add up
     to the cohort), beside the rounded estimates."""
@@ -144,7 +147,7 @@ def _protected_levels(frame: pd.DataFrame, groupings: list[Grouping],
             records_of.append(len(counts) - 2)
             events_of.append(len(counts) - 1)
         equations += [(0, records_of), (1, events_of)]
-    released = protect(counts, keys, equations, policy, draw=draw)
+    released = protect(counts, keys, equations, policy)
 
     rows = []
     for name, level, records, events in layout:

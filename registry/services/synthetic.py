@@ -9,13 +9,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from registry import vocabulary as v
+from registry.core import vocabulary as v
 from registry.db import unit_of_work
 from registry.models import Site
 from registry.models.record import CELL_KEY_MODULUS
-from registry.schemas.record import MAX_DAY
+from registry.core.record import MAX_DAY
 from registry.services.batches import submit_batch
-from registry.services.records import canonical, row_values
+from registry.core.record import canonical
+from registry.services.record_rows import row_values
 from registry.services.tokens import (
     Caller, add_site, issue_token, list_tokens, revoke_token,
 )

@@ -12,9 +12,9 @@ from datetime import timedelta
 from sqlalchemy import bindparam, select, update
 
 from registry.db import single_statement, unit_of_work, utcnow
-from registry.errors import Conflict, NotFound, RecordInvalid, Unauthenticated
+from registry.errors import BadRequest, Conflict, NotFound, RecordInvalid, Unauthenticated
 from registry.models import ApiToken, Site
-from registry.vocabulary import ROLES
+from registry.core.vocabulary import ROLES
 
 TOKEN_PREFIX = "reg"
 SITE_CODE = re.compile(r"^[A-Za-z0-9]{2,16}$")
@@ -102,6 +102,19 @@ def revoke_token(public_id: str) -> ApiToken:
             raise NotFound("no token with this id")
         if token.revoked_at is None:
             token.revoked_at = utcnow()
+        return token
+
+
+def set_question_budget(public_id: str, budget: int | None) -> ApiToken:
+    """Raise (or, with None, reset to REGISTRY_QUESTION_BUDGET) the distinct aggregate
+    questions per release one token may ask (privacy.md 2.3: a steward's decision)."""
+    if budget is not None and budget < 1:
+        raise BadRequest("the question budget must be at least 1")
+    with unit_of_work() as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.public_id == public_id))
+        if token is None:
+            raise NotFound("no token with this id")
+        token.question_budget = budget
         return token
 
 

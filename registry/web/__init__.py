@@ -32,6 +32,9 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("console.tables", "Tables", frozenset({"coordinator", "steward"}),
          "Pooled counts by one or two characteristics, with margins, as a table and as CSV."),
+    Page("console.release_list", "Releases", frozenset({"coordinator", "steward"}),
+         "The frozen, numbered states of the data that answers come from, with their notes; "
+         "stewards cut new ones."),
     Page("console.query_log", "Query log", frozenset({"steward"}),
          "Every question asked of the pooled data: who, when, what, and what was released."),
 )

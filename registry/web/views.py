@@ -19,9 +19,10 @@ from flask_wtf.csrf import CSRFError
 
 from registry import ratelimit
 from registry.auth import current_caller, public, requires
-from registry.errors import BadRequest, QueryRefused, RegistryError, TooManyRequests, \
-    Unauthenticated
-from registry.services import aggregates, console_sessions
+from registry.errors import BadRequest, Conflict, QueryRefused, RegistryError, \
+    TooManyRequests, Unauthenticated
+from registry.permissions import Action, allowed
+from registry.services import aggregates, console_sessions, releases
 from registry.services.console_sessions import Lifetime, SessionEnded
 from registry.services.disclosure import Policy
 from registry.services.exports import count_table_csv
@@ -84,7 +85,8 @@ def check_session() -> Any:
         flash(f"{ended.reason[:1].upper()}{ended.reason[1:]}. Sign in again to go on.")
         return _to_sign_in()
     g.caller = caller
-    if caller.role not in getattr(view, "_registry_roles", frozenset()):
+    action = getattr(view, "_registry_action", None)
+    if action is None or not allowed(caller.role, action):
         return render_template("console/error.html", title="Not for your role", status=403,
                                message=f"A {caller.role} token may not open this page."), 403
     return None
@@ -169,7 +171,7 @@ def sign_out() -> Any:
 # --- pages ----------------------------------------------------------------------------------------
 
 @bp.route("/", methods=["GET"])
-@requires("submitter", "coordinator", "steward")
+@requires(Action.OPEN_CONSOLE)
 def home() -> Any:
     """The pages this role may open."""
     return render_template("console/home.html")
@@ -202,18 +204,21 @@ def _csv_filename(table: dict[str, Any]) -> str:
 
 
 @bp.route("/tables", methods=["GET"])
-@requires("coordinator", "steward")
+@requires(Action.QUERY_AGGREGATES)
 def tables() -> Any:
     """Build a one- or two-way table of pooled counts from the catalogue's drop-downs."""
     catalogue = _catalogue()
+    policy = Policy.from_config(current_app.config)
+    cut = releases.list_releases(current_caller(), policy)
+    release_id = request.args.get("release", type=int)
     table = problem = None
     rows, columns, filters = None, None, {}
     try:
         rows, columns, filters = _table_question()
         if rows:
-            table = aggregates.count_table(current_caller(), rows, columns, filters,
-                                           Policy.from_config(current_app.config))
-    except (BadRequest, QueryRefused, TooManyRequests) as error:
+            table = aggregates.count_table(current_caller(), rows, columns, filters, policy,
+                                           release_id)
+    except (BadRequest, Conflict, QueryRefused, TooManyRequests) as error:
         problem = error
     csv_text = count_table_csv(table) if table else None
     return render_template(
@@ -223,15 +228,42 @@ def tables() -> Any:
         csv_href="data:text/csv;charset=utf-8," + quote(csv_text) if csv_text else None,
         csv_filename=_csv_filename(table) if table else None,
         by_name={entry["name"]: entry for entry in catalogue},
-        asked_at=datetime.now(timezone.utc),
-        query_limit=current_app.config["REGISTRY_QUERY_LIMIT"]), 200 if not problem \
-        else problem.status
+        releases=cut, release_id=release_id,
+        shown_release=next((r for r in cut if table and r["id"] == table["disclosure"]
+                            ["release"]), None),
+        asked_at=datetime.now(timezone.utc)), 200 if not problem else problem.status
 
 
 @bp.route("/log", methods=["GET"])
-@requires("steward")
+@requires(Action.READ_QUERY_LOG)
 def query_log() -> Any:
     """The aggregate query log, newest first, a page at a time."""
     before = request.args.get("before", type=int)
     log = aggregates.read_query_log(current_caller(), LOG_PAGE_SIZE, before)
     return render_template("console/log.html", log=log, before=before)
+
+
+@bp.route("/releases", methods=["GET", "POST"])
+@requires(Action.READ_RELEASES)
+def release_list() -> Any:
+    """The releases with their notes; stewards cut a new one here."""
+    policy = Policy.from_config(current_app.config)
+    problem = None
+    if request.method == "POST":
+        if not allowed(current_caller().role, Action.CUT_RELEASE):
+            return render_template("console/error.html", title="Not for your role", status=403,
+                                   message="Only a steward may cut a release."), 403
+        try:
+            cut = releases.cut_release(current_caller(),
+                                       request.form.get("note", "").strip() or None, policy)
+        except Conflict as refusal:
+            problem = refusal
+        else:
+            flash(f"Release {cut['id']} was cut: {cut['record_count']} records, "
+                  f"{cut['changes']} changed since the previous release.")
+            return redirect(url_for("console.release_list"))
+    outlook = (releases.release_outlook(policy)
+               if allowed(current_caller().role, Action.CUT_RELEASE) else None)
+    return render_template("console/releases.html", releases=releases.list_releases(
+        current_caller(), policy), outlook=outlook, problem=problem), \
+        problem.status if problem else 200

@@ -3,21 +3,25 @@
 This schema is the one source of truth: the API validates with it, and the published dictionary,
 the REDCap data dictionary, the aggregate catalogue and the OpenAPI spec are generated from it.
 Field metadata: `description`; `dimension` (may be an aggregate dimension); `coding` (mapping to
-standard code systems); `required_when` (a conditional requirement, in words); `unit`.
+standard code systems); `unit`. The rules relating fields are declared once, in core/rules.py.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-from flask import current_app, has_app_context
 from marshmallow import EXCLUDE, Schema, ValidationError, validates_schema
 
-from registry import vocabulary as v
-from registry.schemas.fields import Code, CodeList, Problem, SubjectId, WholeNumber
-from registry.schemas.identifiers import is_identifier_field_name, printable_field_name
+from registry.core import vocabulary as v
+from registry.core.fields import (
+    Code, CodeList, Problem, SubjectId, WholeNumber, problems_to_list,
+)
+from registry.core.identifiers import is_identifier_field_name, printable_field_name
+from registry.core.rules import check_conditional_rules
 
 DICTIONARY_VERSION = "1.0.0"
 DEFAULT_MIN_REMISSION_DAYS = 730
@@ -31,6 +35,17 @@ READ_ONLY_KEYS = frozenset({
     "id", "version", "site", "site_id", "site_code", "derived", "created_at", "updated_at",
     "cell_key", "withdrawn", "source",
 })
+
+
+# Where a schema made without a threshold reads the deployment's: the server points it at its
+# settings (read_threshold_from); at a site, the registry's published value or the default.
+_threshold_setting: Callable[[], int | None] = lambda: None
+
+
+def read_threshold_from(setting: Callable[[], int | None]) -> None:
+    """Make schemas built without a threshold ask `setting` for it (None: the default)."""
+    global _threshold_setting
+    _threshold_setting = setting
 
 
 def _this_year() -> int:
@@ -92,8 +107,7 @@ class RecordFieldsSchema(Schema):
         "description": "de novo metastatic disease, or recurrence after early breast cancer",
         "dimension": True})
     primary_dx_day = _optional(_day, -MAX_DAY, -1, metadata={
-        "description": "day of the diagnosis of the primary (early) breast cancer",
-        "required_when": "presentation is recurrent; must be absent for de_novo"})
+        "description": "day of the diagnosis of the primary (early) breast cancer"})
     prior_adjuvant_trastuzumab = Code(v.YES_NO_UNKNOWN, required=True, metadata={
         "description": "trastuzumab given in the adjuvant setting before metastasis; de_novo "
                        "requires no", "dimension": True})
@@ -117,8 +131,7 @@ class RecordFieldsSchema(Schema):
     local_therapy_metastases = _optional(CodeList, v.LOCAL_THERAPY_METASTASES, metadata={
         "description": "local therapy of metastases; empty or absent = none"})
     primary_tumour_surgery = _optional(Code, v.YES_NO, metadata={
-        "description": "surgery of the primary tumour in de novo disease",
-        "required_when": "only for de_novo presentation", "dimension": True})
+        "description": "surgery of the primary tumour in de novo disease", "dimension": True})
     endocrine_maintenance = Code(v.ENDOCRINE_MAINTENANCE, required=True, metadata={
         "description": "endocrine maintenance therapy; ER and PR both negative requires "
                        "not_applicable", "dimension": True})
@@ -141,16 +154,12 @@ class RecordFieldsSchema(Schema):
         "description": "trastuzumab maintenance: ongoing, discontinued, or interrupted and "
                        "resumed", "dimension": True})
     trastuzumab_stop_day = _optional(_day, metadata={
-        "description": "day trastuzumab was stopped; after its start",
-        "required_when": "maintenance_status is discontinued or interrupted_resumed; absent when "
-                         "ongoing"})
+        "description": "day trastuzumab was stopped; after its start"})
     discontinuation_reason = _optional(Code, v.DISCONTINUATION_REASON, metadata={
         "description": "why trastuzumab was stopped",
-        "required_when": "a trastuzumab_stop_day is given; absent when ongoing",
         "dimension": True})
     trastuzumab_resume_day = _optional(_day, metadata={
-        "description": "day trastuzumab was resumed; after the stop",
-        "required_when": "maintenance_status is interrupted_resumed; absent otherwise"})
+        "description": "day trastuzumab was resumed; after the stop"})
     lvef_baseline_pct = _optional(WholeNumber, 10, 90, metadata={
         "description": "left-ventricular ejection fraction before trastuzumab", "unit": "%"})
     lvef_nadir_pct = _optional(WholeNumber, 5, 90, metadata={
@@ -158,8 +167,7 @@ class RecordFieldsSchema(Schema):
     cardiac_event = Code(v.CARDIAC_EVENT, required=True, metadata={
         "description": "worst cardiac event on trastuzumab", "dimension": True})
     progression_day = _optional(_day, metadata={
-        "description": "day of progression after the remission started; null = no progression",
-        "required_when": "disease_status_last is progressing"})
+        "description": "day of progression after the remission started; null = no progression"})
     disease_status_last = Code(v.DISEASE_STATUS, required=True, metadata={
         "description": "disease status at the last follow-up; progressing requires a "
                        "progression_day", "dimension": True,
@@ -172,20 +180,18 @@ class RecordFieldsSchema(Schema):
     vital_status = Code(v.VITAL_STATUS, required=True, metadata={
         "description": "vital status at the last follow-up", "dimension": True})
     cause_of_death = _optional(Code, v.CAUSE_OF_DEATH, metadata={
-        "description": "cause of death", "required_when": "vital_status is dead; absent when "
-                                                          "alive", "dimension": True})
+        "description": "cause of death", "dimension": True})
 
     def __init__(self, *args: Any, min_remission_days: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.min_remission_days = min_remission_days
 
     def remission_threshold(self) -> int:
-        """The inclusion threshold in days: the schema's own, else the app's setting."""
+        """The inclusion threshold in days: the schema's own, else the deployment's setting."""
         if self.min_remission_days is not None:
             return self.min_remission_days
-        if has_app_context():
-            return int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"])
-        return DEFAULT_MIN_REMISSION_DAYS
+        setting = _threshold_setting()
+        return DEFAULT_MIN_REMISSION_DAYS if setting is None else setting
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
     def reject_unknown_fields(self, data: dict[str, Any], original: Any, **_: Any) -> None:
@@ -242,25 +248,17 @@ class PutRecordSchema(RecordFieldsSchema):
 
 def check_rules(data: dict[str, Any], original: dict[str, Any],
                 min_remission_days: int) -> dict[str, list[Problem]]:
-    """Cross-field rules of record.md; a rule is checked only when its fields are valid."""
+    """Cross-field rules of record.md: the rule table, then the inclusion rules; a rule is
+    checked only when its fields are valid."""
     errors: dict[str, list[Problem]] = defaultdict(list)
+    for field, problems in check_conditional_rules(data, original).items():
+        errors[field].extend(problems)
 
     def fail(field: str, code: str, message: str) -> None:
         errors[field].append(Problem(code, message))
 
-    def given(field: str) -> bool:  # sent, whether valid or not
-        return original.get(field) is not None
-
     def valid(*fields: str) -> bool:  # every field sent and valid
         return all(data.get(field) is not None for field in fields)
-
-    def require(field: str, why: str) -> None:
-        if not given(field):
-            fail(field, "required", f"is required when {why}")
-
-    def forbid(field: str, why: str) -> None:
-        if given(field):
-            fail(field, "not_allowed_here", f"must be absent when {why}")
 
     # HER2-positive disease only.
     if valid("her2_ihc", "her2_ish") and not (
@@ -268,57 +266,9 @@ def check_rules(data: dict[str, Any], original: dict[str, Any],
         fail("her2_ihc", "not_her2_positive",
              "the registry includes HER2-positive disease only: her2_ihc 3+ or her2_ish amplified")
 
-    presentation = data.get("presentation")
-    if presentation == "recurrent":
-        require("primary_dx_day", "presentation is recurrent")
-        forbid("primary_tumour_surgery", "presentation is recurrent (it is for de_novo only)")
-    elif presentation == "de_novo":
-        forbid("primary_dx_day", "presentation is de_novo")
-        if valid("prior_adjuvant_trastuzumab") and data["prior_adjuvant_trastuzumab"] != "no":
-            fail("prior_adjuvant_trastuzumab", "not_allowed_here",
-                 "must be no when presentation is de_novo")
-
-    if data.get("er_status") == data.get("pr_status") == "negative" and \
-            valid("endocrine_maintenance") and data["endocrine_maintenance"] != "not_applicable":
-        fail("endocrine_maintenance", "not_allowed_here",
-             "must be not_applicable when ER and PR are both negative")
-
     if valid("best_response") and data["best_response"] not in v.REMISSION_RESPONSES:
         fail("best_response", "not_in_remission", "the registry includes patients in remission "
              "only: complete_response or ned_after_local_therapy")
-
-    if valid("remission_start_day", "trastuzumab_start_day") and \
-            data["remission_start_day"] < data["trastuzumab_start_day"]:
-        fail("remission_start_day", "day_order", "must be on or after trastuzumab_start_day")
-
-    status = data.get("maintenance_status")
-    if status == "ongoing":
-        for field in ("trastuzumab_stop_day", "discontinuation_reason", "trastuzumab_resume_day"):
-            forbid(field, "maintenance_status is ongoing")
-    elif status in ("discontinued", "interrupted_resumed"):
-        require("trastuzumab_stop_day", f"maintenance_status is {status}")
-        if status == "interrupted_resumed":
-            require("trastuzumab_resume_day", "maintenance_status is interrupted_resumed")
-        else:
-            forbid("trastuzumab_resume_day", "maintenance_status is discontinued")
-    if given("trastuzumab_stop_day") and status != "ongoing":
-        require("discontinuation_reason", "a trastuzumab_stop_day is given")
-    if valid("trastuzumab_stop_day", "trastuzumab_start_day") and \
-            data["trastuzumab_stop_day"] <= data["trastuzumab_start_day"]:
-        fail("trastuzumab_stop_day", "day_order", "must be after trastuzumab_start_day")
-    if valid("trastuzumab_resume_day", "trastuzumab_stop_day") and \
-            data["trastuzumab_resume_day"] <= data["trastuzumab_stop_day"]:
-        fail("trastuzumab_resume_day", "day_order", "must be after trastuzumab_stop_day")
-
-    if valid("lvef_nadir_pct", "lvef_baseline_pct") and \
-            data["lvef_nadir_pct"] > data["lvef_baseline_pct"]:
-        fail("lvef_nadir_pct", "out_of_range", "must not be above lvef_baseline_pct")
-
-    if valid("progression_day", "remission_start_day") and \
-            data["progression_day"] <= data["remission_start_day"]:
-        fail("progression_day", "day_order", "must be after remission_start_day")
-    if data.get("disease_status_last") == "progressing":
-        require("progression_day", "disease_status_last is progressing")
 
     if valid("last_followup_day"):
         later = [field for field in DAY_FIELDS if field != "last_followup_day"
@@ -327,18 +277,14 @@ def check_rules(data: dict[str, Any], original: dict[str, Any],
             fail("last_followup_day", "day_order",
                  "must be on or after every other day of the record (" + ", ".join(later) + ")")
 
-    if data.get("vital_status") == "dead":
-        require("cause_of_death", "vital_status is dead")
-    elif data.get("vital_status") == "alive":
-        forbid("cause_of_death", "vital_status is alive")
-
-    progression_ok = not given("progression_day") or valid("progression_day")
+    given_progression = original.get("progression_day") is not None
+    progression_ok = not given_progression or valid("progression_day")
     if valid("remission_start_day", "last_followup_day") and progression_ok:
         end = data.get("progression_day")
         end = data["last_followup_day"] if end is None else end
         length = end - data["remission_start_day"]
         # A remission that ends before it starts is a day_order problem, reported above.
-        if 0 <= length < min_remission_days and not (length == 0 and given("progression_day")):
+        if 0 <= length < min_remission_days and not (length == 0 and given_progression):
             fail("remission_start_day", "remission_too_short",
                  f"the registry includes remissions of at least {min_remission_days} days: "
                  "(progression_day or last_followup_day) - remission_start_day")
@@ -346,3 +292,41 @@ def check_rules(data: dict[str, Any], original: dict[str, Any],
 
 
 SUBMITTED_FIELDS: tuple[str, ...] = tuple(RecordFieldsSchema().fields)
+# Fields holding a list of codes, and the codes each may hold.
+LIST_FIELDS: dict[str, tuple[str, ...]] = {
+    name: field.choices for name, field in RecordFieldsSchema().fields.items()
+    if isinstance(field, CodeList)}
+
+
+def canonical(data: dict[str, Any]) -> dict[str, Any]:
+    """The submitted fields in a fixed form: every field present, absent = None, lists as []."""
+    record = {name: data.get(name) for name in SUBMITTED_FIELDS}
+    for name in LIST_FIELDS:
+        record[name] = record[name] or []
+    return record
+
+
+_schema = RecordSchema()
+
+
+@lru_cache(maxsize=8)
+def _schema_with_threshold(min_remission_days: int) -> RecordSchema:
+    return RecordSchema(min_remission_days=min_remission_days)
+
+
+def validate_record(raw: Any, min_remission_days: int | None = None
+                    ) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """Validate one record with subject_id: (canonical data, []) or (None, errors). The
+    inclusion threshold is the deployment's unless `min_remission_days` is given (a site tool
+    validates with the threshold its registry publishes)."""
+    schema = _schema if min_remission_days is None else \
+        _schema_with_threshold(min_remission_days)
+    try:
+        return canonical(schema.load(raw)), []
+    except ValidationError as error:
+        return None, problems_to_list(error.messages)
+
+
+def remission_threshold() -> int:
+    """The inclusion threshold in force (the deployment's setting, else the default)."""
+    return _schema.remission_threshold()

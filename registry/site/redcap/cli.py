@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from registry.redcap.config import ConfigError, load_config
-from registry.redcap.sync import EXIT_FAILED, SyncAborted, run, write_report
+from registry.site.redcap.config import ConfigError, load_config
+from registry.site.redcap.sync import EXIT_FAILED, SyncAborted, run, write_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

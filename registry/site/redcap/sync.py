@@ -29,14 +29,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from registry.redcap.assembly import build_record, subject_id
-from registry.redcap.client import HASHED_MESSAGE, RedcapClient, RedcapFailure, looks_hashed
-from registry.redcap.config import SyncConfig
-from registry.redcap.dictionary import metadata_version, redcap_fields
-from registry.redcap.registry_client import RegistryClient, RegistryFailure
-from registry.schemas.record import DICTIONARY_VERSION
+from registry.core.deidentify import build_record, subject_id
+from registry.site.redcap.client import HASHED_MESSAGE, RedcapClient, RedcapFailure, looks_hashed
+from registry.site.redcap.config import SyncConfig
+from registry.core.redcap_dictionary import metadata_version, redcap_fields
+from registry.site.registry_client import RegistryClient, RegistryFailure
+from registry.core.record import DICTIONARY_VERSION
 
-log = logging.getLogger("registry.redcap.sync")
+log = logging.getLogger("registry.site.redcap.sync")
 WATERMARK_FORMAT = "%Y-%m-%d %H:%M:%S"
 OUTCOMES = ("created", "updated", "unchanged", "invalid", "withdrawn", "not_in_registry",
             "not_exported")
@@ -168,7 +168,8 @@ def _changed_records(client: RedcapClient, report: Report, since: datetime | Non
 
 
 def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], report: Report,
-          progress: bool) -> tuple[list[dict[str, Any]], list[str]]:
+          progress: bool, min_remission_days: int | None = None
+          ) -> tuple[list[dict[str, Any]], list[str]]:
     """(valid records to send, record ids REDCap did not return): export, assemble,
     de-identify and validate every record.
 
@@ -184,7 +185,7 @@ def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], repor
                 rows_of[str(row[client.id_field])].append(row)
             for record_id, record_rows in rows_of.items():
                 subject = subject_id(config.site_secret, record_id, config.subject_prefix)
-                record, problems = build_record(record_rows, subject)
+                record, problems = build_record(record_rows, subject, min_remission_days)
                 if record is None:
                     report.add(subject, "invalid", errors=problems, refused_by="sync")
                 else:
@@ -283,8 +284,10 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
     record_ids, deleted = _changed_records(client, report, since)
     if looks_hashed(record_ids + deleted):
         raise SyncAborted(HASHED_MESSAGE)
-    # Everything is read before anything is sent.
-    to_send, not_returned = _read(client, config, record_ids, report, progress)
+    # Everything is read before anything is sent; records are checked under the registry's
+    # published inclusion threshold, as registry-submit checks them.
+    threshold = registry.min_remission_days()
+    to_send, not_returned = _read(client, config, record_ids, report, progress, threshold)
     gone = _gone(client, config, report, not_returned)
     _push(registry, config, to_send, report, dry_run, progress)
     if full:

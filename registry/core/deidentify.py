@@ -25,10 +25,11 @@ import re
 from datetime import date
 from typing import Any
 
-from registry.redcap.dictionary import (
-    FOLLOW_UP_FORM, MET_DX_DATE, RedcapField, redcap_fields, redcap_name,
+from registry.core.identifiers import is_identifier_field_name
+from registry.core.record import validate_record
+from registry.core.redcap_dictionary import (
+    FOLLOW_UP_FORM, MET_DX_DATE, RedcapField, redcap_fields, redcap_name, site_columns,
 )
-from registry.services.records import validate_record
 
 VISIT_DATE = "last_followup_date"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -41,6 +42,15 @@ def subject_id(secret: str, record_id: str, prefix: str = "") -> str:
     digest = hmac.new(secret.encode(), record_id.encode(), hashlib.sha256).hexdigest()
     letters = "".join(chr(ord("a") + int(nibble, 16)) for nibble in digest)
     return prefix + letters[:SUBJECT_HASH_LETTERS]
+
+
+def split_columns(names: list[str]) -> tuple[list[str], list[str], int]:
+    """(the columns the registry reads, the others, how many of those look like identifiers):
+    identifier columns and a site's own columns are dropped before any value is read."""
+    known = site_columns()
+    kept = [name for name in names if name in known]
+    dropped = [name for name in names if name and name not in known]
+    return kept, dropped, sum(map(is_identifier_field_name, dropped))
 
 
 def _problem(field: str, code: str, message: str) -> dict[str, str]:
@@ -154,19 +164,24 @@ def assemble(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str,
     return {key: value for key, value in record.items() if value is not None}, reader.problems
 
 
-def build_record(rows: list[dict[str, Any]], subject: str
+def build_record(rows: list[dict[str, Any]], subject: str,
+                 min_remission_days: int | None = None
                  ) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
-    """A registry record ready to send, or None and its problems (edge and registry rules).
+    """A registry record ready to send, or None and its problems (edge and registry rules,
+    under the given inclusion threshold, else the default).
 
     Problems name the REDCap field (`field`) and the registry field (`registry_field`)."""
     record, problems = assemble(rows)
     record = {"subject_id": subject, **record}
-    _, errors = validate_record(record)
+    _, errors = validate_record(record, min_remission_days)
     reported = {problem["field"] for problem in problems}
     for error in errors:
-        name = error["field"].split(".")[0]
-        if redcap_name(name) not in reported:  # an edge problem already explains it
-            problems.append({**error, "field": redcap_name(name)})
+        name = redcap_name(error["field"].split(".")[0])
+        if name in reported:  # an edge problem already explains it
+            continue
+        if MET_DX_DATE in reported and name.endswith("_date"):
+            continue  # without day 0 no date can become a day: the day-0 problem says it
+        problems.append({**error, "field": name})
     if problems:
         registry_names = {field.name: field.registry_name for field in redcap_fields()}
         return None, [{**problem, "registry_field": registry_names.get(problem["field"],

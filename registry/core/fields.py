@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-from registry.schemas.identifiers import identifier_kind, looks_like_date
+from registry.core.identifiers import identifier_kind, looks_like_date
 
 
 class Problem(str):

@@ -1,4 +1,5 @@
-"""The registry's HTTP API as the sync uses it: batches, withdrawals, the site's subject list.
+"""The registry's HTTP API as the site tools use it: batches, withdrawals, the site's subject
+list, the published dictionary.
 
 Every call has a timeout; 5xx, 429 and timeouts are retried with backoff (429 and 503 honour
 Retry-After); anything else that is not the expected answer fails the run.
@@ -13,7 +14,7 @@ from urllib.parse import quote
 
 import requests
 
-SOURCE_HEADER = {"X-Registry-Source": "redcap-sync"}
+SOURCE_HEADER = "X-Registry-Source"
 
 
 class RegistryFailure(Exception):
@@ -24,19 +25,21 @@ class RegistryClient:
     """A submitter token's view of the registry."""
 
     def __init__(self, url: str, token: str, *, timeout: float, retries: int, backoff: float,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, source: str = "redcap-sync"
+                 ) -> None:
         self.base = url.rstrip("/") + "/api/v1"
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.sleep = sleep
         self.session = requests.Session()
-        self.session.headers.update({"Authorization": f"Bearer {token}", **SOURCE_HEADER})
+        self.session.headers.update({"Authorization": f"Bearer {token}", SOURCE_HEADER: source})
 
     def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: Any
                  ) -> requests.Response:
         # Named without the subject_id: a report says which call failed, not for whom.
-        what = f"{method} /records{'/batch' if path.startswith('/records/batch') else ''}"
+        what = f"{method} {path.split('?')[0]}" if not path.startswith("/records") else \
+            f"{method} /records{'/batch' if path.startswith('/records/batch') else ''}"
         for attempt in range(self.retries + 1):
             wait = self.backoff * 2 ** attempt
             try:
@@ -76,6 +79,15 @@ class RegistryClient:
             return self._request("GET", path, (200, 404)).status_code == 200
         response = self._request("DELETE", path + "?reason=deleted_at_source", (204, 404))
         return response.status_code == 204
+
+    def min_remission_days(self) -> int:
+        """The registry's inclusion threshold, from its published dictionary."""
+        body = _json(self._request("GET", "/dictionary", (200,)))
+        try:
+            return int(body["inclusion"]["min_remission_days"])
+        except (KeyError, TypeError, ValueError):
+            raise RegistryFailure("GET /dictionary: the answer holds no inclusion threshold"
+                                  ) from None
 
     def subjects(self) -> set[str]:
         """Every subject_id the registry holds for this site."""

@@ -11,7 +11,7 @@ cannot drift apart.
 The file stays within what REDCap's Data Dictionary upload accepts without a warning (field
 names of lowercase letters, digits and underscores, starting with a letter, at most 26
 characters) and reads as a REDCap user expects: labels and notes are plain words, never a
-registry field name, a code or "null" (`REDCAP_WORDING`). tests/test_redcap_dictionary.py
+registry field name, a code or "null" (`REDCAP_LABELS`, and the plain words of each rule). tests/test_redcap_dictionary.py
 applies REDCap's upload checks to the generated file.
 """
 
@@ -23,8 +23,9 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from registry.schemas.record import DICTIONARY_VERSION, RecordFieldsSchema
-from registry.services.dictionary import field_type
+from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
+from registry.core.dictionary import field_type
+from registry.core.rules import branching, plain_words
 
 HEADER = (
     "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
@@ -52,16 +53,6 @@ SECTION_HEADERS = {
     FOLLOW_UP_FORM: "Follow-up visit. Add one instance per visit: the registry takes the status "
                     "of the latest visit and the earliest progression date.",
 }
-# Branching logic for the conditional fields of record.md (those with `required_when`):
-# field -> (the field it depends on, the values that show it).
-BRANCHING: dict[str, tuple[str, tuple[str, ...]]] = {
-    "primary_dx_day": ("presentation", ("recurrent",)),
-    "primary_tumour_surgery": ("presentation", ("de_novo",)),
-    "trastuzumab_stop_day": ("maintenance_status", ("discontinued", "interrupted_resumed")),
-    "discontinuation_reason": ("maintenance_status", ("discontinued", "interrupted_resumed")),
-    "trastuzumab_resume_day": ("maintenance_status", ("interrupted_resumed",)),
-    "cause_of_death": ("vital_status", ("dead",)),
-}
 # Labels for codes whose plain spelling would read badly; every other code reads as itself.
 CODE_LABELS = {
     "t_dm1": "T-DM1 (trastuzumab emtansine)", "t_dxd": "T-DXd (trastuzumab deruxtecan)",
@@ -73,41 +64,28 @@ CODE_LABELS = {
     "remission_physician_decision": "physician's decision during remission",
     "not_done": "not done", "not_applicable": "not applicable", "de_novo": "de novo",
 }
-# Label and note (None: generated) of fields whose schema wording speaks the registry's language
-# (field names, codes, "null", "absent"), in the words a REDCap user reads on the form.
-REDCAP_WORDING: dict[str, tuple[str | None, str | None]] = {
-    "primary_dx_day": (None, "Required for recurrent disease; leave blank for de novo disease"),
-    "prior_adjuvant_trastuzumab": (
+# Labels of fields whose schema description speaks the registry's language (field names, codes,
+# "null"), in the words a REDCap user reads on the form. The notes of conditional fields are the
+# plain words of their rules (core/rules.py).
+REDCAP_LABELS: dict[str, str] = {
+    "prior_adjuvant_trastuzumab":
         "Trastuzumab given in the adjuvant setting before metastasis (No for de novo disease)",
-        None),
-    "ecog_at_met_dx": (
-        "ECOG performance status at metastatic diagnosis (leave blank if unknown)", None),
-    "later_anti_her2": (
-        "Anti-HER2 agents given after the first line (leave all unticked if none)", None),
-    "local_therapy_metastases": (
-        "Local therapy of metastases (leave all unticked if none)", None),
-    "primary_tumour_surgery": (None, "Only for de novo disease"),
-    "endocrine_maintenance": (
-        "Endocrine maintenance therapy (not applicable when ER and PR are both negative)", None),
-    "best_response": (
+    "ecog_at_met_dx":
+        "ECOG performance status at metastatic diagnosis (leave blank if unknown)",
+    "later_anti_her2":
+        "Anti-HER2 agents given after the first line (leave all unticked if none)",
+    "local_therapy_metastases": "Local therapy of metastases (leave all unticked if none)",
+    "endocrine_maintenance":
+        "Endocrine maintenance therapy (not applicable when ER and PR are both negative)",
+    "best_response":
         "Best response to first-line therapy; the registry takes patients with a complete "
-        "response or no evidence of disease after local therapy", None),
-    "trastuzumab_stop_day": (
-        None, "Required when maintenance was discontinued, or interrupted and resumed; leave "
-              "blank while it is ongoing"),
-    "discontinuation_reason": (
-        None, "Required when a trastuzumab stop date is given; leave blank while maintenance "
-              "is ongoing"),
-    "trastuzumab_resume_day": (
-        None, "Required when maintenance was interrupted and resumed; leave blank otherwise"),
-    "progression_day": (
+        "response or no evidence of disease after local therapy",
+    "progression_day":
         "Date of progression after the remission started (leave blank if no progression)",
-        "Required when the disease status at the last follow-up is progressing"),
-    "disease_status_last": (
-        "Disease status at the last follow-up (progressing needs a progression date)", None),
-    "last_followup_day": (
-        "Date of the last follow-up; on or after every other date of the record", None),
-    "cause_of_death": (None, "Required when the patient has died; leave blank while alive"),
+    "disease_status_last":
+        "Disease status at the last follow-up (progressing needs a progression date)",
+    "last_followup_day":
+        "Date of the last follow-up; on or after every other date of the record",
 }
 # The published dictionary's type of a field -> the kind of REDCap field it becomes.
 _KINDS = {"list of codes": "codes", "code": "code", "integer": "integer"}
@@ -136,6 +114,7 @@ class RedcapField:
     kind: str  # date | code | codes | integer
     codes: tuple[tuple[str, str], ...] = ()  # (REDCap code, registry value)
     required: bool = False
+    bounds: tuple[int, int] | tuple[()] = ()  # (least, greatest) of a whole number
 
     def registry_value(self, code: str) -> str | None:
         """The registry value of a REDCap code, or None for a code the dictionary lacks."""
@@ -161,16 +140,30 @@ def redcap_fields() -> tuple[RedcapField, ...]:
         target = redcap_name(name)
         kind = "date" if target.endswith("_date") else _KINDS[field_type(field)]
         codes = tuple((redcap_code(value), value) for value in getattr(field, "choices", ()))
-        found.append(RedcapField(target, name, form, kind, codes, bool(field.required)))
+        bounds = (field.minimum, field.upper_bound()) if kind == "integer" else ()
+        found.append(RedcapField(target, name, form, kind, codes, bool(field.required), bounds))
     return tuple(found)
 
 
-def _branching(registry_name: str) -> str:
-    if registry_name not in BRANCHING:
-        return ""
-    controller, values = BRANCHING[registry_name]
-    return " or ".join(f"[{redcap_name(controller)}] = '{redcap_code(value)}'"
-                       for value in values)
+def checkbox_column(field: str, code: str) -> str:
+    """The column of one code of a list field, as REDCap exports it (`field___code`)."""
+    return f"{field}___{code.lower()}"
+
+
+# Columns REDCap adds to an export that the de-identification reads.
+REDCAP_COLUMNS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+
+
+def site_columns() -> dict[str, str]:
+    """Every site-side column the registry reads -> its kind (id, redcap, date, code, codes,
+    integer): record_id, REDCap's event and repeat columns, and the registry's fields."""
+    columns = {RECORD_ID: "id", **{name: "redcap" for name in REDCAP_COLUMNS}}
+    for spec in redcap_fields():
+        if spec.kind == "codes":
+            columns.update({checkbox_column(spec.name, code): "codes" for code, _ in spec.codes})
+        else:
+            columns[spec.name] = spec.kind
+    return columns
 
 
 def _row(field: RedcapField, section: str) -> dict[str, str]:
@@ -182,7 +175,8 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
     row["Form Name"] = field.form
     row["Section Header"] = section
     row["Required Field?"] = "y" if field.required else ""
-    row["Branching Logic (Show field only if...)"] = _branching(field.registry_name)
+    row["Branching Logic (Show field only if...)"] = branching(field.registry_name, redcap_name,
+                                                                 redcap_code)
     notes = []
     if field.kind == "date":
         row["Field Type"] = "text"
@@ -207,12 +201,9 @@ def _row(field: RedcapField, section: str) -> dict[str, str]:
         row["Text Validation Max"] = str(schema_field.upper_bound())
         if "unit" in meta:
             notes.append(meta["unit"])
-    label, note = REDCAP_WORDING.get(field.registry_name, (None, None))
-    if note is not None:
-        notes.append(note)
-    elif "required_when" in meta:
-        notes.append("required when " + meta["required_when"])
-    label = label or description[:1].upper() + description[1:]
+    # A form speaks plain words: each conditional rule's own (core/rules.py), not field names.
+    notes.append(plain_words(field.registry_name))
+    label = REDCAP_LABELS.get(field.registry_name) or description[:1].upper() + description[1:]
     row["Field Label"] = label
     text = "; ".join(note for note in notes if note)
     row["Field Note"] = text[:1].upper() + text[1:]

@@ -7,10 +7,11 @@ from typing import Any
 
 from marshmallow import fields as ma_fields
 
-from registry.derived import DERIVED_FIELDS
-from registry.schemas.fields import Code, CodeList, SubjectId, WholeNumber
-from registry.schemas.record import DICTIONARY_VERSION, RecordSchema
-from registry.vocabulary import met_dx_periods
+from registry.core.derived import DERIVED_FIELDS
+from registry.core.fields import Code, CodeList, SubjectId, WholeNumber
+from registry.core.record import DICTIONARY_VERSION, RecordSchema
+from registry.core.rules import required_when, rule_texts
+from registry.core.vocabulary import met_dx_periods
 
 # Every error code a submission can meet, and what it means. Published with the dictionary.
 ERROR_CODES: dict[str, str] = {
@@ -61,8 +62,10 @@ def describe_field(name: str, field: ma_fields.Field) -> dict[str, Any]:
         "nullable": bool(field.allow_none),
         "description": meta.get("description", ""),
     }
-    if "required_when" in meta:
-        entry["required_when"] = meta["required_when"]
+    if required_when(name):
+        entry["required_when"] = required_when(name)
+    if rule_texts(name):
+        entry["rules"] = rule_texts(name)
     if isinstance(field, (Code, CodeList)):
         entry["choices"] = list(field.choices)
     if isinstance(field, WholeNumber):
