@@ -76,9 +76,10 @@ def survival(query: dict[str, Any]) -> Any:
     events and censored, protected like counts; the actuarial estimate with its Greenwood 95 %
     interval computed from those published counts; the median when reached; the log-rank test
     between groups (refused when a group holds fewer than k records). See docs/methods.md.
-    Computed from a release (`release`, default the newest). 400: unknown parameter, dimension,
-    category, format or release; 409: no release has been cut yet; 422: the cohort is smaller than the
-    minimum cell count; 429: this question was asked too often."""
+    Computed from a release (`release`, default the newest). 400: unknown parameter,
+    dimension, category, format or release; 409: no release has been cut yet; 422: the cohort
+    is smaller than the minimum cell count; 429: you have asked as many distinct questions of
+    this release as allowed."""
     answer = _survival(query)
     return _survival_csv(answer) if _wants_csv(query) else answer
 
