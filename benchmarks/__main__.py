@@ -13,6 +13,7 @@ import sys
 BENCHMARKS = {
     "ingest": "benchmarks.ingest",  # B1, B2
     "aggregates": "benchmarks.aggregates",  # B4
+    "analyses": "benchmarks.analyses",  # B7
     "redcap": "benchmarks.redcap_sync",  # B5
     "load": "benchmarks.load",  # B3, B6
     "window": "benchmarks.window",  # privacy.md 2.3, measured

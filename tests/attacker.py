@@ -89,9 +89,10 @@ def check_published(published: list[list[int | None]], row_totals: Sequence[int 
 
 def life_table_bounds(body: dict[str, Any], slack: int) -> dict[str, float] | None:
     """The attacker on a remission answer: the largest value of every withheld number, knowing
-    that each group's size is the sum of the group sizes' total, that at every interval the
-    records at risk either relapse, are censored or are still at risk at the next, and that the
-    open last interval ends everyone. None when the published numbers admit no solution."""
+    that the total is the sum of the group sizes, that a group's size is those at risk at the
+    start plus everyone entering later (delayed entry), that at every interval those at risk or
+    entering either relapse, are censored or are at risk at the next, and that the open last
+    interval ends everyone. None when the published numbers admit no solution."""
     names: list[str] = []
     published: list[int | None] = []
 
@@ -106,20 +107,23 @@ def life_table_bounds(body: dict[str, Any], slack: int) -> dict[str, float] | No
     for group in body["groups"]:
         size = variable(f"{group['group']} size", group["count"])
         sizes.append(size)
-        at_risk = size
-        for number, interval in enumerate(group["intervals"]):
+        members: dict[int, int] = {size: 1}
+        leaving: dict[int, int] | None = None
+        for interval in group["intervals"]:
             label = f"{group['group']} year {interval['from_year']}"
             shown = variable(f"{label} at risk", interval["at_risk"])
-            rows.append({shown: 1, at_risk: -1} if shown != at_risk else {})
+            entered = variable(f"{label} entered", interval.get("entered", 0))
+            if leaving is None:
+                members[shown] = -1
+            else:
+                rows.append({**leaving, shown: -1})
+            members[entered] = -1
             relapses = variable(f"{label} relapses", interval["relapses"])
             censored = variable(f"{label} censored", interval["censored"])
-            if number == len(group["intervals"]) - 1:
-                rows.append({shown: 1, relapses: -1, censored: -1})
-            else:
-                at_risk = variable(f"{label} still at risk", None)
-                rows.append({shown: 1, relapses: -1, censored: -1, at_risk: -1})
-        if not group["intervals"]:
-            rows.append({size: 1})
+            leaving = {shown: 1, entered: 1, relapses: -1, censored: -1}
+        if leaving is not None:
+            rows.append(leaving)
+        rows.append(members)
     rows.append({total: 1, **{size: -1 for size in sizes}})
     matrix = np.zeros((len(rows), len(names)))
     for r, row in enumerate(rows):
@@ -128,7 +132,7 @@ def life_table_bounds(body: dict[str, Any], slack: int) -> dict[str, float] | No
     bounds = [(0, None) if v is None else (max(0, v - slack), v + slack) for v in published]
     found: dict[str, float] = {}
     for index, value in enumerate(published):
-        if value is not None or names[index].endswith("still at risk"):
+        if value is not None:
             continue
         objective = np.zeros(len(names))
         objective[index] = -1
@@ -144,7 +148,7 @@ def check_life_table_published(body: dict[str, Any], policy: Policy) -> None:
     """Assert properties 1 and 2 of privacy.md section 2 for a remission answer."""
     numbers = [body["total"]] + [g["count"] for g in body["groups"]] + [
         i[name] for g in body["groups"] for i in g["intervals"]
-        for name in ("at_risk", "relapses", "censored")]
+        for name in ("at_risk", "entered", "relapses", "censored")]
     assert all(v is None or v == 0 or v >= policy.min_cell_count for v in numbers)
     slack = MAX_ADJUSTMENT if policy.perturbation else 0
     for assumed in sorted({slack, 0}):

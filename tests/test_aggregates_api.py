@@ -266,7 +266,8 @@ def test_remission_answers_csv_too(client: FlaskClient, coordinator, records) ->
         assert response.status_code == 200 and response.mimetype == "text/csv"
         lines = _csv_lines(response)
         assert lines[0] == ["hr_status", "group_count", "from_year", "to_year", "at_risk",
-                            "relapses", "censored", "in_remission", "suppressed", "note"]
+                            "entered", "relapses", "censored", "in_remission", "suppressed",
+                            "note"]
         intervals = [(group["group"], interval) for group in as_json["groups"]
                      for interval in group["intervals"]]
         assert len(lines) == 1 + len(intervals)
@@ -375,9 +376,10 @@ def check_life_table(body: dict[str, Any], k: int, exact: bool) -> None:
                 previous = interval["in_remission"]
             following = group["intervals"][number + 1:number + 2]
             if exact and following and None not in (interval["at_risk"], interval["relapses"],
-                                                     interval["censored"],
+                                                     interval["censored"], interval["entered"],
                                                      following[0]["at_risk"]):
-                assert following[0]["at_risk"] == (interval["at_risk"] - interval["relapses"]
+                assert following[0]["at_risk"] == (interval["at_risk"] + interval["entered"]
+                                                   - interval["relapses"]
                                                    - interval["censored"])
 
 
@@ -390,10 +392,12 @@ def test_remission_life_table_by_group(app: Flask, client: FlaskClient, coordina
     check_life_table(body, K, exact=True)
     de_novo = body["groups"][0]
     assert de_novo["count"] == sum(r["presentation"] == "de_novo" for r in rows)
-    # Every record is in remission for at least two years: the first two years have no relapse.
-    assert [i["relapses"] for i in de_novo["intervals"][:2]] == [0, 0]
-    assert de_novo["intervals"][0]["in_remission"] == 1.0
-    assert de_novo["intervals"][-1]["to_year"] is None
+    # Every record is in remission for at least two years (the inclusion rule): nobody is at
+    # risk before day 730, so the first two years show no estimate rather than 100 %.
+    assert [i["at_risk"] for i in de_novo["intervals"][:3]] == [0, 0, de_novo["count"]]
+    assert [i["in_remission"] for i in de_novo["intervals"][:2]] == [None, None]
+    assert de_novo["intervals"][1]["entered"] == de_novo["count"]
+    assert len(de_novo["intervals"]) == 11 and de_novo["intervals"][-1]["to_year"] is None
     relapses = sum(i["relapses"] or 0 for i in de_novo["intervals"])
     assert relapses <= sum(r["progression_day"] is not None for r in rows
                            if r["presentation"] == "de_novo")

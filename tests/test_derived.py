@@ -27,7 +27,8 @@ def test_the_example_record():
         "hr_status": "positive", "visceral_disease": True, "bone_only": False,
         "organ_count_band": "2", "cns_metastases": False, "remission_days": 3100,
         "remission_band": "5_to_10y", "trastuzumab_days": 2086, "off_trastuzumab_days": 1200,
-        "off_trastuzumab_band": "3y_plus", "progressed_after_stop": False, "age_band": "50_59",
+        "off_trastuzumab_band": "3y_plus", "remission_before_stop_band": "5y_plus",
+        "progressed_after_stop": False, "age_band": "50_59",
         "met_dx_period": "2008_2012", "ecog_band": "1",
     }
 
@@ -98,7 +99,10 @@ def test_trastuzumab_days(changes, days):
     ({"trastuzumab_stop_day": 3300 - 1095}, 1095, "1_to_3y", False),
     ({"trastuzumab_stop_day": 3300 - 1096}, 1096, "3y_plus", False),
     ({"progression_day": 2400, "disease_status_last": "progressing"}, 300, "under_1y", True),
-    ({"progression_day": 2100, "disease_status_last": "progressing"}, 0, "under_1y", False),
+    # Progression on or before the stop: not a discontinuation in remission (clinical ruling).
+    ({"progression_day": 2100, "disease_status_last": "progressing"}, None, "none", False),
+    ({"progression_day": 1500, "disease_status_last": "progressing"}, None, "none", False),
+    ({"progression_day": 2101, "disease_status_last": "progressing"}, 1, "under_1y", True),
 ])
 def test_after_discontinuation(changes, days, band, progressed):
     fields = derived(changes)
@@ -150,7 +154,20 @@ def test_code_fields_stay_in_their_categories():
         fields = derived(changes)
         for name, spec in DERIVED_FIELDS.items():
             if spec.kind == "code" and spec.categories:
-                assert fields[name] in spec.categories, name
+                # A nullable code (remission_before_stop_band) is empty when it does not apply.
+                assert fields[name] in spec.categories or (
+                    fields[name] is None and name == "remission_before_stop_band"), name
+
+
+@pytest.mark.parametrize("stop, band", [
+    (200 + 729, "under_2y"), (200 + 730, "2_to_5y"), (200 + 1825, "2_to_5y"),
+    (200 + 1826, "5y_plus"),
+])
+def test_remission_before_stop_band(stop, band):
+    assert derived({"trastuzumab_stop_day": stop})["remission_before_stop_band"] == band
+    assert derived(ONGOING)["remission_before_stop_band"] is None
+    stopped_at_progression = {"progression_day": 2100, "disease_status_last": "progressing"}
+    assert derived(stopped_at_progression)["remission_before_stop_band"] is None
 
 
 def test_api_returns_derived_fields_read_only(client, site_a):

@@ -203,4 +203,4 @@ def test_columns_enforce_the_schema_codes_and_nullability():
         expected_type = {"code": str, "boolean": bool, "integer": int}[spec.kind]
         assert column.type.python_type is expected_type, name
     assert {name for name in DERIVED_FIELDS if columns[name].nullable} == {
-        "off_trastuzumab_days", "progressed_after_stop"}
+        "off_trastuzumab_days", "progressed_after_stop", "remission_before_stop_band"}

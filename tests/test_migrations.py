@@ -112,3 +112,41 @@ def test_there_is_one_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_0005_applies_the_clinical_ruling_to_records_stored_before_it(
+        scratch_database_url: str) -> None:
+    """A record stored with a stop after progression loses its (negative) time off trastuzumab;
+    a discontinuation in remission gets its remission-before-stop band."""
+    import random
+
+    from sqlalchemy import insert
+
+    from registry.models import Record, Site
+    from registry.services.synthetic import synthetic_rows
+
+    config = alembic_config(scratch_database_url)
+    command.upgrade(config, "0004")
+    engine = make_engine(scratch_database_url)
+    columns = {c.name for c in Record.__table__.columns} - {"remission_before_stop_band"}
+    with engine.begin() as connection:
+        site = connection.execute(insert(Site.__table__).values(code="TOR", name="T")
+                                  .returning(Site.__table__.c.id)).scalar_one()
+        rows = synthetic_rows(random.Random(3), {site: "TOR"}, 2)
+        for row, progression in zip(rows, (None, -50)):
+            row.update(maintenance_status="discontinued", remission_start_day=100,
+                       trastuzumab_stop_day=1000, discontinuation_reason="progression",
+                       trastuzumab_resume_day=None, last_followup_day=3000,
+                       progression_day=None if progression is None else 1000 + progression,
+                       off_trastuzumab_days=2000 if progression is None else progression,
+                       off_trastuzumab_band="3y_plus" if progression is None else "under_1y")
+        connection.execute(insert(Record.__table__),
+                           [{k: v for k, v in row.items() if k in columns} for row in rows])
+    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        stored = connection.execute(text(
+            "SELECT progression_day, off_trastuzumab_days, off_trastuzumab_band, "
+            "remission_before_stop_band FROM records ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(row) for row in stored] == [(None, 2000, "3y_plus", "2_to_5y"),
+                                              (950, None, "none", None)]

@@ -49,7 +49,8 @@ def put(client: FlaskClient, headers: dict[str, str], rng: random.Random, number
 def test_before_any_release_aggregates_answer_409_saying_how_to_cut_one(
         client: FlaskClient, coordinator) -> None:
     insert_rows(40, seed=1, release=False)
-    for path in (COUNTS, "/api/v1/aggregates/remission"):
+    for path in (COUNTS, "/api/v1/aggregates/remission", "/api/v1/analyses/survival",
+                 "/api/v1/analyses/hazard-ratios?covariates=hr_status"):
         response = client.get(path, headers=coordinator)
         assert response.status_code == 409 and response.json["code"] == "no_release"
         assert "registry releases cut" in response.json["detail"]

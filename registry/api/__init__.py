@@ -231,13 +231,13 @@ def api_settings(version: str) -> dict[str, Any]:
 
 def init_app(app: Flask) -> RegistryApi:
     """Create the Api, register every blueprint and the docs page."""
-    from registry.api import aggregates, dictionary, operations, records, releases
+    from registry.api import aggregates, analyses, dictionary, operations, records, releases
 
     api = RegistryApi(app)
     api.ma_plugin.converter.add_attribute_function(batch_items_property)
     api.ma_plugin.converter.add_attribute_function(code_list_property)
     api.ma_plugin.converter.add_attribute_function(nullable_enum_property)
-    for module in (records, dictionary, operations, aggregates, releases):
+    for module in (records, dictionary, operations, aggregates, analyses, releases):
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
         "/docs", f"{API_PREFIX}/openapi.json",

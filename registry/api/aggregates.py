@@ -20,7 +20,7 @@ from registry.schemas.aggregates import (
     JsonOnlyQuerySchema, QueryLogQuerySchema, QueryLogSchema, RemissionCsvQuerySchema,
     RemissionQuerySchema, RemissionSchema,
 )
-from registry.services import aggregates, exports
+from registry.services import aggregates, analyses, exports
 from registry.services.disclosure import Policy
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
@@ -79,8 +79,9 @@ def _count_table(query: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remission_table(query: dict[str, Any]) -> dict[str, Any]:
-    return aggregates.remission_table(current_caller(), query.get("by"), query["origin"],
-                                      _filters(query), _policy(), query.get("release"))
+    return analyses.remission_table(
+        current_caller(), query.get("by"), query["origin"], _filters(query),
+        int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]), _policy(), query.get("release"))
 
 
 @blp.route("/counts", methods=["GET"])
@@ -127,10 +128,11 @@ def count_records_csv(query: dict[str, Any]) -> Any:
 def remission_table(query: dict[str, Any]) -> Any:
     """Yearly life table of sustained remission per group
 
-    At risk, relapses (progression), censored and the actuarial proportion still in remission,
-    from the start of remission or from the stop of trastuzumab, of a release. The intervals
-    are fixed (one per year for 10 years, then one open interval); a number that may not be
-    shown is null. 400, 409, 422 and 429 as for counts."""
+    The survival analysis (GET /analyses/survival with outcome=relapse and ten fixed yearly
+    intervals) in the words of this table, of a release: at risk, entered (delayed entry at
+    eligibility), relapses (progression), censored and the actuarial proportion still in
+    remission, from the start of remission or from the stop of trastuzumab. 400, 409, 422 and
+    429 as for counts."""
     table = _remission_table(query)
     return remission_csv(table) if _wants_csv(query) else table
 

@@ -116,21 +116,43 @@ def _trastuzumab_days(record: dict[str, Any]) -> int:
     return days
 
 
-@_derived("off_trastuzumab_days", "integer", "after discontinuation: days from the stop to "
-          "progression or last follow-up", nullable=True)
-def _off_trastuzumab_days(record: dict[str, Any]) -> int | None:
+def _discontinued_in_remission(record: dict[str, Any]) -> bool:
+    """Clinical ruling: a stop on or after progression was not a discontinuation in remission,
+    so it has no time off trastuzumab in remission (never a negative count)."""
     if record["maintenance_status"] != "discontinued":
+        return False
+    progression = record.get("progression_day")
+    return progression is None or progression > record["trastuzumab_stop_day"]
+
+
+@_derived("off_trastuzumab_days", "integer", "after a discontinuation in remission: days from "
+          "the stop to progression or last follow-up; empty when not discontinued, or when "
+          "progression came on or before the stop (the stop was not a discontinuation in "
+          "remission)", nullable=True)
+def _off_trastuzumab_days(record: dict[str, Any]) -> int | None:
+    if not _discontinued_in_remission(record):
         return None
     return _end_of_remission(record) - record["trastuzumab_stop_day"]
 
 
-@_derived("off_trastuzumab_band", "code", "time off trastuzumab after discontinuation (none if "
-          "not discontinued)", v.OFF_TRASTUZUMAB_BAND)
+@_derived("off_trastuzumab_band", "code", "time off trastuzumab after a discontinuation in "
+          "remission (none if not discontinued, or if progression came on or before the stop)",
+          v.OFF_TRASTUZUMAB_BAND)
 def _off_trastuzumab_band(record: dict[str, Any]) -> str:
     days = _off_trastuzumab_days(record)
     if days is None:
         return "none"
     return _band(days, (ONE_YEAR, THREE_YEARS), ("under_1y", "1_to_3y", "3y_plus"))
+
+
+@_derived("remission_before_stop_band", "code", "after a discontinuation in remission: how long "
+          "remission had lasted at the stop (under 2 years, 2 to 5, 5 or more); empty otherwise",
+          v.REMISSION_BEFORE_STOP_BAND, nullable=True)
+def _remission_before_stop_band(record: dict[str, Any]) -> str | None:
+    if not _discontinued_in_remission(record):
+        return None
+    return _band(record["trastuzumab_stop_day"] - record["remission_start_day"],
+                 (TWO_YEARS, FIVE_YEARS), v.REMISSION_BEFORE_STOP_BAND)
 
 
 @_derived("progressed_after_stop", "boolean", "after discontinuation: whether the disease "

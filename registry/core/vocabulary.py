@@ -46,6 +46,8 @@ HR_STATUS = RECEPTOR_STATUS
 ORGAN_COUNT_BAND = ("1", "2", "3+")
 REMISSION_BAND = ("under_2y", "2_to_5y", "5_to_10y", "10y_plus")
 OFF_TRASTUZUMAB_BAND = ("none", "under_1y", "1_to_3y", "3y_plus")
+# Remission before a discontinuation in remission: stop day - remission start day.
+REMISSION_BEFORE_STOP_BAND = ("under_2y", "2_to_5y", "5y_plus")
 AGE_BAND = ("18_39", "40_49", "50_59", "60_69", "70_plus")
 ECOG_BAND = ("0", "1", "2+", "unknown")
 FIRST_MET_DX_YEAR = 1998

@@ -6,7 +6,7 @@ from marshmallow import INCLUDE, Schema, fields
 from marshmallow.validate import Range
 
 from registry.core.fields import Code
-from registry.services.aggregates import ORIGINS
+from registry.services.analyses import REMISSION_ORIGINS as ORIGINS
 from registry.services.catalogue import SITE, dimensions
 
 # The answer formats: every aggregate endpoint takes `format`, naming one it offers (400 else).
@@ -125,15 +125,21 @@ class CountsSchema(Schema):
 
 
 class IntervalSchema(Schema):
-    """One interval of the life table, in years from the origin; to_year null = open."""
+    """One fixed yearly interval of the life table (the survival analysis's, named as before:
+    relapses = events, in_remission = survival); to_year null = the open last one."""
 
     from_year = fields.Integer()
     to_year = fields.Integer(allow_none=True)
-    at_risk = fields.Integer(allow_none=True)
+    at_risk = fields.Integer(allow_none=True, metadata={
+        "description": "in remission and followed at the start of the interval"})
+    entered = fields.Integer(allow_none=True, metadata={
+        "description": "entering the risk set in the interval (delayed entry at eligibility)"})
     relapses = fields.Integer(allow_none=True)
     censored = fields.Integer(allow_none=True)
     in_remission = fields.Float(allow_none=True, metadata={
-        "description": "actuarial proportion still in remission at the end of the interval"})
+        "description": "actuarial proportion still in remission at the end of the interval, "
+                       "from the published counts (null where not estimable; see "
+                       "/analyses/survival)"})
     suppressed = fields.Boolean()
 
 
@@ -153,8 +159,10 @@ class RemissionSchema(Schema):
     origin = fields.String()
     filters = fields.Dict(keys=fields.String(), values=fields.String())
     interval_days = fields.Float()
+    entry_day = fields.String(metadata={"description": "when records enter the risk set"})
     groups = fields.List(fields.Nested(RemissionGroupSchema))
-    total = fields.Integer(allow_none=True)
+    total = fields.Integer(allow_none=True, metadata={
+        "description": "sum of the published group counts; null when one is withheld"})
     disclosure = fields.Nested(DisclosureSchema)
 
 

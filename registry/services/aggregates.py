@@ -1,6 +1,7 @@
-"""Pooled counts for coordinators: the catalogue, count tables, the remission life table and the
-query log. Every answer is computed from a release (services/releases.py), counted in the
-database (GROUP BY), protected by disclosure control (services/disclosure.py) and logged.
+"""Pooled counts for coordinators: the catalogue, count tables and the query log (the remission
+life table is the survival analysis of services/analyses.py). Every answer is computed from a
+release (services/releases.py), counted in the database (GROUP BY), protected by disclosure
+control (services/disclosure.py) and logged.
 
 Questions are normalised (privacy.md 2.2 item 8): every rewording of the same table (parameter
 order, rows and columns swapped, JSON or CSV) is one question. A question already answered on a
@@ -11,7 +12,6 @@ immutable); what is bounded is the number of distinct questions per user and rel
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,12 +31,6 @@ from registry.services.tokens import Caller
 from registry.permissions import Action, authorize
 
 MAX_FILTERS = 2
-ORIGINS = ("remission_start", "trastuzumab_stop")
-# Yearly intervals of the life table, in days; (days * 4) // 1461 buckets by 365.25-day years.
-YEAR_DAYS = 365.25
-# The life table's fixed layout (privacy.md 2.2 item 6): one interval per year up to this many
-# years, then one open interval; never merged or split according to the counts.
-LIFE_TABLE_YEARS = 10
 # Outcomes of the query log that count as a question the user asked.
 ASKED = ("answered", "refused", "repeated")
 
@@ -398,123 +392,6 @@ def _tabulate(groups: list[Dimension], tally: dict[tuple[str, ...], list[int]],
                           for c, i in zip(col_cats, column_totals)] if col_dim else [],
         "total": released[total],
     }
-
-
-# --- remission life table -----------------------------------------------------------------------
-
-def _cohort(origin: str) -> tuple[Any, list[ColumnElement[bool]]]:
-    """Time column and selection of the life table's origin."""
-    if origin == "remission_start":
-        return RECORDS.c.remission_days, []
-    # After a stop, only records still in remission at the stop.
-    return RECORDS.c.off_trastuzumab_days, [
-        RECORDS.c.maintenance_status == "discontinued",
-        (RECORDS.c.progression_day.is_(None)) | (
-            RECORDS.c.progression_day > RECORDS.c.trastuzumab_stop_day)]
-
-
-def remission_table(caller: Caller, by: str | None, origin: str, filters: dict[str, str],
-                    policy: Policy, release_id: int | None = None) -> dict[str, Any]:
-    """Yearly life table of sustained remission per group, of a release (default: the newest),
-    disclosure-controlled."""
-    authorize(caller.role, Action.QUERY_AGGREGATES)
-    if origin not in ORIGINS:
-        raise _invalid("origin", "unknown_origin", "must be one of: " + ", ".join(ORIGINS))
-    groups, conditions = _validated({"by": by}, filters)
-    key = question_key("remission", {"by": by, "origin": origin}, filters)
-
-    def compute(session: Session, release: Release) -> dict[str, Any]:
-        time, selection = _cohort(origin)
-        where = [in_release(release.id), *conditions, *selection]
-        bucket = (time * 4) / 1461  # integer division by 365.25 days, in both databases
-        event = RECORDS.c.progression_day.is_not(None)
-        columns = [d.column for d in groups]
-        statement = (select(*columns, bucket, event, func.count(),
-                            func.coalesce(func.sum(RECORDS.c.record_key), 0))
-                     .where(*where).group_by(*columns, bucket, event))
-        # per group: interval -> [relapses, censored, relapse keys, censored keys]
-        tally: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(
-            lambda: [0, 0, 0, 0]))
-        for row in session.execute(statement):
-            *values, year, relapsed, count, keys = row
-            group = groups[0].label(values[0]) if groups else "all"
-            slot = 0 if relapsed else 1
-            interval = min(int(year), LIFE_TABLE_YEARS)
-            tally[group][interval][slot] += count
-            tally[group][interval][slot + 2] += int(keys)
-        cohort = (sum(e[0] + e[1] for g in tally.values() for e in g.values()),
-                  sum(e[2] + e[3] for g in tally.values() for e in g.values()))
-        refuse_small_cohort(cohort, policy)
-        names = groups[0].categories if groups else ("all",)
-        body = _life_tables(names, tally, policy)
-        sites = count_contributing_sites(session, where)
-        return {"by": by, "origin": origin, "filters": dict(sorted(filters.items())),
-                "interval_days": YEAR_DAYS, **body,
-                "disclosure": disclosure_block(policy, release.id, sites)}
-
-    return answer_question(caller, release_id, key, policy, compute)
-
-
-def _fixed_intervals(years: dict[int, list[int]]) -> list[tuple[int, list[int]]]:
-    """The life table's intervals, the same for every answer: years 0 .. LIFE_TABLE_YEARS - 1
-    and an open last one, each with [relapses, censored, their key sums] (zeros if empty)."""
-    return [(year, list(years.get(year, [0, 0, 0, 0])))
-            for year in range(LIFE_TABLE_YEARS + 1)]
-
-
-def _life_tables(names: Sequence[str], tally: dict[str, dict[int, list[int]]],
-                 policy: Policy) -> dict[str, Any]:
-    """Every group's life table and the group sizes, protected as one linked system."""
-    counts: list[int] = [0]
-    keys: list[int] = [0]
-    equations: list[Equation] = []
-
-    def add(count: int, key: int) -> int:
-        counts.append(count)
-        keys.append(key)
-        return len(counts) - 1
-
-    layout: list[tuple[str, int, list[tuple[int, int | None, int, int, int]]]] = []
-    for name in names:
-        intervals = _fixed_intervals(tally.get(name, {}))
-        size = sum(s[0] + s[1] for _, s in intervals)
-        size_key = sum(s[2] + s[3] for _, s in intervals)
-        at_risk = add(size, size_key)
-        group_size = at_risk
-        rows = []
-        for number, (begin, sums) in enumerate(intervals):
-            relapses, censored = add(sums[0], sums[2]), add(sums[1], sums[3])
-            size, size_key = size - sums[0] - sums[1], size_key - sums[2] - sums[3]
-            final = number == len(intervals) - 1
-            following = None if final else add(size, size_key)
-            equations.append((at_risk, [relapses, censored] + ([] if final else [following])))
-            end = None if final else intervals[number + 1][0]
-            rows.append((begin, end, at_risk, relapses, censored))
-            at_risk = following if following is not None else at_risk
-        layout.append((name, group_size, rows))
-    counts[0] = sum(counts[size] for _, size, _ in layout)
-    keys[0] = sum(keys[size] for _, size, _ in layout)
-    equations.append((0, [size for _, size, _ in layout]))
-    released = protect(counts, keys, equations, policy)
-
-    groups = []
-    for name, size, rows in layout:
-        surviving: float | None = 1.0
-        intervals = []
-        for begin, end, at_risk, relapses, censored in rows:
-            n, d, c = released[at_risk], released[relapses], released[censored]
-            if surviving is not None and None not in (n, d, c) and n - c / 2 > 0:
-                surviving *= 1 - d / (n - c / 2)  # actuarial: censored at risk for half a year
-            else:
-                surviving = None
-            entry = {"from_year": begin, "to_year": end, "at_risk": n, "relapses": d,
-                     "censored": c, "in_remission": None if surviving is None
-                     else round(max(0.0, surviving), 3)}
-            if None in (n, d, c):
-                entry["suppressed"] = True
-            intervals.append(entry)
-        groups.append({**_released(released[size], group=name), "intervals": intervals})
-    return {"groups": groups, "total": released[0]}
 
 
 # --- the query log (steward) ---------------------------------------------------------------------

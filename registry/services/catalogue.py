@@ -40,7 +40,12 @@ class Dimension:
     @property
     def column(self) -> Any:
         """The released records' column grouped by."""
-        return RECORDS.c.site_id if self.name == SITE else RECORDS.c[self.name]
+        return self.column_in(RECORDS)
+
+    def column_in(self, source: Any) -> Any:
+        """The column grouped by, in `source` (the released records table or a selectable
+        of its columns)."""
+        return source.c.site_id if self.name == SITE else source.c[self.name]
 
     def label(self, value: Any) -> str:
         """The category of a stored column value."""
@@ -50,13 +55,15 @@ class Dimension:
             return "true" if value else "false"
         return str(value)
 
-    def condition(self, category: str) -> ColumnElement[bool]:
-        """The SQL condition selecting records of one category."""
+    def condition(self, category: str, source: Any = None) -> ColumnElement[bool]:
+        """The SQL condition selecting records of one category (of `source`, by default the
+        records table)."""
+        column = self.column_in(RECORDS if source is None else source)
         if category == self.missing:
-            return self.column.is_(None)
+            return column.is_(None)
         if self.boolean:
-            return self.column.is_(true()) if category == "true" else self.column.is_(False)
-        return self.column == category
+            return column.is_(true()) if category == "true" else column.is_(False)
+        return column == category
 
 
 def _nullable(name: str) -> bool:

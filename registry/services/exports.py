@@ -61,10 +61,32 @@ def count_table_csv(table: dict[str, Any]) -> str:
 def remission_table_csv(table: dict[str, Any]) -> str:
     """The life tables as CSV: one line per interval of each group, with the group's size."""
     lines = ([group["group"], group["count"], interval["from_year"], interval["to_year"],
-              interval["at_risk"], interval["relapses"], interval["censored"],
+              interval["at_risk"], interval["entered"], interval["relapses"],
+              interval["censored"],
               interval["in_remission"],
               _flag(interval.get("suppressed") or group.get("suppressed"))]
              for group in table["groups"] for interval in group["intervals"])
     return _table_csv(
-        [table["by"] or "group", "group_count", "from_year", "to_year", "at_risk", "relapses",
-         "censored", "in_remission", "suppressed"], lines, table["disclosure"])
+        [table["by"] or "group", "group_count", "from_year", "to_year", "at_risk", "entered",
+         "relapses", "censored", "in_remission", "suppressed"], lines, table["disclosure"])
+
+
+def survival_csv(answer: dict[str, Any]) -> str:
+    """A survival answer as CSV: one line per interval of each group, with the group's size
+    and median (the log-rank test travels in a header of its own)."""
+    fields = ["at_risk", "entered", "events", "censored", "survival", "lower", "upper"]
+    lines = ([group["group"], group["count"], i["from_year"], i["to_year"],
+              *(i[f] for f in fields), (group["median"] or {}).get("years"),
+              _flag(i.get("suppressed") or group.get("suppressed"))]
+             for group in answer["groups"] for i in group["intervals"])
+    return _table_csv([answer["by"] or "group", "group_count", "from_year", "to_year", *fields,
+                       "median_years", "suppressed"], lines, answer["disclosure"])
+
+
+def hazard_ratios_csv(answer: dict[str, Any]) -> str:
+    """A hazard-ratio answer as CSV: one line per covariate level."""
+    fields = ["covariate", "level", "reference", "records", "events", "hazard_ratio", "lower",
+              "upper", "p_value"]
+    lines = ([*(_flag(row[f]) if f == "reference" else row[f] for f in fields),
+              _flag(row.get("suppressed"))] for row in answer["levels"])
+    return _table_csv(fields + ["suppressed"], lines, answer["disclosure"])

@@ -1,0 +1,131 @@
+"""B7 of quality.md: the survival analyses over 100,000 records (SQLite and PostgreSQL) and
+1,000,000 records (PostgreSQL), each against a baseline measured in the same run on the same
+data:
+
+- tabulation: GET /analyses/survival (origin trastuzumab_stop, one group) against the raw SQL
+  GROUP BY of the same interval counts (bar: ratio <= 1.5);
+- log-rank: GET /analyses/survival?by=presentation against lifelines'
+  multivariate_logrank_test on the same arrays already in memory (bar: ratio <= 2);
+- Cox: GET /analyses/hazard-ratios?covariates=presentation,visceral_disease against lifelines'
+  CoxPHFitter and its Schoenfeld test on the same rows already in memory (bar: ratio <= 2).
+
+`python -m benchmarks.analyses [--quick]` (--quick: 100,000 records only).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable
+
+import pandas as pd
+from sqlalchemy import text
+
+from benchmarks.aggregates import load
+from benchmarks.common import Figure, fresh_database, print_table, timed
+from registry import create_app
+from registry.db import get_database
+from registry.services.tokens import issue_token
+
+TABULATION_BAR = 1.5
+MODEL_BAR = 2.0
+M = 730  # REGISTRY_MIN_REMISSION_DAYS
+TABULATION = "/api/v1/analyses/survival?origin=trastuzumab_stop"
+LOGRANK = "/api/v1/analyses/survival?by=presentation"
+COX = "/api/v1/analyses/hazard-ratios?covariates=presentation,visceral_disease"
+# The same interval counts as the tabulation, in plain SQL (integer division on both databases).
+_ENTRY = f"CASE WHEN remission_start_day + {M} > trastuzumab_stop_day " \
+         f"THEN remission_start_day + {M} - trastuzumab_stop_day ELSE 0 END"
+_EXIT = "COALESCE(progression_day, last_followup_day) - trastuzumab_stop_day"
+RAW_TABULATION = (
+    f"SELECT CASE WHEN {_ENTRY} = 0 THEN -1 ELSE ({_ENTRY} * 4 - 1) / 1461 END AS entered, "
+    f"({_EXIT} * 4 + 3) / 1461 AS left_in, progression_day IS NOT NULL AS event, count(*) "
+    "FROM records WHERE maintenance_status = 'discontinued' AND trastuzumab_stop_day IS NOT "
+    "NULL AND (progression_day IS NULL OR progression_day > trastuzumab_stop_day) "
+    "GROUP BY 1, 2, 3")
+ROWS = ("SELECT presentation, visceral_disease, "
+        "COALESCE(progression_day, last_followup_day) - remission_start_day AS exit, "
+        "progression_day IS NOT NULL AS event FROM records")
+
+
+def _median_pairs(first: Callable[[], object], second: Callable[[], object],
+                  repeats: int) -> tuple[float, float]:
+    """Median seconds of two pieces of work, interleaved so that load falls on both alike."""
+    first()
+    second()
+    pairs = [(timed(first), timed(second)) for _ in range(repeats)]
+    return statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
+
+
+def measure(url: str, repeats: int) -> dict[str, tuple[float, float]]:
+    """Seconds of each endpoint and of its baseline, on the app's own engine."""
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import multivariate_logrank_test, proportional_hazard_test
+
+    app = create_app({"DATABASE_URL": url, "REGISTRY_QUERY_LIMIT": 10**9})
+    with app.app_context():
+        _, secret = issue_token("coordinator")
+        engine = get_database().engine
+    headers = {"Authorization": f"Bearer {secret}"}
+    client = app.test_client()
+
+    def endpoint(path: str) -> Callable[[], None]:
+        def call() -> None:
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, response.get_data(as_text=True)
+        return call
+
+    def raw() -> None:
+        with engine.connect() as connection:
+            connection.execute(text(RAW_TABULATION)).all()
+
+    with engine.connect() as connection:
+        frame = pd.DataFrame(connection.execute(text(ROWS)).all(),
+                             columns=["presentation", "visceral", "exit", "event"])
+    frame["event"] = frame["event"].astype(int)
+    # Records enter on day M, before any exit: times from M are the same model.
+    model = pd.DataFrame({"exit": frame["exit"] - M + 0.5, "event": frame["event"],
+                          "recurrent": (frame["presentation"] == "recurrent").astype(float),
+                          "not_visceral": (~frame["visceral"].astype(bool)).astype(float)})
+
+    def logrank() -> None:
+        multivariate_logrank_test(frame["exit"], frame["presentation"], frame["event"])
+
+    def cox() -> None:
+        fitter = CoxPHFitter().fit(model, "exit", "event")
+        proportional_hazard_test(fitter, model, time_transform="rank")
+
+    figures = {"tabulation": _median_pairs(endpoint(TABULATION), raw, repeats),
+               "log-rank": _median_pairs(endpoint(LOGRANK), logrank, max(3, repeats // 3)),
+               "Cox": _median_pairs(endpoint(COX), cox, max(3, repeats // 5))}
+    engine.dispose()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run B7 and print its table; non-zero when a bar is missed."""
+    argv = sys.argv[1:] if argv is None else argv
+    runs = [("sqlite", 100_000, 11), ("postgresql", 100_000, 11)]
+    if "--quick" not in argv:
+        runs.append(("postgresql", 1_000_000, 5))
+    figures = []
+    for kind, count, repeats in runs:
+        with fresh_database(kind) as url:
+            load(url, count)
+            measured = measure(url, repeats)
+        for name, (value, baseline) in measured.items():
+            bar = TABULATION_BAR if name == "tabulation" else MODEL_BAR
+            against = "GROUP BY" if name == "tabulation" else "lifelines in memory"
+            figures.append(Figure(
+                f"B7 {name}", kind, value, baseline, f"<= {bar}", value / baseline <= bar,
+                f"{count:,} records: endpoint {value * 1000:.0f} ms, {against} "
+                f"{baseline * 1000:.0f} ms"))
+        print_table(figures[-len(measured):])  # as it goes: the 1,000,000 run takes long
+        sys.stdout.flush()
+    print(f"B7: {TABULATION} | {LOGRANK} | {COX}")
+    print_table(figures)
+    return 0 if all(figure.passed for figure in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
