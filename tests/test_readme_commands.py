@@ -125,8 +125,7 @@ def test_the_readme_has_the_commands_a_newcomer_copies() -> None:
     assert len(commands) >= 6
     assert any("records/batch" in c and "@docs/examples/batch.json" in c for c in commands)
     assert any("aggregates/counts" in c for c in commands)
-    # No life-table curl until the survival estimator (issue 15) replaces the fixed-interval
-    # life table, whose chained suppression withholds most numbers of the demo data.
+    assert any("aggregates/remission" in c for c in commands)
     assert "../shared" not in README, "the README points outside the repository"
 
 
