@@ -41,6 +41,14 @@ WATERMARK_FORMAT = "%Y-%m-%d %H:%M:%S"
 OUTCOMES = ("created", "updated", "unchanged", "invalid", "withdrawn", "not_in_registry",
             "not_exported")
 EXIT_OK, EXIT_RECORDS_REFUSED, EXIT_FAILED = 0, 1, 2
+RUN_STATUS = {EXIT_OK: "ok", EXIT_RECORDS_REFUSED: "records_refused", EXIT_FAILED: "failed"}
+
+
+def exit_code_of(failure: str | None, counts: Counter) -> int:
+    """A site tool's exit status: 0 all done, 1 some records refused, 2 the run failed."""
+    if failure:
+        return EXIT_FAILED
+    return EXIT_RECORDS_REFUSED if counts["invalid"] else EXIT_OK
 
 
 class SyncAborted(Exception):
@@ -72,16 +80,12 @@ class Report:
     @property
     def exit_code(self) -> int:
         """0 all done, 1 some records refused, 2 the run failed."""
-        if self.failure:
-            return EXIT_FAILED
-        return EXIT_RECORDS_REFUSED if self.counts["invalid"] else EXIT_OK
+        return exit_code_of(self.failure, self.counts)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON report."""
-        status = {EXIT_OK: "ok", EXIT_RECORDS_REFUSED: "records_refused",
-                  EXIT_FAILED: "failed"}[self.exit_code]
         return {
-            "status": status, "exit_code": self.exit_code, "dry_run": self.dry_run,
+            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code, "dry_run": self.dry_run,
             "mode": self.mode, "started_at": self.started_at,
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "change_detection": self.change_detection,

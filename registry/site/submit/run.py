@@ -24,7 +24,7 @@ from registry.core.deidentify import build_record, subject_id
 from registry.core.record import DICTIONARY_VERSION
 from registry.core.redcap_dictionary import RECORD_ID
 from registry.site.redcap.config import SubmitConfig
-from registry.site.redcap.sync import EXIT_FAILED, EXIT_OK, EXIT_RECORDS_REFUSED
+from registry.site.redcap.sync import RUN_STATUS, exit_code_of
 from registry.site.registry_client import RegistryClient, RegistryFailure
 from registry.site.submit.spreadsheet import Sheet, SpreadsheetError, read_spreadsheet
 
@@ -56,16 +56,12 @@ class SubmitReport:
     @property
     def exit_code(self) -> int:
         """0 all done, 1 some records refused, 2 the run failed (as registry-redcap-sync)."""
-        if self.failure:
-            return EXIT_FAILED
-        return EXIT_RECORDS_REFUSED if self.counts["invalid"] else EXIT_OK
+        return exit_code_of(self.failure, self.counts)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON report."""
-        status = {EXIT_OK: "ok", EXIT_RECORDS_REFUSED: "records_refused",
-                  EXIT_FAILED: "failed"}[self.exit_code]
         return {
-            "status": status, "exit_code": self.exit_code, "dry_run": self.dry_run,
+            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code, "dry_run": self.dry_run,
             "file": self.file, "started_at": self.started_at,
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "dictionary_version": DICTIONARY_VERSION, "failure": self.failure,
