@@ -85,7 +85,8 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         """The JSON report."""
         return {
-            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code, "dry_run": self.dry_run,
+            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code,
+            "dry_run": self.dry_run,
             "mode": self.mode, "started_at": self.started_at,
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "change_detection": self.change_detection,

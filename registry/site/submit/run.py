@@ -61,7 +61,8 @@ class SubmitReport:
     def as_dict(self) -> dict[str, Any]:
         """The JSON report."""
         return {
-            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code, "dry_run": self.dry_run,
+            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code,
+            "dry_run": self.dry_run,
             "file": self.file, "started_at": self.started_at,
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "dictionary_version": DICTIONARY_VERSION, "failure": self.failure,
