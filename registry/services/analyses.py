@@ -22,7 +22,7 @@ from registry.models import Release, Site, in_release
 from registry.permissions import Action, authorize
 from registry.services import aggregates
 from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
-from registry.services.disclosure import Equation, Policy, protect
+from registry.services.disclosure import Equation, Policy, is_suppressed, protect
 from registry.services.estimators import (
     IntervalCounts, actuarial, logrank, median, significant, year_start,
 )
@@ -395,13 +395,17 @@ def _protected_group(name: str, table: dict[str, list[list[int]]] | None, years:
 
 def _logrank(tally: Tally, grouping: Grouping, policy: Policy) -> dict[str, Any]:
     """The log-rank test between the groups that hold records, refused when one holds fewer
-    than k; on the counts per group, entry, exit and outcome (exact days)."""
+    than k; on the counts per group, entry, exit and outcome (exact days). "Fewer than k" is
+    the test that withholds the group's size in the same answer (privacy.md 2.2 item 3), so
+    an answered test never tells that a withheld group size is in fact k or more."""
     sizes: dict[str, int] = {}
-    for label, count in zip(tally.labels, tally.count.tolist()):
+    keys: dict[str, int] = {}
+    for label, count, key in zip(tally.labels, tally.count.tolist(), tally.keys.tolist()):
         sizes[label] = sizes.get(label, 0) + count
+        keys[label] = keys.get(label, 0) + key
     compared = [name for name in grouping.categories if sizes.get(name)]
     k = policy.min_cell_count
-    if any(sizes[name] < k for name in compared):
+    if any(is_suppressed(sizes[name], keys[name], policy) for name in compared):
         return {"refused": True, "rule": "min_group_size", "groups": compared,
                 "message": f"a group holds fewer than {k} records; group by a coarser "
                            "dimension or widen the filters so that every group holds at least "

@@ -7,6 +7,7 @@ significant digits. Every refusal names its rule and what would make the questio
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -22,8 +23,8 @@ from registry.services.analyses import (
     cohort, landmark_grouping,
 )
 from registry.services.catalogue import RECORDS
-from registry.services.disclosure import Equation, Policy, protect
-from registry.services.estimators import cox, significant
+from registry.services.disclosure import Equation, Policy, is_suppressed, protect
+from registry.services.estimators import Z95, cox, significant
 from registry.services.tokens import Caller
 
 PH_ALPHA = 0.05
@@ -46,6 +47,10 @@ def hazard_ratios(caller: Caller, plan: Design, covariates: list[str], filters: 
     if not covariates and plan.origin != "landmark":
         raise aggregates._invalid("covariates", "required", "name at least one covariate "
                                   "(comma-separated catalogue dimensions)")
+    asked = list(covariates)
+    # One order is computed (covariates in name order) and shown as asked, so that every
+    # order of the same covariates is one question with one answer (privacy.md 2.2 item 8).
+    covariates = sorted(covariates)
     dims, conditions = checked_question(source, covariates, filters, field="covariates")
     rows = cohort(source, plan)
     groupings = [Grouping(d.name, d.categories, d.column_in(source), d) for d in dims]
@@ -76,7 +81,22 @@ def hazard_ratios(caller: Caller, plan: Design, covariates: list[str], filters: 
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome], **body,
                 "disclosure": aggregates.disclosure_block(policy, release.id, sites)}
 
-    return aggregates.answer_question(caller, release_id, query, policy, compute)
+    return _in_asked_order(aggregates.answer_question(caller, release_id, query, policy,
+                                                      compute), asked)
+
+
+def _in_asked_order(body: dict[str, Any], asked: list[str]) -> dict[str, Any]:
+    """An answer with its covariates, levels and checks in the order the question named them
+    (the landmark grouping, always in the model, stays first)."""
+    order = {name: i for i, name in enumerate(asked)}
+
+    def place(name: str) -> int:
+        return order.get(name, -1)
+
+    return {**body, "covariates": sorted(body["covariates"], key=place),
+            "levels": sorted(body["levels"], key=lambda row: place(row["covariate"])),
+            "proportional_hazards": sorted(body["proportional_hazards"],
+                                           key=lambda check: place(check["covariate"]))}
 
 
 def _levels(frame: pd.DataFrame, groupings: list[Grouping], policy: Policy
@@ -87,10 +107,18 @@ def _levels(frame: pd.DataFrame, groupings: list[Grouping], policy: Policy
     levels: dict[str, list[str]] = {}
     for grouping in groupings:
         present = frame.groupby(grouping.name)["event"].agg(["size", "sum"])
+        keys = frame.groupby(grouping.name)["key"].sum()
+        event_keys = frame[frame["event"]].groupby(grouping.name)["key"].sum()
         held = [name for name in grouping.categories if name in present.index]
         for name in held:
-            if present.loc[name, "size"] < k or present.loc[name, "sum"] < k:
-                what = "records" if present.loc[name, "size"] < k else "events"
+            # "Fewer than k" is the test that withholds the level's records or events in the
+            # answer (privacy.md 2.2 item 3): a fitted model never tells that a count the
+            # answer would withhold is in fact k or more.
+            small_records = is_suppressed(int(present.loc[name, "size"]), int(keys[name]),
+                                          policy)
+            if small_records or is_suppressed(int(present.loc[name, "sum"]),
+                                              int(event_keys.get(name, 0)), policy):
+                what = "records" if small_records else "events"
                 raise _refused("min_level_size", (
                     f"{grouping.name}={name} holds fewer than {k} {what}; a model needs at "
                     f"least {k} records and {k} events in every level. Leave "
@@ -127,6 +155,32 @@ def _fit(frame: pd.DataFrame, groupings: list[Grouping], levels: dict[str, list[
     return cox(data, parameters, by_covariate, delayed)
 
 
+def _interval_of_published(estimate: tuple[float, float, float, float],
+                           events: tuple[int, int], published: tuple[int | None, int | None]
+                           ) -> tuple[float, float, float, float]:
+    """A level's hazard ratio with its 95 % interval and p as if its events and the reference
+    level's were the published (protected) ones (privacy.md 2.2 item 7).
+
+    The variance of a level's log hazard ratio is, to a close approximation,
+    1/events + 1/reference events, so an interval computed on the exact data gives the exact
+    numbers of events away (to within one at the published rounding), and the difference of
+    two such answers (with and without a filter) a small count exactly. The model's variance
+    is therefore scaled by (1/d' + 1/d'_ref) / (1/d + 1/d_ref), d' the published events: the
+    ratio itself is lifelines', its interval and Wald p those of the published counts. With
+    perturbation off (d' = d) this is lifelines' answer unchanged."""
+    ratio, lower, upper, p = estimate
+    if published == events or None in published or 0 in published or 0 in events:
+        return estimate
+    from scipy.stats import norm
+
+    scale = ((1 / published[0] + 1 / published[1]) / (1 / events[0] + 1 / events[1]))
+    spread = (math.log(upper) - math.log(lower)) / 2 * math.sqrt(scale)
+    center = math.log(ratio)
+    se = spread / Z95
+    return (ratio, math.exp(center - spread), math.exp(center + spread),
+            float(2 * norm.sf(abs(center) / se)) if se > 0 else p)
+
+
 def _protected_levels(frame: pd.DataFrame, groupings: list[Grouping],
                       levels: dict[str, list[str]], fit: Any, policy: Policy
                       ) -> dict[str, Any]:
@@ -149,6 +203,8 @@ def _protected_levels(frame: pd.DataFrame, groupings: list[Grouping],
         equations += [(0, records_of), (1, events_of)]
     released = protect(counts, keys, equations, policy)
 
+    true_events = {(name, level): counts[events] for name, level, _, events in layout}
+    shown_events = {(name, level): released[events] for name, level, _, events in layout}
     rows = []
     for name, level, records, events in layout:
         parameter = f"{name}={level}"
@@ -162,7 +218,11 @@ def _protected_levels(frame: pd.DataFrame, groupings: list[Grouping],
         if row["reference"]:
             row["hazard_ratio"] = 1.0
         elif parameter in fit.hazard_ratios:
-            ratio, lower, upper, p = fit.hazard_ratios[parameter]
+            reference = (name, levels[name][0])
+            ratio, lower, upper, p = _interval_of_published(
+                fit.hazard_ratios[parameter],
+                (true_events[(name, level)], true_events[reference]),
+                (shown_events[(name, level)], shown_events[reference]))
             row.update(hazard_ratio=round(ratio, 2), lower=round(lower, 2),
                        upper=round(upper, 2), p_value=significant(p))
         rows.append(row)
