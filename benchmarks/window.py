@@ -9,7 +9,10 @@ figures of docs/privacy.md). tests/test_window_attacks.py runs one registry of e
   then two-way tables, up to the question budget.
 
 For each: after how many releases (questions) the running mean, rounded, is within one of the
-truth (and exact) and stays there. `python -m benchmarks.window [--registries N]`.
+truth (and exact) and stays there. The same for survival questions (tests/test_analyses_attacks.py):
+a withheld interval count of 4 (the group's patients at risk in year 3), one estimate per
+dimension from a survival answer by it with and without the filter.
+`python -m benchmarks.window [--registries N] [--survival-registries N]`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from registry.services.health import alembic_config
 from registry.services.tokens import issue_token
 
 REGISTRIES = 20
+SURVIVAL_REGISTRIES = 8
 MONTHS = 36
 BUDGET = 300
 
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from alembic import command
 
     from tests.test_aggregates_api import remove_rows
+    from tests.test_analyses_attacks import survival_question_estimates
     from tests.test_window_attacks import (
         SMALL, growth_estimates, pinned_after, question_estimates,
     )
@@ -51,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     registries = int(argv[argv.index("--registries") + 1]) if "--registries" in argv \
         else REGISTRIES
+    survival_registries = (int(argv[argv.index("--survival-registries") + 1])
+                           if "--survival-registries" in argv else SURVIVAL_REGISTRIES)
+    survival: dict[int, list[int | None]] = {1: [], 0: []}
     growth: dict[int, list[int | None]] = {1: [], 0: []}
     questions: dict[int, list[int | None]] = {1: [], 0: []}
     with fresh_database("sqlite") as url:
@@ -70,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 for within in (1, 0):
                     settled = pinned_after(estimates, SMALL, within)
                     questions[within].append(None if settled is None else asked[settled - 1])
+            for seed in range(survival_registries):
+                headers = {"Authorization": f"Bearer {issue_token('coordinator')[1]}"}
+                remove_rows()
+                estimates, asked = survival_question_estimates(client, headers, 3000 + seed,
+                                                               BUDGET)
+                for within in (1, 0):
+                    settled = pinned_after(estimates, SMALL, within)
+                    survival[within].append(None if settled is None else asked[settled - 1])
     print(f"privacy.md 2.3, {registries} generated registries, a suppressed count of {SMALL}")
     print(_summary(f"growth averaging, within one (of {MONTHS} monthly releases)", "releases",
                    growth[1]))
@@ -77,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     print(_summary(f"distinct questions in one release, within one (budget {BUDGET})",
                    "questions", questions[1]))
     print(_summary("distinct questions in one release, exact", "questions", questions[0]))
+    print(f"survival questions, {survival_registries} generated registries of 404 records")
+    print(_summary("distinct survival questions in one release, within one", "questions",
+                   survival[1]))
+    print(_summary("distinct survival questions in one release, exact", "questions",
+                   survival[0]))
     return 0
 
 
