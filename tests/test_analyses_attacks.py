@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from registry.db import unit_of_work
 from registry.models import Record, Site
@@ -120,11 +120,21 @@ def analysis_registry(seed: int, size: int = 300, release: bool = True, **option
 def shared(session_app: Flask) -> Iterator[list[dict[str, Any]]]:
     """One registry of 500 ordinary records and the small group, committed once for the tests
     of this module that only read it (each test's own writes are rolled back as usual)."""
+    from registry.db import Base
+
     with session_app.app_context():
+        with unit_of_work() as session:
+            empty = {table for table in Base.metadata.sorted_tables
+                     if session.scalar(select(func.count()).select_from(table)) == 0}
         rows = analysis_registry(seed=41, size=500)
     yield rows
     with session_app.app_context():
-        remove_rows()
+        # Leave the database as the other modules expect it: every table this fixture wrote
+        # to (records, releases, sites, ...) empty again.
+        with unit_of_work() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                if table in empty:
+                    session.execute(delete(table))
 
 
 @pytest.fixture()
