@@ -12,6 +12,7 @@ B6: the worker's memory before and after one 1,000-record batch: growth <= 50 MB
     limit answers 413 before it is read.
 
     python -m benchmarks.load [--database postgresql|sqlite|both] [--seconds 30] [--clients 16]
+                              [--workers N] [--threads N]
 
 PostgreSQL: a fresh database on the server of REGISTRY_BENCH_POSTGRES_URL (default the local
 server), dropped afterwards; SQLite: a file in a temporary folder. Rate limiting is switched off
@@ -336,7 +337,8 @@ def _phase_rows(name: str, figures: dict[str, float]) -> list[tuple]:
             ("", "", _cpu_cell(figures), "", None)]
 
 
-def benchmark_b3(url: str, token: str, seconds: float, clients: int) -> list[tuple]:
+def benchmark_b3(url: str, token: str, seconds: float, clients: int,
+                 **settings: str) -> list[tuple]:
     """B3 rows. PostgreSQL: pgbench running the statements of a PUT and PUT through gunicorn,
     interleaved A-B-B-A; the PUT/pgbench throughput ratio is the bar. Both databases: p99 of a
     PUT; GET /healthz beside it for context."""
@@ -369,7 +371,7 @@ def benchmark_b3(url: str, token: str, seconds: float, clients: int) -> list[tup
                                              "first": FIRST_SUBJECT})
         healthz_script = Path(folder, "healthz.lua")
         healthz_script.write_text('wrk.path = "/healthz"\n')
-        with gunicorn(url) as (bind, process):
+        with gunicorn(url, **settings) as (bind, process):
             run_wrk(bind, 2, clients, healthz_script)  # warm-up
             health = measure(postmaster, seconds, lambda: run_wrk(
                 bind, seconds, clients, healthz_script), process.pid)
@@ -501,15 +503,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, help="B3: gunicorn workers (default: the "
+                        "shipped config's)")
+    parser.add_argument("--threads", type=int, help="B3: threads per gunicorn worker")
     options = parser.parse_args(argv)
+    settings = {name: str(value) for name, value in (("REGISTRY_WORKERS", options.workers),
+                                                     ("REGISTRY_THREADS", options.threads))
+                if value is not None}
     kinds = ["postgresql", "sqlite"] if options.database == "both" else [options.database]
     met = True
     for kind in kinds:
         print(f"\n{kind}: {options.clients} clients, {options.seconds:.0f} s per phase, gunicorn "
-              f"with deploy/{GUNICORN_CONFIG.name}, load average {os.getloadavg()[0]:.1f} before")
+              f"with deploy/{GUNICORN_CONFIG.name} {settings or ''}, load average "
+              f"{os.getloadavg()[0]:.1f} before")
         with fresh_database(kind) as url:
             token = prepare_database(url)
-            rows = benchmark_b3(url, token, options.seconds, options.clients)
+            rows = benchmark_b3(url, token, options.seconds, options.clients, **settings)
             rows += benchmark_b6(url, token)
         print_table(rows)
         met = met and all(row[4] is not False for row in rows)
