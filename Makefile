@@ -54,10 +54,13 @@ bench: install load-generator
 bench-load: install load-generator
 	$(BIN)/python -m benchmarks.load
 
-# wrk, B3's load generator (a Debian package)
+# wrk, B3's load generator, and pgbench, its baseline (Debian packages)
 load-generator:
 	@command -v wrk >/dev/null || { echo "installing the load generator wrk"; \
 	  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; }
+	@command -v pgbench >/dev/null || { echo "installing pgbench (postgresql-client)"; \
+	  apt-get install -y -qq postgresql-client >/dev/null || { apt-get update -qq && \
+	  apt-get install -y -qq postgresql-client; }; }
 
 openapi: install
 	$(BIN)/registry openapi write openapi.yaml

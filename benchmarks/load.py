@@ -514,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     met = True
     for kind in kinds:
         print(f"\n{kind}: {options.clients} clients, {options.seconds:.0f} s per phase, gunicorn "
-              f"with deploy/{GUNICORN_CONFIG.name} {settings or ''}, load average "
+              f"with deploy/{GUNICORN_CONFIG.name}"
+              f"{''.join(f', {name}={value}' for name, value in settings.items())}, load average "
               f"{os.getloadavg()[0]:.1f} before")
         with fresh_database(kind) as url:
             token = prepare_database(url)
