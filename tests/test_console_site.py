@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from registry.db import transaction, utcnow
-from registry.models import Record, Tombstone
+from registry.models import Record, RecordVersion, Tombstone
 from registry.services.site_overview import completeness_fields, site_summary
 from registry.services.tokens import Caller, issue_token, resolve_token
 from test_console import csrf_token, sign_in
@@ -40,10 +40,14 @@ def variant(example: dict[str, Any], subject: str, **changes: Any) -> dict[str, 
 
 
 def backdate(subject: str, days: int) -> None:
-    """Make a record look last updated `days` ago."""
+    """Make a record (of one version) look received and last updated `days` ago."""
+    when = utcnow() - timedelta(days=days)
     with transaction() as connection:
         connection.execute(update(Record.__table__).where(Record.subject_id == subject)
-                           .values(updated_at=utcnow() - timedelta(days=days)))
+                           .values(created_at=when, updated_at=when))
+        connection.execute(update(RecordVersion.__table__).where(
+            RecordVersion.record_id == Record.id, Record.subject_id == subject)
+            .values(created_at=when))
 
 
 @pytest.fixture()
@@ -190,11 +194,17 @@ def test_a_records_history_shows_each_change_and_its_source(client, known_site,
     newest = text.split('data-version="3"')[1].split('data-version="2"')[0]
     assert re.findall(r'data-field="([a-z_]+)"', newest) == [
         "last_followup_day", "vital_status", "cause_of_death"]
-    assert "day 3650 (3650 days after metastatic diagnosis)" in newest
-    assert "day 3700" in newest and "not given" in newest
+    assert re.search(r"<td>day 3650</td><td>day 3700</td>", newest)
+    assert re.search(r"<td>not given</td><td>other</td>", newest)
     # Current values are labelled from the dictionary; derived fields are shown.
     assert "Vital status at the last follow-up" in text
     assert re.search(r'data-field="hr_status">.*?<td>positive</td>', text, re.S)
+    current = text.split('id="values"')[1].split("</table>")[0]
+    assert re.search('data-field="primary_dx_day">.*?<td>day \u22121460 \\(before day 0\\)</td>',
+                     current, re.S)
+    # A field the rules keep out of this record (maintenance was not interrupted) does not apply.
+    assert re.search(r'data-field="trastuzumab_resume_day">.*?does not apply', current, re.S)
+    assert re.search(r'data-field="ecog_at_met_dx">.*?<td>1</td>', current, re.S)
 
 
 def test_withdrawal_needs_the_confirmation_its_reason_and_the_csrf_token(client, known_site):

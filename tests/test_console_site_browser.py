@@ -23,7 +23,7 @@ from sqlalchemy import update
 from conftest import EXAMPLE_RECORD
 from live import entrypoint_server, own_database
 from registry.db import make_engine, utcnow
-from registry.models import Record
+from registry.models import Record, RecordVersion
 from test_console_browser import (  # noqa: F401  (browser and page are fixtures)
     CHROMIUM, Console, browser, check_page, follow, page, screenshot, sign_in,
 )
@@ -77,11 +77,16 @@ class SiteConsole(Console):
             return refused.code
 
     def backdate(self, subject: str, days: int) -> None:
-        """Make a record look last updated `days` ago (time passing, without waiting)."""
+        """Make a record (of one version) look received and last updated `days` ago: time
+        passing, without waiting."""
+        when = utcnow() - timedelta(days=days)
         engine = make_engine(self.database_url)
         with engine.begin() as connection:
             connection.execute(update(Record.__table__).where(Record.subject_id == subject)
-                               .values(updated_at=utcnow() - timedelta(days=days)))
+                               .values(created_at=when, updated_at=when))
+            connection.execute(update(RecordVersion.__table__).where(
+                RecordVersion.record_id == Record.id, Record.subject_id == subject)
+                .values(created_at=when))
         engine.dispose()
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from registry.core.dictionary import record_dictionary
 from registry.core.fields import CodeList, is_acceptable_subject_id
 from registry.core.record import SUBMITTED_FIELDS, RecordFieldsSchema, remission_threshold
-from registry.core.rules import RULES, AllOf, Condition, Is, OnlyWhen, RequiredWhen, \
+from registry.core.rules import RULES, AllOf, Condition, Is, OnlyWhen, RequiredWhen, Values, \
     required_when, shown_when
 from registry.core.vocabulary import SOURCES, WITHDRAWAL_REASONS
 from registry.db import unit_of_work, utcnow
@@ -231,7 +231,14 @@ def record_with_history(caller: Caller, subject_id: str) -> dict[str, Any]:
         history.append({"version": version, "created_at": created_at, "source": source,
                         "changes": _changes(before, data)})
         before = data
-    return {"record": record, "history": history[::-1], "fields": record_fields(),
+    fields = record_fields()
+    values = Values(record, record)
+    # Fields the rules keep out of this record (a stop day while maintenance is ongoing, ...).
+    not_applicable = [entry["name"] for entry in fields
+                      if (condition := shown_when(entry["name"])) is not None
+                      and condition.holds(values) is False]
+    return {"record": record, "history": history[::-1], "fields": fields,
+            "not_applicable": not_applicable,
             "derived_fields": record_dictionary(remission_threshold())["derived_fields"]}
 
 

@@ -61,11 +61,8 @@ def field_value(entry: dict[str, Any], value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, int):
         unit = entry.get("unit")
-        if unit == DAYS_UNIT:
-            if value == 0:
-                return "day 0 (metastatic diagnosis)"
-            return f"day {value} ({abs(value)} days {'after' if value > 0 else 'before'} " \
-                   "metastatic diagnosis)"
+        if unit == DAYS_UNIT:  # the page says once that days count from day 0
+            return f"day {value}" if value >= 0 else f"day \u2212{-value} (before day 0)"
         return f"{value} {unit}" if unit and unit != "%" else f"{value}{unit or ''}"
     if entry.get("categories") is not None:  # a derived code
         return presentation.category_label(str(value))
@@ -73,8 +70,8 @@ def field_value(entry: dict[str, Any], value: Any) -> str:
 
 
 def percent(share: float | None) -> str:
-    """A share as a whole percentage ('no record' when nothing to measure)."""
-    return "no record" if share is None else f"{round(100 * share)}%"
+    """A share as a whole percentage ('none apply' when no record has the field)."""
+    return "none apply" if share is None else f"{round(100 * share)}%"
 
 
 LABELS = {"source": source_label, "reason": reason_label, "title": field_title,
