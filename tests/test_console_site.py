@@ -242,3 +242,27 @@ def test_withdrawal_needs_the_confirmation_its_reason_and_the_csrf_token(client,
 
 def csrf_of(answer) -> str:  # noqa: ANN001
     return re.search(r'name="csrf_token" value="([^"]+)"', answer.get_data(as_text=True)).group(1)
+
+
+def test_every_source_of_the_vocabulary_is_shown_in_words(client, known_site, monkeypatch):
+    # A source added to the vocabulary (the spreadsheet upload) is listed, with its count, even
+    # before any record came that way.
+    from registry.services import site_overview
+
+    monkeypatch.setattr(site_overview, "SOURCES", (*site_overview.SOURCES, "spreadsheet"))
+    sign_in(client, known_site["tor"])
+    text = client.get("/site").get_data(as_text=True)
+    sources = text.split('id="sources"')[1].split("</table>")[0]
+    assert re.findall(r'<th scope="row">([^<]+)</th><td class="num">(\d+)</td>', sources) == [
+        ("API", "3"), ("REDCap sync", "1"), ("Spreadsheet", "0")]
+
+
+def test_a_site_without_records_gets_a_page_that_says_so(client, make_site):
+    make_site("NEW")
+    sign_in(client, issue_token("submitter", "NEW")[1])
+    page = client.get("/site")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'id="record-count">0<' in text
+    assert "No record was last updated more than 365 days ago" in text
+    assert "none apply" in text and "No record of your site has been withdrawn" in text
+    assert "0 records." in client.get("/site/records").get_data(as_text=True)
