@@ -245,3 +245,5 @@ def test_a_withdrawal_through_its_confirmation(page, console):
     assert gone.status == 410 and "was withdrawn" in page.locator("main").inner_text()
     # The API's DELETE and this page are one service: the subject is refused there now.
     assert console.send("PUT", console.site_a, record(subject)) == 409
+    # Request logs name the route, never a pseudonym of the pages' addresses or searches.
+    assert "ALPHA-" not in console.log_path.read_text()
