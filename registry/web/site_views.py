@@ -14,6 +14,7 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, request, url_for
 
 from registry.auth import current_caller, requires
+from registry.core.record import DAY_FIELDS
 from registry.core.redcap_dictionary import code_label
 from registry.errors import BadRequest, NotFound
 from registry.permissions import Action
@@ -28,7 +29,6 @@ SOURCE_LABELS = {"api": "API", "redcap-sync": "REDCap sync", "spreadsheet": "Spr
 REASON_LABELS = {"consent_withdrawn": "Consent withdrawn",
                  "deleted_at_source": "Deleted at the source (the site's own system)",
                  "entered_in_error": "Entered in error"}
-DAYS_UNIT = "days from metastatic diagnosis"
 
 
 # --- how values read ----------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def field_value(entry: dict[str, Any], value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, int):
         unit = entry.get("unit")
-        if unit == DAYS_UNIT:  # the page says once that days count from day 0
+        if entry["name"] in DAY_FIELDS:  # the page says once that days count from day 0
             return f"day {value}" if value >= 0 else f"day \u2212{-value} (before day 0)"
         return f"{value} {unit}" if unit and unit != "%" else f"{value}{unit or ''}"
     if entry.get("categories") is not None:  # a derived code
@@ -165,6 +165,7 @@ def withdraw_site_record(subject_id: str) -> Any:
                        reasons=reasons, history=shown["history"],
                        problem="Choose the reason for the withdrawal, then confirm.")
     records.withdraw_record(current_caller(), subject_id, reason=reason)
-    flash(f"Record {subject_id} was withdrawn ({reason_label(reason).lower()}). Its values and "
-          "history are erased; only the withdrawal remains, listed below.")
+    # The message travels in the cookie until shown: no pseudonym in it.
+    flash(f"The record was withdrawn ({reason_label(reason).lower()}). Its values and history "
+          "are erased; only the withdrawal remains, listed first below.")
     return redirect(url_for("console.my_site") + "#withdrawals")
