@@ -231,6 +231,10 @@ def test_withdrawal_needs_the_confirmation_its_reason_and_the_csrf_token(client,
     assert re.search(subject + r".*?Deleted at the source", site, re.S)
     gone = client.get(f"/site/records/{subject}")
     assert gone.status_code == 410 and b"was withdrawn" in gone.data
+    # Sent twice (a double click): the second answer says it is withdrawn; nothing else changes.
+    twice = client.post(f"/site/records/{subject}/withdraw", data={
+        "csrf_token": token, "reason": "consent_withdrawn", "confirm": "withdraw"})
+    assert twice.status_code == 410 and b"deleted at the source" in twice.data
     with transaction() as connection:
         assert connection.execute(Tombstone.__table__.select().where(
             Tombstone.subject_id == subject)).one().reason == "deleted_at_source"

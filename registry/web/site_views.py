@@ -97,6 +97,16 @@ def _due_days() -> tuple[int, str | None]:
                      f"setting, {default} days, instead.")
 
 
+def _not_held(subject_id: str) -> Any:
+    """A record the site does not hold: withdrawn (when and why), or never held; another
+    site's record gets the same page as one never held."""
+    try:
+        withdrawn = site_overview.withdrawal_of(current_caller(), subject_id)
+    except NotFound:
+        return _render("console/site_not_found.html", 404)
+    return _render("console/site_withdrawn.html", 410, withdrawn=withdrawn)
+
+
 @bp.route("/site", methods=["GET"])
 @requires(Action.READ_RECORDS)
 def my_site() -> Any:
@@ -138,13 +148,7 @@ def site_record(subject_id: str) -> Any:
     try:
         shown = site_overview.record_with_history(current_caller(), subject_id)
     except NotFound:
-        try:
-            withdrawn = site_overview.withdrawal_of(current_caller(), subject_id)
-        except NotFound:
-            return _render("console/error.html", 404, title="No such record",
-                           message="Your site holds no record with this pseudonym. Check it, or "
-                                   "search the list of your site's records.")
-        return _render("console/site_withdrawn.html", 410, withdrawn=withdrawn)
+        return _not_held(subject_id)
     return _render("console/site_record.html", **shown,
                    by_name={entry["name"]: entry for entry in shown["fields"]})
 
@@ -154,13 +158,15 @@ def site_record(subject_id: str) -> Any:
 def withdraw_site_record(subject_id: str) -> Any:
     """Withdraw a record, with its reason, after a confirmation page (the API's DELETE)."""
     reasons = site_overview.withdrawal_reasons()
-    if request.method == "GET":
+    try:
         shown = site_overview.record_with_history(current_caller(), subject_id)
+    except NotFound:
+        return _not_held(subject_id)
+    if request.method == "GET":
         return _render("console/site_withdraw.html", record=shown["record"], reasons=reasons,
                        history=shown["history"], problem=None)
     reason = request.form.get("reason", "")
     if reason not in reasons or request.form.get("confirm") != "withdraw":
-        shown = site_overview.record_with_history(current_caller(), subject_id)
         return _render("console/site_withdraw.html", 400, record=shown["record"],
                        reasons=reasons, history=shown["history"],
                        problem="Choose the reason for the withdrawal, then confirm.")
