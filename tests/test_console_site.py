@@ -225,7 +225,7 @@ def test_withdrawal_needs_the_confirmation_its_reason_and_the_csrf_token(client,
     assert client.get(f"/site/records/{subject}").status_code == 200  # still there
     done = client.post(f"/site/records/{subject}/withdraw", data={
         "csrf_token": token, "reason": "deleted_at_source", "confirm": "withdraw"})
-    assert done.status_code == 302 and done.headers["Location"] == "/site#withdrawals"
+    assert done.status_code == 302 and done.headers["Location"] == "/site"
     site = client.get("/site").get_data(as_text=True)
     assert "was withdrawn" in site and re.search(r'id="record-count">3<', site)
     assert re.search(subject + r".*?Deleted at the source", site, re.S)

@@ -235,7 +235,8 @@ def test_a_withdrawal_through_its_confirmation(page, console):
     assert "/withdraw" in page.url
     page.get_by_label("Entered in error").check()
     follow(page, button)
-    assert page.url.endswith("/site#withdrawals")
+    assert page.url == f"{console.base_url}/site"
+    assert page.get_by_role("status").is_visible()  # in sight: the page opens at its top
     assert "The record was withdrawn (entered in error)" in \
         page.get_by_role("status").inner_text()
     newest = page.locator("#withdrawals-table tbody tr").first.inner_text()

@@ -171,7 +171,8 @@ def withdraw_site_record(subject_id: str) -> Any:
                        reasons=reasons, history=shown["history"],
                        problem="Choose the reason for the withdrawal, then confirm.")
     records.withdraw_record(current_caller(), subject_id, reason=reason)
-    # The message travels in the cookie until shown: no pseudonym in it.
+    # The message travels in the cookie until shown: no pseudonym in it. The page opens at its
+    # top, where the message is, not at the withdrawals (which would scroll it out of sight).
     flash(f"The record was withdrawn ({reason_label(reason).lower()}). Its values and history "
-          "are erased; only the withdrawal remains, listed first below.")
-    return redirect(url_for("console.my_site") + "#withdrawals")
+          "are erased; only the withdrawal remains, listed first under Withdrawals.")
+    return redirect(url_for("console.my_site"))
