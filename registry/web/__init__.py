@@ -37,6 +37,9 @@ PAGES: tuple[Page, ...] = (
          "stewards cut new ones."),
     Page("console.query_log", "Query log", frozenset({"steward"}),
          "Every question asked of the pooled data: who, when, what, and what was released."),
+    Page("console.upload", "Upload a spreadsheet", frozenset({"submitter"}),
+         "Drop the registry's template or a REDCap export: it is de-identified in this browser "
+         "(no date or record id leaves it), checked with a dry run, then sent."),
 )
 
 
@@ -47,7 +50,7 @@ def pages_for(role: str) -> list[Page]:
 
 def init_app(app: Flask) -> None:
     """Register the console: its cookie session, CSRF protection and pages."""
-    from registry.web import views
+    from registry.web import upload_views, views  # noqa: F401 - upload_views adds its routes
 
     app.config["SESSION_COOKIE_NAME"] = COOKIE_NAME
     app.config["SESSION_COOKIE_HTTPONLY"] = True
