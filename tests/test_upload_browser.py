@@ -13,6 +13,7 @@ events.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -304,6 +305,10 @@ def test_a_refused_row_is_shown_by_row_and_rule(page, console, tmp_path):
     assert page.get_by_role("navigation", name="Pages").get_by_role(
         "link", name="Upload a spreadsheet").get_attribute("aria-current") == "page"
     check_page(page, "19-upload-empty")
+    with page.expect_download() as template:  # the template, without a token to paste
+        page.get_by_role("link", name=re.compile("Download the empty template")).click()
+    workbook = load_workbook(io.BytesIO(Path(template.value.path()).read_bytes()))
+    assert workbook.sheetnames[:2] == ["records", "fields"]
     page.get_by_label(re.compile("^Spreadsheet")).set_input_files(str(path))
     page.get_by_role("button", name="Check the file (dry run)").click()
     assert "at least 32 characters" in page.get_by_role("alert").inner_text()

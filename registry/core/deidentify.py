@@ -39,14 +39,16 @@ SUBJECT_ALPHABET = "abcdefghijklmnop"  # hexadecimal digit n is written as the n
 # The problems of the edge, by what went wrong: (rule code, message). Published to the upload
 # page with the site-side fields (core/site_fields.py), so both report them in the same words.
 EDGE_PROBLEMS = {
-    "malformed_date": {"code": "malformed_date", "message": "is not a valid date in the form "
-                       "YYYY-MM-DD; correct it in REDCap"},
+    "malformed_date": {"code": "malformed_date", "message": "is not a date the registry can "
+                       "read (e.g. 2019-04-03, a date cell, or day/month/year with four-digit "
+                       "years); correct it in REDCap or in the file"},
     "conflicting_values": {"code": "conflicting_values", "message": "has different values in "
                            "different events or instances; keep one"},
     "unknown_box": {"code": "invalid_choice", "message": "has a ticked box that is not in the "
-                    "registry dictionary; re-import it"},
+                    "registry dictionary; re-import the dictionary in REDCap"},
     "unknown_code": {"code": "invalid_choice", "message": "is not a code of the registry "
-                     "dictionary; re-import it"},
+                     "dictionary; use one of the template's listed codes (re-import the "
+                     "dictionary in REDCap)"},
     "not_whole_number": {"code": "invalid_type", "message": "must be a whole number"},
 }
 

@@ -87,14 +87,15 @@ def _field(spec: Any) -> dict[str, Any]:
 
 def site_fields_description(max_batch: int | None = None) -> dict[str, Any]:
     """The site-side fields and the rules of the edge de-identification, as JSON-ready data."""
+    day_zero_field = next(spec.registry_name for spec in redcap_fields()
+                          if spec.name == MET_DX_DATE)
     return {
         "dictionary_version": DICTIONARY_VERSION,
         "source": SOURCE,
         "records_sheet": RECORDS_SHEET,
         "record_id": RECORD_ID,
         "redcap_columns": list(REDCAP_COLUMNS),
-        "day_zero": {"column": MET_DX_DATE, "becomes": next(
-                         spec.registry_name for spec in redcap_fields() if spec.name == MET_DX_DATE),
+        "day_zero": {"column": MET_DX_DATE, "becomes": day_zero_field,
                      "rule": "every other date becomes its number of days from this date; "
                              "this date becomes its year"},
         "follow_up": {"form": FOLLOW_UP_FORM, "visit_date": deidentify.VISIT_DATE,

@@ -12,6 +12,7 @@ from typing import Any
 
 from registry.core.record import validate_record
 from registry.core.site_fields import site_fields_description
+from registry.core.template import template_xlsx
 from registry.errors import PayloadTooLarge
 from registry.permissions import Action, authorize
 from registry.services.tokens import Caller
@@ -30,3 +31,9 @@ def check_records(caller: Caller, records: list[Any], max_batch: int) -> list[li
     if len(records) > max_batch:
         raise PayloadTooLarge(f"a check holds at most {max_batch} records; split it")
     return [validate_record(record)[1] for record in records]
+
+
+def template_file(caller: Caller) -> bytes:
+    """The registry's empty spreadsheet template (.xlsx), as the API serves it."""
+    authorize(caller.role, Action.READ_DICTIONARY)
+    return template_xlsx()

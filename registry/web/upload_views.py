@@ -23,6 +23,7 @@ from registry.services import batches, uploads
 from registry.web.views import bp
 
 SOURCE_HEADER = "X-Registry-Source"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _problem(error: RegistryError) -> Response:
@@ -54,6 +55,14 @@ def upload_site_fields() -> Any:
     """The site-side fields and the edge de-identification's rules (what the page converts by)."""
     return jsonify(uploads.describe_site_fields(current_caller(),
                                                 current_app.config["REGISTRY_MAX_BATCH"]))
+
+
+@bp.route("/upload/template.xlsx", methods=["GET"])
+@requires(Action.WRITE_RECORDS)
+def upload_template() -> Any:
+    """The registry's empty template, as GET /api/v1/dictionary/template.xlsx gives it."""
+    return Response(uploads.template_file(current_caller()), mimetype=XLSX, headers={
+        "Content-Disposition": "attachment; filename=registry_template.xlsx"})
 
 
 @bp.route("/upload/check", methods=["POST"])

@@ -249,14 +249,16 @@
       }
     }
     const single = (name) => {
-      const values = new Set(rows.filter((row) => present(row[name])).map((row) => String(row[name])));
+      const values = new Set(rows.filter((row) => present(row[name]))
+        .map((row) => String(row[name])));
       if (values.size > 1) { problem(name, "conflicting_values"); return null; }
       return values.size ? [...values][0] : null;
     };
     const valueOf = (field) => {
       if (field.form !== description.follow_up.form) return single(field.name);
       if (field.kind === "date" && field.name !== visitDate) {  // progression: the earliest
-        const found = rows.filter((row) => present(row[field.name])).map((row) => String(row[field.name]));
+        const found = rows.filter((row) => present(row[field.name]))
+          .map((row) => String(row[field.name]));
         const dated = found.filter((text) => parseDate(field.name, text) !== null).sort();
         return dated.length ? dated[0] : null;
       }
@@ -351,7 +353,8 @@
     }
     let body = null;
     try { body = await answer.json(); } catch (error) { body = null; }
-    if (!answer.ok || !body || !Array.isArray(body.results) || body.results.length !== records.length) {
+    if (!answer.ok || !body || !Array.isArray(body.results) ||
+        body.results.length !== records.length) {
       const detail = body && body.detail ? ": " + body.detail : "";
       throw new RegistryProblem("the registry answered " + answer.status + detail +
                                 (answer.status === 400 ? " (reload the page and try again)" : ""));
@@ -361,7 +364,9 @@
 
   const chunks = (items, size) => {
     const found = [];
-    for (let start = 0; start < items.length; start += size) found.push(items.slice(start, start + size));
+    for (let start = 0; start < items.length; start += size) {
+      found.push(items.slice(start, start + size));
+    }
     return found;
   };
 
@@ -397,7 +402,9 @@
   function renderRefused(report) {
     const body = $("refused-rows");
     body.replaceChildren();
-    const refused = report.records.filter((line) => line.outcome === "invalid");
+    // By the row of the file, as a person reads it down (the report keeps registry-submit's order)
+    const refused = report.records.filter((line) => line.outcome === "invalid")
+      .sort((a, b) => a.rows[0] - b.rows[0]);
     for (const line of refused) {
       for (const error of line.errors) {
         const tr = document.createElement("tr");
@@ -406,8 +413,11 @@
         cells.forEach((text, index) => {
           const td = document.createElement(index === 0 ? "th" : "td");
           if (index === 0) td.scope = "row";
-          if (index === 2) { const code = document.createElement("code"); code.textContent = text; td.append(code); }
-          else td.textContent = text;
+          if (index === 2) {
+            const code = document.createElement("code");
+            code.textContent = text;
+            td.append(code);
+          } else td.textContent = text;
           if (index === 0) td.className = "num";
           tr.append(td);
         });
@@ -456,7 +466,8 @@
     state.report = report;
     state.toWrite = [];
     try {
-      const sheet = readSheet(await readTable(file, description), $("date-order").value, description);
+      const table = await readTable(file, description);
+      const sheet = readSheet(table, $("date-order").value, description);
       report.columns_dropped = sheet.droppedColumns;
       report.identifier_columns_dropped = sheet.droppedIdentifierColumns;
       report.counts.rows = sheet.rowsRead;
@@ -515,8 +526,11 @@
       state.fileName = file.name;
       renderDryRun(report, would);
     } catch (error) {
-      if (error instanceof FileProblem) showProblem(file.name + " " + error.message + ". Nothing was sent.");
-      else if (error instanceof RegistryProblem) showProblem("The check stopped: " + error.message + ". Nothing was written.");
+      if (error instanceof FileProblem) {
+        showProblem(file.name + " " + error.message + ". Nothing was sent.");
+      } else if (error instanceof RegistryProblem) {
+        showProblem("The check stopped: " + error.message + ". Nothing was written.");
+      }
       else showProblem("The check stopped (" + error.name + "). Nothing was written.");
     } finally {
       $("check").disabled = false;
@@ -535,7 +549,8 @@
     say("dry-updated", String(would.updated || 0));
     say("dry-unchanged", String(report.counts.unchanged));
     say("dry-invalid", String(report.counts.invalid));
-    say("dry-dropped", report.columns_dropped + " column" + (report.columns_dropped === 1 ? "" : "s") +
+    const plural = report.columns_dropped === 1 ? "" : "s";
+    say("dry-dropped", report.columns_dropped + " column" + plural +
         " not read (" + report.identifier_columns_dropped + " named like identifiers)");
     renderRefused(report);
     downloadReport(dryReport);
@@ -575,7 +590,8 @@
         setProgress(done += part.length, state.toWrite.length, "Sending");
       }
     } catch (error) {
-      report.failure = error instanceof RegistryProblem ? error.message : "the page stopped (" + error.name + ")";
+      report.failure = error instanceof RegistryProblem ? error.message
+        : "the page stopped (" + error.name + ")";
       showProblem("Sending stopped: " + report.failure + ". The records sent before it are " +
                   "stored; check the file again to see what is left.");
     }
@@ -596,9 +612,13 @@
   // --- wiring ------------------------------------------------------------------------------------
   const drop = $("drop-zone");
   const fileInput = $("file");
-  const showFile = () => say("file-chosen", fileInput.files[0] ? "Chosen: " + fileInput.files[0].name : "No file chosen yet.");
+  const showFile = () => say("file-chosen", fileInput.files[0]
+    ? "Chosen: " + fileInput.files[0].name : "No file chosen yet.");
   fileInput.addEventListener("change", showFile);
-  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
