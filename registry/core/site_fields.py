@@ -20,7 +20,6 @@ from registry.core.redcap_dictionary import (
     FOLLOW_UP_FORM, MET_DX_DATE, RECORD_ID, REDCAP_COLUMNS, checkbox_column, code_label,
     redcap_fields, site_columns,
 )
-from registry.core.template import RECORDS_SHEET
 
 # Where a write from a spreadsheet is recorded as coming from (header X-Registry-Source).
 SOURCE = "spreadsheet"
@@ -87,6 +86,9 @@ def _field(spec: Any) -> dict[str, Any]:
 
 def site_fields_description(max_batch: int | None = None) -> dict[str, Any]:
     """The site-side fields and the rules of the edge de-identification, as JSON-ready data."""
+    # Here, not at the top: the sync imports this module's constants and needs no openpyxl.
+    from registry.core.template import RECORDS_SHEET
+
     day_zero_field = next(spec.registry_name for spec in redcap_fields()
                           if spec.name == MET_DX_DATE)
     return {
