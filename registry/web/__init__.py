@@ -44,6 +44,9 @@ PAGES: tuple[Page, ...] = (
     Page("console.site_records", "Records", frozenset({"submitter"}),
          "Every record of your site, searchable by pseudonym; open one for its values, history "
          "and withdrawal."),
+    Page("console.upload", "Upload a spreadsheet", frozenset({"submitter"}),
+         "Drop the registry's template or a REDCap export: it is de-identified in this browser "
+         "(no date or record id leaves it), checked with a dry run, then sent."),
 )
 
 
@@ -54,7 +57,7 @@ def pages_for(role: str) -> list[Page]:
 
 def init_app(app: Flask) -> None:
     """Register the console: its cookie session, CSRF protection and pages."""
-    from registry.web import site_views, views  # noqa: F401  (site_views adds routes to bp)
+    from registry.web import site_views, upload_views, views  # noqa: F401  (they add routes to bp)
 
     app.config["SESSION_COOKIE_NAME"] = COOKIE_NAME
     app.config["SESSION_COOKIE_HTTPONLY"] = True
