@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, null, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from registry.models import Release, Site, in_release
@@ -222,7 +222,7 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
         groups = [_protected_group(name, tables.get(name), years, policy)
                   for name in grouping.categories]
         test = _logrank(tally, grouping, policy) if compared else None
-        sites = _contributing_sites(session, source, where)
+        sites = tally.sites
         return {**plan.params(), "by": grouping.name, "years": years,
                 "filters": dict(sorted(filters.items())),
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome],
@@ -257,27 +257,55 @@ class Tally:
     count: np.ndarray
     keys: np.ndarray
     bucketed: bool
+    sites: int  # sites with records in the cohort
 
 
 def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
            where: Sequence[Any], exact: bool) -> Tally:
     """One GROUP BY over the cohort: on exact days when a log-rank test needs them, else on
     the yearly intervals (entry: -1 at time zero, else the interval it enters in, right-closed;
-    exit: (4 days + 3) // 1461, integer division in SQL)."""
+    exit: (4 days + 3) // 1461, integer division in SQL). The same scan finds the sites with
+    records in the cohort: on the intervals the groups are by site too (a few rows more); on
+    exact days, where that would multiply thousands of rows, PostgreSQL adds the sites as a
+    grouping set of their own, and SQLite (whose semi-join stops at each site's first match)
+    asks for them apart."""
     entry, exit = rows.entry, rows.exit
     if not exact:
         entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
         exit = (rows.exit * 4 + 3) // 1461
-    statement = (select(grouping.expression, entry, exit, rows.event, func.count(),
-                        func.coalesce(func.sum(source.c.record_key), 0))
-                 .where(*where).group_by(grouping.expression, entry, exit, rows.event))
-    result = _driver_rows(session, statement)
-    data = np.array([row[1:] for row in result], dtype=np.int64).reshape(-1, 5)
-    labels: dict[Any, str] = {}
-    return Tally([labels[row[0]] if row[0] in labels else
-                  labels.setdefault(row[0], grouping.label(row[0])) for row in result],
-                 data[:, 0], data[:, 1], data[:, 2].astype(bool), data[:, 3], data[:, 4],
-                 not exact)
+    keys = [grouping.expression, entry, exit, rows.event]
+    site = source.c.site_id
+    measures = [func.count(), func.coalesce(func.sum(source.c.record_key), 0)]
+    sets = exact and session.get_bind().dialect.name == "postgresql"
+    if not exact:
+        statement = select(*keys, site, literal(1), *measures).group_by(*keys, site)
+    elif sets:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
+        statement = select(*keys, site, func.grouping(site), *measures).group_by(
+            func.grouping_sets(tuple_(*keys), tuple_(site)))
+    else:
+        statement = select(*keys, null(), literal(1), *measures).group_by(*keys)
+    result = _driver_rows(session, statement.where(*where))
+    if not result:
+        columns: list[Any] = [()] * 8
+    else:
+        columns = list(zip(*result))
+    counted = np.array(columns[5], dtype=np.int64) == 1
+    if exact and not sets:
+        sites = _contributing_sites(session, source, where)
+    else:
+        sites = len({value for value, main in zip(columns[4], counted)
+                     if value is not None and (not sets or not main)})
+
+    def numbers(index: int, kind: Any = np.int64) -> np.ndarray:
+        values = np.array(columns[index], dtype=object)[counted]
+        return values.astype(kind)
+
+    names: dict[Any, str] = {}
+    found = [value for value, main in zip(columns[0], counted) if main]
+    labels = [names[value] if value in names else names.setdefault(value, grouping.label(value))
+              for value in found]
+    return Tally(labels, numbers(1), numbers(2), numbers(3, bool), numbers(6), numbers(7),
+                 not exact, sites)
 
 
 def _driver_rows(session: Session, statement: Any) -> list[tuple[Any, ...]]:
