@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, literal, null, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from registry.models import Release, Site, in_release
@@ -278,33 +278,28 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
     measures = [func.count(), func.coalesce(func.sum(source.c.record_key), 0)]
     sets = exact and session.get_bind().dialect.name == "postgresql"
     if not exact:
-        statement = select(*keys, site, literal(1), *measures).group_by(*keys, site)
+        statement = select(*keys, site, *measures).group_by(*keys, site)
     elif sets:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
         statement = select(*keys, site, func.grouping(site), *measures).group_by(
             func.grouping_sets(tuple_(*keys), tuple_(site)))
     else:
-        statement = select(*keys, null(), literal(1), *measures).group_by(*keys)
+        statement = select(*keys, *measures).group_by(*keys)
     result = _driver_rows(session, statement.where(*where))
-    if not result:
-        columns: list[Any] = [()] * 8
-    else:
-        columns = list(zip(*result))
-    counted = np.array(columns[5], dtype=np.int64) == 1
-    if exact and not sets:
+    if sets:
+        sites = len({row[4] for row in result if not row[5]})
+        result = [row for row in result if row[5]]
+    elif exact:
         sites = _contributing_sites(session, source, where)
     else:
-        sites = len({value for value, main in zip(columns[4], counted)
-                     if value is not None and (not sets or not main)})
-
-    def numbers(index: int, kind: Any = np.int64) -> np.ndarray:
-        values = np.array(columns[index], dtype=object)[counted]
-        return values.astype(kind)
-
+        sites = len({row[4] for row in result})
+    # Column by column, straight into arrays: thousands of rows on exact days.
+    columns: list[Any] = list(zip(*result)) or [()] * 6
     names: dict[Any, str] = {}
-    found = [value for value, main in zip(columns[0], counted) if main]
     labels = [names[value] if value in names else names.setdefault(value, grouping.label(value))
-              for value in found]
-    return Tally(labels, numbers(1), numbers(2), numbers(3, bool), numbers(6), numbers(7),
+              for value in columns[0]]
+    return Tally(labels, np.array(columns[1], dtype=np.int64),
+                 np.array(columns[2], dtype=np.int64), np.array(columns[3], dtype=bool),
+                 np.array(columns[-2], dtype=np.int64), np.array(columns[-1], dtype=np.int64),
                  not exact, sites)
 
 
