@@ -264,11 +264,11 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
            where: Sequence[Any], exact: bool) -> Tally:
     """One GROUP BY over the cohort: on exact days when a log-rank test needs them, else on
     the yearly intervals (entry: -1 at time zero, else the interval it enters in, right-closed;
-    exit: (4 days + 3) // 1461, integer division in SQL). The same scan finds the sites with
-    records in the cohort: on the intervals the groups are by site too (a few rows more); on
-    exact days, where that would multiply thousands of rows, PostgreSQL adds the sites as a
-    grouping set of their own, and SQLite (whose semi-join stops at each site's first match)
-    asks for them apart."""
+    exit: (4 days + 3) // 1461, integer division in SQL). On PostgreSQL the same scan finds
+    the sites with records in the cohort (it would run their semi-join as a second full
+    scan): on the intervals the groups are by site too (a few rows more); on exact days, where
+    that would multiply thousands of rows, the sites are a grouping set of their own. SQLite,
+    which sorts to group and stops each site's semi-join at its first match, asks apart."""
     entry, exit = rows.entry, rows.exit
     if not exact:
         entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
@@ -276,20 +276,20 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
     keys = [grouping.expression, entry, exit, rows.event]
     site = source.c.site_id
     measures = [func.count(), func.coalesce(func.sum(source.c.record_key), 0)]
-    sets = exact and session.get_bind().dialect.name == "postgresql"
-    if not exact:
-        statement = select(*keys, site, *measures).group_by(*keys, site)
-    elif sets:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if not postgresql:
+        statement = select(*keys, *measures).group_by(*keys)
+    elif exact:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
         statement = select(*keys, site, func.grouping(site), *measures).group_by(
             func.grouping_sets(tuple_(*keys), tuple_(site)))
     else:
-        statement = select(*keys, *measures).group_by(*keys)
+        statement = select(*keys, site, *measures).group_by(*keys, site)
     result = _driver_rows(session, statement.where(*where))
-    if sets:
+    if not postgresql:
+        sites = _contributing_sites(session, source, where)
+    elif exact:
         sites = len({row[4] for row in result if not row[5]})
         result = [row for row in result if row[5]]
-    elif exact:
-        sites = _contributing_sites(session, source, where)
     else:
         sites = len({row[4] for row in result})
     # Column by column, straight into arrays: thousands of rows on exact days.

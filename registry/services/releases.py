@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
-from registry.db import get_database, transaction, unit_of_work, utcnow
+from registry.db import transaction, unit_of_work, utcnow
 from registry.errors import BadRequest, Conflict
 from registry.models import (
     AuditEntry, Record, Release, Tombstone, in_release, release_records,
@@ -175,15 +175,15 @@ def cut_release(caller: Caller | None, note: str | None, policy: Policy) -> dict
 
 
 def _refresh_statistics() -> None:
-    """PostgreSQL: let the planner know the release states just written. Every question reads
-    them; until autovacuum gets to it, the planner takes a fresh release for a few rows and
-    sorts where it would hash (B4 at 100,000 records: 41-54 ms instead of 88-127 ms for the
-    GROUP BY of a release). After the commit, so that writers do not wait for it. (SQLite
-    measured no faster with statistics: it sorts to group either way.)"""
-    if get_database().dialect != "postgresql":
-        return
+    """Let the planner know the release states just written: every question reads them. Until
+    autovacuum gets to it, PostgreSQL takes a fresh release for a few rows and sorts where it
+    would hash (B4 at 100,000 records: 41-54 ms instead of 88-127 ms for the GROUP BY of a
+    release); SQLite, without statistics, gathers the states through the index on
+    valid_until instead of scanning the table (130 instead of 156 ms). After the commit, so
+    that writers do not wait for it."""
     with transaction() as connection:
-        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
         connection.execute(text(f"ANALYZE {RELEASED.name}"))
 
 
