@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from registry.models import Release, Site, in_release
@@ -33,6 +33,8 @@ OUTCOMES = ("relapse", "relapse_or_death")
 DEFAULT_YEARS, MAX_YEARS = 10, 20
 MAX_LANDMARK_YEARS = 15
 MAX_COVARIATES = 4
+# PostgreSQL's work_mem for the tally on exact days (see _tally).
+EXACT_TALLY_WORK_MEM = "32MB"
 # The landmark design's grouping: trastuzumab stopped by the landmark, or not.
 AT_LANDMARK = "trastuzumab_at_landmark"
 AT_LANDMARK_CATEGORIES = ("continuing", "stopped")
@@ -282,6 +284,10 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
     elif exact:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
         statement = select(*keys, site, func.grouping(site), *measures).group_by(
             func.grouping_sets(tuple_(*keys), tuple_(site)))
+        # Room to hash both sets: with the default 4 MB the planner sorts the whole cohort
+        # twice on disk instead (1,000,000 records: 15 s against 3.5 s), for an estimate of
+        # 200,000 groups (11,000 in fact, 8 MB of hash). For this transaction only.
+        session.execute(text(f"SET LOCAL work_mem = '{EXACT_TALLY_WORK_MEM}'"))
     else:
         statement = select(*keys, site, *measures).group_by(*keys, site)
     result = _driver_rows(session, statement.where(*where))
