@@ -15,10 +15,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The console's front-end assets, from the npm registry at build time, served from the package
-# (never a CDN): the plotting library, and axe-core for the accessibility check of the tests.
+# (never a CDN): the plotting library, the spreadsheet reader of the upload page, and axe-core for
+# the accessibility check of the tests.
 VENDOR := registry/web/static/vendor
 VENDOR_FILES := node_modules/@observablehq/plot/dist/plot.umd.min.js \
-	node_modules/d3/dist/d3.min.js node_modules/axe-core/axe.min.js
+	node_modules/d3/dist/d3.min.js node_modules/axe-core/axe.min.js \
+	node_modules/read-excel-file/bundle/read-excel-file.min.js
 
 $(VENDOR)/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the console's assets (apt-get install npm)"; exit 1; }
@@ -54,10 +56,13 @@ bench: install load-generator
 bench-load: install load-generator
 	$(BIN)/python -m benchmarks.load
 
-# wrk, B3's load generator (a Debian package)
+# wrk, B3's load generator, and pgbench, its baseline (Debian packages)
 load-generator:
 	@command -v wrk >/dev/null || { echo "installing the load generator wrk"; \
 	  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; }
+	@command -v pgbench >/dev/null || { echo "installing pgbench (postgresql-client)"; \
+	  apt-get install -y -qq postgresql-client >/dev/null || { apt-get update -qq && \
+	  apt-get install -y -qq postgresql-client; }; }
 
 openapi: install
 	$(BIN)/registry openapi write openapi.yaml

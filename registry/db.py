@@ -220,6 +220,31 @@ def single_statement() -> Iterator[Connection]:
         yield connection
 
 
+_COMPILED: dict[tuple[int, str], Any] = {}
+
+
+def execute_hot(connection: Connection, statement: Any, parameters: dict[str, Any]) -> Any:
+    """Execute a Core statement of every request's path (the token lookup, a PUT's row lock and
+    write) on PostgreSQL as driver SQL compiled once from it, with SQLAlchemy's own bind
+    processing: the same SQL and parameters as connection.execute(), without building the
+    statement's cache key and execution context again on every request. Errors are wrapped
+    as for any statement (a lost connection is still a DBAPIError that invalidates the pool).
+    Result rows are not type-processed: the statements given here return only types the
+    driver already converts (integers, text, booleans, timestamps with their zone). Other
+    databases: connection.execute()."""
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        return connection.execute(statement, parameters)
+    key = (id(statement), dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = statement.compile(dialect=dialect)
+    processors = compiled._bind_processors
+    return connection.exec_driver_sql(compiled.string, {
+        name: processors[name](value) if name in processors else value
+        for name, value in parameters.items()})
+
+
 # From this many rows on, PostgreSQL inserts go through COPY, an order of magnitude faster than
 # executemany for the wide rows of a batch.
 COPY_THRESHOLD = 50

@@ -18,7 +18,7 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import survival_table_from_events
 from scipy.optimize import linprog
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from registry.db import unit_of_work
 from registry.models import Record, Site
@@ -320,6 +320,28 @@ def test_hazard_ratios_equal_lifelines(client: FlaskClient, coordinator, no_nois
     assert body["records"] == len(frame) and body["events"] == int(frame["event"].sum())
     assert {c["covariate"] for c in body["proportional_hazards"]} == {"presentation",
                                                                        "visceral_disease"}
+
+
+def test_contributing_sites_count_the_sites_of_the_analysed_cohort(
+        client: FlaskClient, coordinator) -> None:
+    """Each analysis finds its sites in the scan that counts it (on the intervals, on exact
+    days, in the model's rows): three sites are published, and a cohort filtered to two of
+    them publishes none (two would point at the centres)."""
+    generated_cohort(1500, seed=12)
+    with unit_of_work() as session:
+        tor = session.scalar(select(Site.id).where(Site.code == "TOR"))
+        session.execute(update(Record).where(Record.site_id == tor).values(
+            presentation="de_novo", version=Record.version + 1))
+    cut_release(None, None, Policy.from_config(current_app.config))
+    questions = ("survival?origin=trastuzumab_stop", "survival?by=visceral_disease",
+                 "hazard-ratios?covariates=visceral_disease")
+    for question in questions:
+        everyone = client.get(f"{API}/{question}", headers=coordinator)
+        assert everyone.status_code == 200, everyone.json
+        assert everyone.json["disclosure"]["contributing_sites"] == 3
+        two_sites = client.get(f"{API}/{question}&presentation=recurrent", headers=coordinator)
+        assert two_sites.status_code == 200, two_sites.json
+        assert two_sites.json["disclosure"]["contributing_sites"] is None
 
 
 @pytest.mark.parametrize("ratio, harmful", [(2.5, True), (1.0, False)])

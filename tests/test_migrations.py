@@ -150,3 +150,45 @@ def test_0005_applies_the_clinical_ruling_to_records_stored_before_it(
     engine.dispose()
     assert [tuple(row) for row in stored] == [(None, 2000, "3y_plus", "2_to_5y"),
                                               (950, None, "none", None)]
+
+
+def test_0006_admits_spreadsheet_as_a_source_and_downgrades_it_to_api(
+        scratch_database_url: str) -> None:
+    """Before 0006 the database refuses a version from a spreadsheet; after it, it keeps one;
+    going back turns it into 'api' so the older constraint holds again."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+    from sqlalchemy.exc import DatabaseError, IntegrityError
+
+    from registry.models import AuditEntry, Site
+
+    config = alembic_config(scratch_database_url)
+    command.upgrade(config, "0005")
+    engine = make_engine(scratch_database_url)
+    entry = {"occurred_at": datetime.now(timezone.utc), "subject_id": "TOR-abcdefghijklmnop",
+             "action": "create", "source": "spreadsheet", "version": 1, "changed_fields": []}
+    with engine.begin() as connection:
+        site = connection.execute(insert(Site.__table__).values(code="TOR", name="T")
+                                  .returning(Site.__table__.c.id)).scalar_one()
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert(AuditEntry.__table__).values(site_id=site, **entry))
+    engine.dispose()
+    command.upgrade(config, "0006")
+    engine = make_engine(scratch_database_url)
+    with engine.begin() as connection:
+        connection.execute(insert(AuditEntry.__table__).values(site_id=site, **entry))
+        assert connection.execute(text("SELECT source FROM audit_log")).scalar() == "spreadsheet"
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert(AuditEntry.__table__).values(
+            site_id=site, **{**entry, "source": "fax"}))
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
+        connection.execute(text("UPDATE audit_log SET version = 2"))  # the guard survived
+    engine.dispose()
+    command.downgrade(config, "0005")
+    engine = make_engine(scratch_database_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT source FROM audit_log")).scalar() == "api"
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log"))
+    engine.dispose()

@@ -32,15 +32,31 @@ from registry.core.redcap_dictionary import (
 )
 
 VISIT_DATE = "last_followup_date"
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INTEGER = re.compile(r"^-?\d+$")
+DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+INTEGER_PATTERN = re.compile(r"^-?\d+$")
 SUBJECT_HASH_LETTERS = 32  # 128 bits of the HMAC
+SUBJECT_ALPHABET = "abcdefghijklmnop"  # hexadecimal digit n is written as the n-th letter
+# The problems of the edge, by what went wrong: (rule code, message). Published to the upload
+# page with the site-side fields (core/site_fields.py), so both report them in the same words.
+EDGE_PROBLEMS = {
+    "malformed_date": {"code": "malformed_date", "message": "is not a date the registry can "
+                       "read (e.g. 2019-04-03, a date cell, or day/month/year with four-digit "
+                       "years); correct it in REDCap or in the file"},
+    "conflicting_values": {"code": "conflicting_values", "message": "has different values in "
+                           "different events or instances; keep one"},
+    "unknown_box": {"code": "invalid_choice", "message": "has a ticked box that is not in the "
+                    "registry dictionary; re-import the dictionary in REDCap"},
+    "unknown_code": {"code": "invalid_choice", "message": "is not a code of the registry "
+                     "dictionary; use one of the template's listed codes (re-import the "
+                     "dictionary in REDCap)"},
+    "not_whole_number": {"code": "invalid_type", "message": "must be a whole number"},
+}
 
 
 def subject_id(secret: str, record_id: str, prefix: str = "") -> str:
     """HMAC-SHA256 of the record id with the site secret, written as letters a..p (4 bits each)."""
     digest = hmac.new(secret.encode(), record_id.encode(), hashlib.sha256).hexdigest()
-    letters = "".join(chr(ord("a") + int(nibble, 16)) for nibble in digest)
+    letters = "".join(SUBJECT_ALPHABET[int(nibble, 16)] for nibble in digest)
     return prefix + letters[:SUBJECT_HASH_LETTERS]
 
 
@@ -53,8 +69,8 @@ def split_columns(names: list[str]) -> tuple[list[str], list[str], int]:
     return kept, dropped, sum(map(is_identifier_field_name, dropped))
 
 
-def _problem(field: str, code: str, message: str) -> dict[str, str]:
-    return {"field": field, "code": code, "message": message}
+def _problem(field: str, what: str) -> dict[str, str]:
+    return {"field": field, **EDGE_PROBLEMS[what]}
 
 
 class _Reader:
@@ -77,12 +93,11 @@ class _Reader:
     def parse_date(self, name: str, text: str) -> date | None:
         """A YYYY-MM-DD value, or None with a `malformed_date` problem (legacy values)."""
         try:
-            if _DATE.match(text):
+            if DATE_PATTERN.match(text):
                 return date.fromisoformat(text)
         except ValueError:
             pass
-        self.problems.append(_problem(name, "malformed_date", "is not a valid date in the form "
-                                      "YYYY-MM-DD; correct it in REDCap"))
+        self.problems.append(_problem(name, "malformed_date"))
         return None
 
     def _latest_visit(self) -> dict[str, Any] | None:
@@ -99,8 +114,7 @@ class _Reader:
         """The one non-blank value of a non-visit field across the rows."""
         values = {str(row[name]) for row in self.rows if row.get(name) not in (None, "")}
         if len(values) > 1:
-            self.problems.append(_problem(name, "conflicting_values", "has different values in "
-                                          "different events or instances; keep one"))
+            self.problems.append(_problem(name, "conflicting_values"))
             return None
         return values.pop() if values else None
 
@@ -126,8 +140,7 @@ class _Reader:
             return None
         known = {code.lower(): value for code, value in field.codes}
         if ticked - set(known):
-            self.problems.append(_problem(field.name, "invalid_choice", "has a ticked box that "
-                                          "is not in the registry dictionary; re-import it"))
+            self.problems.append(_problem(field.name, "unknown_box"))
         return [value for code, value in known.items() if code in ticked]
 
 
@@ -154,13 +167,12 @@ def assemble(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str,
         elif field.kind == "code":
             value = field.registry_value(text)
             if value is None:
-                reader.problems.append(_problem(field.name, "invalid_choice", "is not a code of "
-                                                "the registry dictionary; re-import it"))
+                reader.problems.append(_problem(field.name, "unknown_code"))
             record[field.registry_name] = value
-        elif _INTEGER.match(text.strip()):
+        elif INTEGER_PATTERN.match(text.strip()):
             record[field.registry_name] = int(text)
         else:
-            reader.problems.append(_problem(field.name, "invalid_type", "must be a whole number"))
+            reader.problems.append(_problem(field.name, "not_whole_number"))
     return {key: value for key, value in record.items() if value is not None}, reader.problems
 
 

@@ -219,11 +219,11 @@ def passes_firewall(text: str) -> bool:
 
 # Words in a field name that announce an identifier. Short ones must be a whole word of the name;
 # long ones are looked for anywhere in it ("patientname", "dateOfBirth").
-_SHORT_WORDS = frozenset({
+SHORT_NAME_WORDS = frozenset({
     "mrn", "chart", "dob", "hcn", "ohip", "sin", "ssn", "fax", "zip", "city", "ip", "url", "name",
     "names", "postal", "email", "phone", "address", "birth", "tel",
 })
-_LONG_WORDS = (
+LONG_NAME_WORDS = (
     "name", "birth", "healthcard", "email", "phone", "address", "postal", "zipcode", "telephone",
     "ohip", "chartnumber", "medicalrecord", "socialinsurance", "socialsecurity", "postcode",
     "website",
@@ -239,10 +239,10 @@ def _name_words(name: str) -> list[str]:
 def is_identifier_field_name(name: str) -> bool:
     """Whether a field name suggests it carries an identifier (privacy.md section 1)."""
     words = _name_words(name)
-    if any(word in _SHORT_WORDS for word in words):
+    if any(word in SHORT_NAME_WORDS for word in words):
         return True
     compact = "".join(words)
-    return any(word in compact for word in _LONG_WORDS)
+    return any(word in compact for word in LONG_NAME_WORDS)
 
 
 def printable_field_name(name: object) -> str:

@@ -55,7 +55,7 @@ FIRST_MET_DX_YEAR = 1998
 # Roles of API tokens (api.md, "Who calls").
 ROLES = ("submitter", "coordinator", "steward")
 # Where a version came from.
-SOURCES = ("api", "redcap-sync")
+SOURCES = ("api", "redcap-sync", "spreadsheet")
 AUDIT_ACTIONS = ("create", "update", "withdraw")
 WITHDRAWAL_REASONS = ("consent_withdrawn", "deleted_at_source", "entered_in_error")
 

@@ -129,7 +129,7 @@ class SourceHeaderSchema(Schema):
 
     source = fields.String(data_key="X-Registry-Source", load_default="api",
                            validate=OneOf(SOURCES),
-                           metadata={"description": "api (default) or redcap-sync"})
+                           metadata={"description": "api (default), redcap-sync or spreadsheet"})
 
 
 class WriteHeadersSchema(SourceHeaderSchema):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from registry.models import Release, Site, in_release
@@ -33,6 +33,8 @@ OUTCOMES = ("relapse", "relapse_or_death")
 DEFAULT_YEARS, MAX_YEARS = 10, 20
 MAX_LANDMARK_YEARS = 15
 MAX_COVARIATES = 4
+# PostgreSQL's work_mem for the tally on exact days (see _tally).
+EXACT_TALLY_WORK_MEM = "32MB"
 # The landmark design's grouping: trastuzumab stopped by the landmark, or not.
 AT_LANDMARK = "trastuzumab_at_landmark"
 AT_LANDMARK_CATEGORIES = ("continuing", "stopped")
@@ -222,7 +224,7 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
         groups = [_protected_group(name, tables.get(name), years, policy)
                   for name in grouping.categories]
         test = _logrank(tally, grouping, policy) if compared else None
-        sites = _contributing_sites(session, source, where)
+        sites = tally.sites
         return {**plan.params(), "by": grouping.name, "years": years,
                 "filters": dict(sorted(filters.items())),
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome],
@@ -257,27 +259,54 @@ class Tally:
     count: np.ndarray
     keys: np.ndarray
     bucketed: bool
+    sites: int  # sites with records in the cohort
 
 
 def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
            where: Sequence[Any], exact: bool) -> Tally:
     """One GROUP BY over the cohort: on exact days when a log-rank test needs them, else on
     the yearly intervals (entry: -1 at time zero, else the interval it enters in, right-closed;
-    exit: (4 days + 3) // 1461, integer division in SQL)."""
+    exit: (4 days + 3) // 1461, integer division in SQL). On PostgreSQL the same scan finds
+    the sites with records in the cohort (it would run their semi-join as a second full
+    scan): on the intervals the groups are by site too (a few rows more); on exact days, where
+    that would multiply thousands of rows, the sites are a grouping set of their own. SQLite,
+    which sorts to group and stops each site's semi-join at its first match, asks apart."""
     entry, exit = rows.entry, rows.exit
     if not exact:
         entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
         exit = (rows.exit * 4 + 3) // 1461
-    statement = (select(grouping.expression, entry, exit, rows.event, func.count(),
-                        func.coalesce(func.sum(source.c.record_key), 0))
-                 .where(*where).group_by(grouping.expression, entry, exit, rows.event))
-    result = _driver_rows(session, statement)
-    data = np.array([row[1:] for row in result], dtype=np.int64).reshape(-1, 5)
-    labels: dict[Any, str] = {}
-    return Tally([labels[row[0]] if row[0] in labels else
-                  labels.setdefault(row[0], grouping.label(row[0])) for row in result],
-                 data[:, 0], data[:, 1], data[:, 2].astype(bool), data[:, 3], data[:, 4],
-                 not exact)
+    keys = [grouping.expression, entry, exit, rows.event]
+    site = source.c.site_id
+    measures = [func.count(), func.coalesce(func.sum(source.c.record_key), 0)]
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if not postgresql:
+        statement = select(*keys, *measures).group_by(*keys)
+    elif exact:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
+        statement = select(*keys, site, func.grouping(site), *measures).group_by(
+            func.grouping_sets(tuple_(*keys), tuple_(site)))
+        # Room to hash both sets: with the default 4 MB the planner sorts the whole cohort
+        # twice on disk instead (1,000,000 records: 15 s against 3.5 s), for an estimate of
+        # 200,000 groups (11,000 in fact, 8 MB of hash). For this transaction only.
+        session.execute(text(f"SET LOCAL work_mem = '{EXACT_TALLY_WORK_MEM}'"))
+    else:
+        statement = select(*keys, site, *measures).group_by(*keys, site)
+    result = _driver_rows(session, statement.where(*where))
+    if not postgresql:
+        sites = _contributing_sites(session, source, where)
+    elif exact:
+        sites = len({row[4] for row in result if not row[5]})
+        result = [row for row in result if row[5]]
+    else:
+        sites = len({row[4] for row in result})
+    # Column by column, straight into arrays: thousands of rows on exact days.
+    columns: list[Any] = list(zip(*result)) or [()] * 6
+    names: dict[Any, str] = {}
+    labels = [names[value] if value in names else names.setdefault(value, grouping.label(value))
+              for value in columns[0]]
+    return Tally(labels, np.array(columns[1], dtype=np.int64),
+                 np.array(columns[2], dtype=np.int64), np.array(columns[3], dtype=bool),
+                 np.array(columns[-2], dtype=np.int64), np.array(columns[-1], dtype=np.int64),
+                 not exact, sites)
 
 
 def _driver_rows(session: Session, statement: Any) -> list[tuple[Any, ...]]:

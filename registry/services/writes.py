@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from registry.core.derived import derive
 from registry.core.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, remission_threshold
-from registry.db import UtcDateTime, bulk_insert, utcnow
+from registry.db import UtcDateTime, bulk_insert, execute_hot, utcnow
 from registry.errors import Conflict
 from registry.models import AuditEntry, RecordVersion, Tombstone
 from registry.models.record import CELL_KEY_MODULUS
@@ -204,10 +204,10 @@ def plan_write(connection: Connection, site_id: int, subject_id: str, record: di
     looked up again. Holding at most that row lock while waiting, a single write never waits
     crosswise with a batch, which takes its advisory locks before its row locks."""
     where = {"site_id": site_id, "subject_id": subject_id}
-    stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
+    stored = execute_hot(connection, _ONE_STORED_FOR_UPDATE, where).first()
     if stored is None and connection.dialect.name == "postgresql":
         _lock_subjects(connection, site_id, [subject_id])
-        stored = connection.execute(_ONE_STORED_FOR_UPDATE, where).first()
+        stored = execute_hot(connection, _ONE_STORED_FOR_UPDATE, where).first()
     withdrawn = stored is None and bool(_withdrawn(connection, site_id, [subject_id]))
     return _plan(0, subject_id, record, None, stored, withdrawn)
 
@@ -273,10 +273,11 @@ def _update_one() -> Any:
 _CREATE_ONE, _UPDATE_ONE = _create_one(), _update_one()
 
 
-def _write_one_with_history(connection: Connection, caller: Caller, plan: PlannedWrite,
-                            source: str, now: datetime) -> None:
-    """PostgreSQL: write one created or updated record, its version and its audit entry in one
-    statement (one round trip)."""
+def one_write(caller: Caller, plan: PlannedWrite, source: str, now: datetime
+              ) -> tuple[Any, dict[str, Any]]:
+    """PostgreSQL: the statement writing one created or updated record, its version and its
+    audit entry (one round trip), and its parameters. benchmarks/put_statements.py builds B3's
+    pgbench baseline from the same statement and parameters."""
     row = {**row_values(plan.record, plan.derived), "version": plan.version,
            "submission_digest": plan.digest, "updated_at": now.isoformat()}
     values = {"number": plan.version, "now": now, "source": source,
@@ -287,9 +288,15 @@ def _write_one_with_history(connection: Connection, caller: Caller, plan: Planne
         row.update({"site_id": caller.site_id, "subject_id": plan.subject_id,
                     "cell_key": secrets.randbelow(CELL_KEY_MODULUS),
                     "created_at": now.isoformat()})
-        connection.execute(_CREATE_ONE, {**values, "row": row})
-    else:
-        connection.execute(_UPDATE_ONE, {**values, "row": row, "record_id": plan.existing.id})
+        return _CREATE_ONE, {**values, "row": row}
+    return _UPDATE_ONE, {**values, "row": row, "record_id": plan.existing.id}
+
+
+def _write_one_with_history(connection: Connection, caller: Caller, plan: PlannedWrite,
+                            source: str, now: datetime) -> None:
+    """PostgreSQL: write one created or updated record, its version and its audit entry in one
+    statement (one round trip)."""
+    execute_hot(connection, *one_write(caller, plan, source, now))
 
 
 def apply_writes(connection: Connection, caller: Caller, plans: Iterable[PlannedWrite],

@@ -37,6 +37,16 @@ PAGES: tuple[Page, ...] = (
          "stewards cut new ones."),
     Page("console.query_log", "Query log", frozenset({"steward"}),
          "Every question asked of the pooled data: who, when, what, and what was released."),
+    # The data managers' pages (issue 17): their own site only.
+    Page("console.my_site", "My site", frozenset({"submitter"}),
+         "Your site's records at a glance: last updates and where they came from, records due "
+         "for follow-up, withdrawals, and how complete the optional fields are."),
+    Page("console.site_records", "Records", frozenset({"submitter"}),
+         "Every record of your site, searchable by pseudonym; open one for its values, history "
+         "and withdrawal."),
+    Page("console.upload", "Upload a spreadsheet", frozenset({"submitter"}),
+         "Drop the registry's template or a REDCap export: it is de-identified in this browser "
+         "(no date or record id leaves it), checked with a dry run, then sent."),
 )
 
 
@@ -47,7 +57,7 @@ def pages_for(role: str) -> list[Page]:
 
 def init_app(app: Flask) -> None:
     """Register the console: its cookie session, CSRF protection and pages."""
-    from registry.web import views
+    from registry.web import site_views, upload_views, views  # noqa: F401  (they add routes to bp)
 
     app.config["SESSION_COOKIE_NAME"] = COOKIE_NAME
     app.config["SESSION_COOKIE_HTTPONLY"] = True

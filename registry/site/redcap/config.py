@@ -17,6 +17,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from registry.core.identifiers import passes_firewall
+from registry.core.site_fields import (
+    DATE_ORDERS, DEFAULT_DATE_ORDER, PUSH_BATCH_SIZE, SITE_SECRET_MIN_LENGTH, SUBJECT_PREFIX,
+)
 
 SECRETS = ("redcap_api_token", "registry_token", "site_secret")
 # Environment variable of each setting that may come from the environment.
@@ -43,7 +46,7 @@ class SiteConfig:
     registry_url: str = ""
     state_dir: Path = Path("/var/lib/registry-redcap-sync")
     subject_prefix: str = ""
-    push_batch_size: int = 500
+    push_batch_size: int = PUSH_BATCH_SIZE
     timeout_seconds: float = 60.0
     retries: int = 4
     backoff_seconds: float = 2.0
@@ -60,10 +63,11 @@ class SiteConfig:
     def check(self) -> None:
         """Refuse a configuration that cannot work, naming the setting."""
         self._require("registry_url", "registry_token", "site_secret")
-        if len(self.site_secret) < 32:
-            raise ConfigError("REGISTRY_SITE_SECRET must be at least 32 characters (e.g. "
+        if len(self.site_secret) < SITE_SECRET_MIN_LENGTH:
+            raise ConfigError(f"REGISTRY_SITE_SECRET must be at least {SITE_SECRET_MIN_LENGTH} "
+                              "characters (e.g. "
                               "`openssl rand -hex 32`); keep it at the site, never change it")
-        if not re.fullmatch(r"(?:[A-Za-z]{1,24}[-_.]?)?", self.subject_prefix):
+        if not SUBJECT_PREFIX.fullmatch(self.subject_prefix):
             raise ConfigError("subject_prefix must be a few letters, optionally ending in '-', "
                               "'_' or '.' (e.g. TOR-), so that subject ids stay valid")
         # A prefix the registry's firewall reads as part of an identifier (www-, http_) would
@@ -105,15 +109,12 @@ class SyncConfig(SiteConfig):
             raise ConfigError("batch_size and push_batch_size must be 1 to 1000")
 
 
-DATE_ORDERS = ("dmy", "mdy", "ymd")
-
-
 @dataclass
 class SubmitConfig(SiteConfig):
     """Everything one registry-submit run needs."""
 
     state_dir: Path = Path(".")  # where reports go by default
-    date_order: str = "dmy"  # how this site writes dates such as 03/04/2019
+    date_order: str = DEFAULT_DATE_ORDER  # how this site writes dates such as 03/04/2019
 
     def check(self) -> None:
         """Refuse a configuration that cannot work, naming the setting."""

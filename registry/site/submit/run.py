@@ -22,15 +22,13 @@ from tqdm import tqdm
 
 from registry.core.deidentify import build_record, subject_id
 from registry.core.record import DICTIONARY_VERSION
-from registry.core.redcap_dictionary import RECORD_ID
+from registry.core.site_fields import ROW_WITHOUT_ID, SOURCE
 from registry.site.redcap.config import SubmitConfig
 from registry.site.redcap.sync import RUN_STATUS, exit_code_of
 from registry.site.registry_client import RegistryClient, RegistryFailure
 from registry.site.submit.spreadsheet import Sheet, SpreadsheetError, read_spreadsheet
 
 OUTCOMES = ("created", "updated", "unchanged", "invalid")
-# What a site's write to the registry is recorded as (the registry's sources: api, redcap-sync).
-SOURCE = "api"
 
 
 @dataclass
@@ -79,9 +77,7 @@ def _local_problems(sheet: Sheet, config: SubmitConfig, report: SubmitReport,
     """De-identify and validate every record; (rows, record) of the valid ones."""
     valid = []
     for number in sheet.rows_without_id:
-        report.add([number], None, "invalid", refused_by="submit", errors=[{
-            "field": RECORD_ID, "code": "required",
-            "message": "every row needs the site's record id"}])
+        report.add([number], None, "invalid", refused_by="submit", errors=[dict(ROW_WITHOUT_ID)])
     for record_id, rows in sheet.rows_of.items():
         numbers = sheet.row_numbers[record_id]
         subject = subject_id(config.site_secret, record_id, config.subject_prefix)

@@ -7,27 +7,23 @@ that REDCap's API exports, and the de-identification of the core reads them unch
 - the template (.xlsx or .csv) holds one row per patient.
 Only the columns the registry's dictionary defines are kept: identifier columns and a site's
 own extra columns are dropped as the file is read, and reported by count (never by value).
-Dates are brought to YYYY-MM-DD here (Excel serial numbers, ISO dates, or day/month order as the
-site writes them); a date that cannot be read is left as it is, and the core reports it as a
-`malformed_date` for its field and row.
+Dates are brought to YYYY-MM-DD here with the core's `normalise_date` (Excel serial numbers, ISO
+dates, or day/month order as the site writes them; the upload page of the console reads them with
+the same rules, published from core/site_fields.py); a date that cannot be read is left as it is,
+and the core reports it as a `malformed_date` for its field and row.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from registry.core.deidentify import split_columns
 from registry.core.redcap_dictionary import RECORD_ID, site_columns
+from registry.core.site_fields import normalise_date
 from registry.core.template import RECORDS_SHEET
-EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (it counts 1900 as a leap year)
-_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?$")
-_SEPARATED = re.compile(r"^(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})$")
-_SERIAL = re.compile(r"^\d{4,5}(?:\.0+)?$")
 
 
 class SpreadsheetError(Exception):
@@ -44,38 +40,6 @@ class Sheet:
     rows_without_id: list[int] = field(default_factory=list)
     dropped_columns: int = 0
     dropped_identifier_columns: int = 0
-
-
-def normalise_date(value: Any, date_order: str) -> str:
-    """A date cell as YYYY-MM-DD; unreadable text is returned as it is (reported later)."""
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = str(int(value)) if float(value).is_integer() else str(value)
-    else:
-        text = str(value).strip()
-    try:
-        iso = _ISO.match(text)
-        if iso:
-            return date(*map(int, iso.groups())).isoformat()
-        if _SERIAL.match(text):
-            return (EXCEL_EPOCH + timedelta(days=int(float(text)))).isoformat()
-        parts = _SEPARATED.match(text)
-        if parts:
-            first, second, third = parts.groups()
-            if date_order == "ymd" or len(first) == 4:
-                year, month, day = first, second, third
-            elif date_order == "mdy":
-                month, day, year = first, second, third
-            else:
-                day, month, year = first, second, third
-            if len(year) == 4:  # two-digit years are ambiguous: reported, never guessed
-                return date(int(year), int(month), int(day)).isoformat()
-    except ValueError:
-        pass
-    return text
 
 
 def _cell_text(value: Any) -> str:
