@@ -108,7 +108,8 @@ def test_the_hazard_ratio_page_shows_the_apis_csv(client, coordinator):
     answer = api(client, f"/api/v1/analyses/hazard-ratios?{question}", coordinator).get_json()
     chart = island(text, "hazard-answer")
     assert chart["answer"]["levels"] == answer["levels"]
-    assert chart["labels"]["presentation=de_novo"].endswith(": de novo")
+    assert chart["levels"]["presentation=de_novo"] == "De novo"
+    assert chart["titles"]["presentation"].startswith("De novo metastatic disease")
     from_api = api(client, f"/api/v1/analyses/hazard-ratios.csv?{question}", coordinator)
     assert unquote(CSV_HREF.search(text).group(1)) == from_api.get_data(as_text=True)
     rows = re.search(r'<table class="log" id="hazard-table">.*?<tbody>(.*?)</tbody>', text,

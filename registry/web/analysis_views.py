@@ -105,7 +105,7 @@ def refusal_view(error: RegistryError, k: int) -> dict[str, Any]:
 
 def _common(catalogue: list[dict[str, Any]]) -> dict[str, Any]:
     return {"catalogue": catalogue, "by_name": {d["name"]: d for d in catalogue},
-            "origins": ORIGIN_WORDS, "outcomes": OUTCOME_WORDS, "events": EVENT_WORDS,
+            "origins": ORIGIN_WORDS, "axis": ORIGIN_AXIS, "outcomes": OUTCOME_WORDS, "events": EVENT_WORDS,
             "max_landmark": analyses.MAX_LANDMARK_YEARS, "max_years": analyses.MAX_YEARS,
             "filter_slots": FILTER_SLOTS, "site": SITE}
 
@@ -119,16 +119,20 @@ def _group_label(answer: dict[str, Any], group: str) -> str:
     if answer["by"] == analyses.AT_LANDMARK:
         return f"{group.capitalize()} at {answer['landmark_years']} years"
     if answer["by"]:
-        return presentation.category_label(group)
+        return _capitalised(presentation.category_label(group))
     return "All records"
 
 
-def _level_label(covariate: str, level: str, catalogue: list[dict[str, Any]]) -> str:
-    """A forest plot's row: the covariate's title and the level in words."""
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _covariate_title(covariate: str, catalogue: list[dict[str, Any]]) -> str:
+    """A forest plot's heading: the covariate's title."""
+    if covariate == analyses.AT_LANDMARK:
+        return "Trastuzumab at the landmark"
     entry = next((d for d in catalogue if d["name"] == covariate), None)
-    title = ("Trastuzumab at the landmark" if covariate == analyses.AT_LANDMARK else
-             presentation.dimension_title(entry) if entry else covariate)
-    return f"{title}: {presentation.category_label(level)}"
+    return presentation.dimension_title(entry) if entry else covariate
 
 
 @bp.route("/survival", methods=["GET"])
@@ -205,10 +209,13 @@ def hazard_ratios() -> Any:
                   "landmark_years": landmark, "outcome": outcome,
                   "covariates": ",".join(covariates)}
         question = api_question("hazard-ratios", params, filters)
-        context = {"chart": {"answer": answer, "event": EVENT_WORDS[outcome], "labels": {
-                       f"{row['covariate']}={row['level']}": _level_label(
-                           row["covariate"], row["level"], catalogue)
-                       for row in answer["levels"]}},
+        context = {"chart": {
+                       "answer": answer, "event": EVENT_WORDS[outcome],
+                       "titles": {name: _covariate_title(name, catalogue)
+                                  for name in answer["covariates"]},
+                       "levels": {f"{row['covariate']}={row['level']}":
+                                  _capitalised(presentation.category_label(row["level"]))
+                                  for row in answer["levels"]}},
                    "csv_href": _csv_href(exports.hazard_ratios_csv(answer)),
                    "csv_filename": "hazard_ratios_" + "_".join(answer["covariates"]) + ".csv",
                    "question": question,

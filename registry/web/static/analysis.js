@@ -39,6 +39,11 @@
       }
       if (select.selectedOptions[0] && select.selectedOptions[0].disabled) select.value = "";
     });
+    filters.forEach((select) => {
+      const chosen = select.selectedOptions[0];
+      const note = document.getElementById(select.id + "-meaning");
+      if (note) note.textContent = chosen && chosen.dataset.meaning ? chosen.dataset.meaning : "";
+    });
     const full = boxes.filter((box) => box.checked).length >= MAX_COVARIATES;
     boxes.forEach((box) => { box.disabled = full && !box.checked; });
   }

@@ -37,8 +37,10 @@
     const k = answer.disclosure.min_cell_count;
     const names = answer.groups.map((group) => chart.labels[group.group]);
     const points = curvePoints(answer, chart.labels);
-    const ends = names.map((name) => points.filter((p) => p.group === name).pop())
-      .filter(Boolean);
+    const span = answer.years - risk.years[0];
+    const legend = names.map((name, index) => ({
+      group: name, x1: risk.years[0] + 0.03 * span, x2: risk.years[0] + 0.09 * span,
+      y: 0.06 + 0.065 * (names.length - 1 - index)}));
     const rows = [];
     risk.groups.forEach((row, index) => {
       row.at_risk.forEach((n, column) => rows.push({
@@ -61,8 +63,11 @@
                             fillOpacity: 0.15, curve: "step-after"}),
         Plot.line(points, {x: "year", y: "survival", stroke: "group", strokeWidth: 2,
                            curve: "step-after"}),
-        Plot.text(ends, {x: "year", y: "survival", text: "group", fill: "group", dy: -8,
-                         textAnchor: "end", fontWeight: 600}),
+        // The legend, in the frame's lower left (curves of remission stay high).
+        Plot.link(legend, {x1: "x1", x2: "x2", y1: "y", y2: "y", stroke: "group",
+                           strokeWidth: 2.5}),
+        Plot.text(legend, {x: "x2", y: "y", text: "group", textAnchor: "start", dx: 6,
+                           fill: INK}),
         Plot.ruleY([0]),
         // The numbers at risk, under the axis, one line per group (as journals print them).
         Plot.text([{year: first, zero: 0}], {x: "year", y: "zero", text: () => "Number at risk",
@@ -77,31 +82,54 @@
     });
   }
 
+  // Journal style: a heading line per covariate, its levels indented under it; the ratio and
+  // its interval as numbers on the right.
   function drawForest(target, chart) {
     const answer = chart.answer;
-    const rows = answer.levels.map((row) => ({
-      ...row, label: chart.labels[`${row.covariate}=${row.level}`],
-      text: row.reference ? "1 (reference)" : row.hazard_ratio === null ? "no estimate"
-        : `${row.hazard_ratio.toFixed(2)} (${row.lower.toFixed(2)}\u2013${row.upper.toFixed(2)})`,
-    }));
-    const estimated = rows.filter((row) => !row.reference && row.hazard_ratio !== null);
+    const rows = [];
+    let covariate = null;
+    answer.levels.forEach((row, index) => {
+      if (row.covariate !== covariate) {
+        covariate = row.covariate;
+        rows.push({key: `h${index}`, heading: true,
+                   label: chart.titles[row.covariate] || row.covariate, text: ""});
+      }
+      rows.push({...row, key: `l${index}`, heading: false,
+                 label: chart.levels[`${row.covariate}=${row.level}`],
+                 text: row.reference ? "1 (reference)" : row.hazard_ratio === null
+                   ? "no estimate"
+                   : `${row.hazard_ratio.toFixed(2)} (${row.lower.toFixed(2)}\u2013` +
+                     `${row.upper.toFixed(2)})`});
+    });
+    const estimated = rows.filter((row) => !row.heading && !row.reference &&
+                                           row.hazard_ratio !== null);
     const references = rows.filter((row) => row.reference);
-    const low = Math.min(0.5, ...estimated.map((row) => row.lower)) / 1.2;
-    const high = Math.max(2, ...estimated.map((row) => row.upper)) * 1.2;
+    const low = Math.min(0.5, ...estimated.map((row) => row.lower)) / 1.15;
+    const high = Math.max(2, ...estimated.map((row) => row.upper)) * 1.15;
+    const ticks = [0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 10, 20]
+      .filter((t) => t >= low && t <= high);
+    const marginLeft = 330;
     return Plot.plot({
-      width: charts.width(target), height: 60 + 30 * rows.length, style,
-      marginLeft: 300, marginRight: 170, marginTop: 24,
-      x: {type: "log", domain: [low, high], label: "Hazard ratio (log scale)",
-          labelAnchor: "center", grid: true},
-      y: {label: null, domain: rows.map((row) => row.label)},
+      width: charts.width(target), height: 70 + 26 * rows.length, style,
+      marginLeft, marginRight: 150, marginTop: 10, marginBottom: 44,
+      x: {type: "log", domain: [low, high], ticks, tickFormat: (t) => String(t),
+          label: "Hazard ratio against the reference (log scale)", labelAnchor: "center",
+          labelOffset: 36, grid: true},
+      y: {domain: rows.map((row) => row.key), axis: null},
       marks: [
         Plot.ruleX([1], {stroke: INK, strokeDasharray: "4,3"}),
-        Plot.ruleY(estimated, {x1: "lower", x2: "upper", y: "label", stroke: "#0b5394",
+        Plot.text(rows.filter((row) => row.heading), {
+          x: low, y: "key", text: "label", textAnchor: "start", dx: 10 - marginLeft,
+          fill: INK, fontWeight: 700, stroke: "white", strokeWidth: 4, paintOrder: "stroke"}),
+        Plot.text(rows.filter((row) => !row.heading), {
+          x: low, y: "key", text: "label", textAnchor: "start", dx: 26 - marginLeft,
+          fill: INK}),
+        Plot.ruleY(estimated, {x1: "lower", x2: "upper", y: "key", stroke: "#0b5394",
                                strokeWidth: 2}),
-        Plot.dot(estimated, {x: "hazard_ratio", y: "label", fill: "#0b5394", r: 5,
+        Plot.dot(estimated, {x: "hazard_ratio", y: "key", fill: "#0b5394", r: 5,
                              symbol: "square"}),
-        Plot.dot(references, {x: () => 1, y: "label", stroke: INK, fill: "white", r: 4}),
-        Plot.text(rows, {x: high, y: "label", text: "text", textAnchor: "start", dx: 12,
+        Plot.dot(references, {x: 1, y: "key", stroke: INK, fill: "white", r: 4}),
+        Plot.text(rows, {x: high, y: "key", text: "text", textAnchor: "start", dx: 12,
                          fill: INK}),
       ],
     });
