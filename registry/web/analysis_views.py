@@ -21,7 +21,7 @@ from registry.services.catalogue import SITE
 from registry.services.disclosure import Policy
 from registry.web import presentation
 from registry.web.citation import Citation, cite_release
-from registry.web.views import bp
+from registry.web.views import bp, chosen_filters
 
 ORIGIN_WORDS = {
     "remission_start": "Start of remission",
@@ -33,7 +33,7 @@ ORIGIN_AXIS = {"remission_start": "the start of remission",
 OUTCOME_WORDS = {"relapse": "Relapse (death without relapse censored)",
                  "relapse_or_death": "Relapse or death, whichever comes first"}
 EVENT_WORDS = {"relapse": "relapse", "relapse_or_death": "relapse or death"}
-# A refusal's rule in words, for refusals that do not name one (the cohort smaller than k).
+# A refusal's rule in words (a cohort smaller than k names no rule: min_cohort_size).
 RULE_WORDS = {
     "min_cohort_size": "Minimum cohort size",
     "min_level_size": "Every level needs at least k records and k events",
@@ -65,20 +65,6 @@ def _release_of(answer: dict[str, Any], cut: list[dict[str, Any]]) -> dict[str, 
     return next((r for r in cut if r["id"] == answer["disclosure"]["release"]), None)
 
 
-def _filters() -> dict[str, str]:
-    """The filter drop-downs (dimension=category), empty ones left out."""
-    filters: dict[str, str] = {}
-    for chosen in request.args.getlist("filter"):
-        name, _, category = chosen.partition("=")
-        if name:
-            if name in filters:
-                raise BadRequest("the same characteristic was chosen for both filters",
-                                 errors=[{"field": "filter", "code": "same_filter",
-                                          "message": "choose two different characteristics"}])
-            filters[name] = category
-    return filters
-
-
 def _design() -> tuple[str, str, int | None]:
     origin = request.args.get("origin") or "remission_start"
     outcome = request.args.get("outcome") or "relapse"
@@ -93,7 +79,7 @@ def api_question(path: str, params: dict[str, Any], filters: dict[str, str]) -> 
     return f"GET /api/v1/analyses/{path}?{urlencode(query, safe=',')}"
 
 
-def refusal_view(error: RegistryError, k: int) -> dict[str, Any]:
+def refusal_view(error: RegistryError) -> dict[str, Any]:
     """A refusal as the page shows it: the rule that applied, and what would answer it."""
     rule = error.extra.get("rule") or ("min_cohort_size" if isinstance(error, QueryRefused)
                                        else None)
@@ -105,7 +91,8 @@ def refusal_view(error: RegistryError, k: int) -> dict[str, Any]:
 
 def _common(catalogue: list[dict[str, Any]]) -> dict[str, Any]:
     return {"catalogue": catalogue, "by_name": {d["name"]: d for d in catalogue},
-            "origins": ORIGIN_WORDS, "axis": ORIGIN_AXIS, "outcomes": OUTCOME_WORDS, "events": EVENT_WORDS,
+            "origins": ORIGIN_WORDS, "axis": ORIGIN_AXIS, "outcomes": OUTCOME_WORDS,
+            "events": EVENT_WORDS,
             "max_landmark": analyses.MAX_LANDMARK_YEARS, "max_years": analyses.MAX_YEARS,
             "filter_slots": FILTER_SLOTS, "site": SITE}
 
@@ -151,13 +138,13 @@ def survival() -> Any:
     filters: dict[str, str] = {}
     asked = "origin" in request.args
     try:
-        filters = _filters()
+        filters = chosen_filters()
         if asked:
             plan = analyses.design(origin, outcome, landmark,
                                    int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]))
             answer = analyses.survival(caller, plan, by, years, filters, _policy(), release_id)
     except (BadRequest, Conflict, QueryRefused, TooManyRequests) as error:
-        problem = refusal_view(error, _policy().min_cell_count)
+        problem = refusal_view(error)
     context: dict[str, Any] = {}
     if answer:
         params = {"release": answer["disclosure"]["release"], "origin": origin,
@@ -195,14 +182,14 @@ def hazard_ratios() -> Any:
     answer = problem = None
     filters: dict[str, str] = {}
     try:
-        filters = _filters()
+        filters = chosen_filters()
         if "origin" in request.args:
             plan = analyses.design(origin, outcome, landmark,
                                    int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]))
             answer = hazards.hazard_ratios(caller, plan, covariates, filters, _policy(),
                                            release_id)
     except (BadRequest, Conflict, QueryRefused, TooManyRequests) as error:
-        problem = refusal_view(error, _policy().min_cell_count)
+        problem = refusal_view(error)
     context: dict[str, Any] = {}
     if answer:
         params = {"release": answer["disclosure"]["release"], "origin": origin,

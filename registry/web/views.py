@@ -181,10 +181,8 @@ def _catalogue() -> list[dict[str, Any]]:
     return aggregates.list_dimensions(current_caller())["dimensions"]
 
 
-def _table_question() -> tuple[str | None, str | None, dict[str, str]]:
-    """rows, columns and filters of the tables form (empty choices left out)."""
-    rows = request.args.get("rows") or None
-    columns = request.args.get("columns") or None
+def chosen_filters() -> dict[str, str]:
+    """The filter drop-downs of a question form (dimension=category), empty ones left out."""
     filters: dict[str, str] = {}
     for chosen in request.args.getlist("filter"):
         name, _, category = chosen.partition("=")
@@ -194,7 +192,13 @@ def _table_question() -> tuple[str | None, str | None, dict[str, str]]:
                                  errors=[{"field": "filter", "code": "same_filter",
                                           "message": "choose two different characteristics"}])
             filters[name] = category
-    return rows, columns, filters
+    return filters
+
+
+def _table_question() -> tuple[str | None, str | None, dict[str, str]]:
+    """rows, columns and filters of the tables form (empty choices left out)."""
+    return request.args.get("rows") or None, request.args.get("columns") or None, \
+        chosen_filters()
 
 
 def _csv_filename(table: dict[str, Any]) -> str:
