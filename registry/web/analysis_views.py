@@ -85,7 +85,7 @@ def refusal_view(error: RegistryError) -> dict[str, Any]:
                                        else None)
     return {"title": error.title, "status": error.status, "rule": rule,
             "rule_words": RULE_WORDS.get(rule or "", rule),
-            "detail": error.detail[:1].upper() + error.detail[1:],
+            "detail": _sentence(error.detail),
             "errors": error.extra.get("errors", [])}
 
 
@@ -95,6 +95,12 @@ def _common(catalogue: list[dict[str, Any]]) -> dict[str, Any]:
             "events": EVENT_WORDS,
             "max_landmark": analyses.MAX_LANDMARK_YEARS, "max_years": analyses.MAX_YEARS,
             "filter_slots": FILTER_SLOTS, "site": SITE}
+
+
+def _sentence(text: str) -> str:
+    """A service's message as a sentence: capitalised, unless it begins with a code."""
+    first = text.split(" ", 1)[0]
+    return text if "_" in first or "=" in first else _capitalised(text)
 
 
 def _csv_href(text: str) -> str:
