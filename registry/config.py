@@ -31,6 +31,9 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
      "web console: a session unused this long ends (sign in again)"),
     ("REGISTRY_CONSOLE_MAX_HOURS", 12,
      "web console: a session ends this long after sign-in, however busy"),
+    ("REGISTRY_FOLLOW_UP_DUE_DAYS", 365,
+     "web console, My site: a record not updated for more than this many days is listed as "
+     "due for follow-up (1 to 3650; the page can ask for another period)"),
     ("REGISTRY_RATE_LIMIT", "1200 per minute",
      "requests one token may make; several limits separated by ';'; 'off' switches every "
      "rate limit off"),
@@ -114,6 +117,8 @@ def check_settings(values: dict[str, Any]) -> None:
     if values["REGISTRY_CONSOLE_IDLE_MINUTES"] < 1 or values["REGISTRY_CONSOLE_MAX_HOURS"] < 1:
         raise SystemExit("REGISTRY_CONSOLE_IDLE_MINUTES and REGISTRY_CONSOLE_MAX_HOURS must be "
                          "at least 1")
+    if not 1 <= values["REGISTRY_FOLLOW_UP_DUE_DAYS"] <= 3650:
+        raise SystemExit("REGISTRY_FOLLOW_UP_DUE_DAYS must be from 1 to 3650")
     _check_rate_limit("REGISTRY_RATE_LIMIT", values["REGISTRY_RATE_LIMIT"])
     _check_rate_limit("REGISTRY_ADDRESS_RATE_LIMIT", values["REGISTRY_ADDRESS_RATE_LIMIT"])
     storage = values["REGISTRY_RATE_LIMIT_STORAGE"]

@@ -46,11 +46,14 @@ class HeldCommit:
     """Holds the commit of sessions made in the thread named HELD until released."""
 
     def __init__(self) -> None:
+        self.entered = threading.Event()  # the held thread has written and waits to commit
         self.release = threading.Event()
         event.listen(Session, "before_commit", self._wait)
 
-    def _wait(self, _session: Session) -> None:
+    def _wait(self, session: Session) -> None:
         if threading.current_thread().name == HELD:
+            session.flush()  # whatever the withdrawal still holds pending reaches the database
+            self.entered.set()
             self.release.wait(timeout=20)
 
     def close(self) -> None:
@@ -82,7 +85,9 @@ def _race(app: Flask, headers: dict, url: str, subject_id: str, send: str) -> An
                                                headers=headers)))
     try:
         withdrawal.start()
-        time.sleep(0.02)  # the withdrawal has erased the row and waits to commit
+        # the withdrawal has erased the row and waits to commit (a fixed sleep was not enough
+        # on a loaded machine: the resend then came first and rightly answered `unchanged`)
+        assert held.entered.wait(timeout=10)
         _, body = without_subject(record)
         resend = threading.Thread(target=lambda: answers.__setitem__("resend", (
             app.test_client().post("/api/v1/records/batch", json=batch, headers=headers)

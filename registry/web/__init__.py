@@ -44,6 +44,13 @@ PAGES: tuple[Page, ...] = (
          "stewards cut new ones."),
     Page("console.query_log", "Query log", frozenset({"steward"}),
          "Every question asked of the pooled data: who, when, what, and what was released."),
+    # The data managers' pages (issue 17): their own site only.
+    Page("console.my_site", "My site", frozenset({"submitter"}),
+         "Your site's records at a glance: last updates and where they came from, records due "
+         "for follow-up, withdrawals, and how complete the optional fields are."),
+    Page("console.site_records", "Records", frozenset({"submitter"}),
+         "Every record of your site, searchable by pseudonym; open one for its values, history "
+         "and withdrawal."),
 )
 
 
@@ -54,7 +61,8 @@ def pages_for(role: str) -> list[Page]:
 
 def init_app(app: Flask) -> None:
     """Register the console: its cookie session, CSRF protection and pages."""
-    from registry.web import analysis_views, views  # noqa: F401 (analysis_views: its pages)
+    # analysis_views and site_views add their routes to views.bp
+    from registry.web import analysis_views, site_views, views  # noqa: F401
 
     app.config["SESSION_COOKIE_NAME"] = COOKIE_NAME
     app.config["SESSION_COOKIE_HTTPONLY"] = True
