@@ -198,8 +198,16 @@ def _repeat(caller: Caller, release_id: int | None, key: str, policy: Policy
         else:
             connection.execute(insert(log).values(**values, outcome="repeated"))
     if "refusal" in found[1]:
-        raise _refusal(policy)
+        raise _logged_refusal(found[1], policy)
     return found[1]
+
+
+def _logged_refusal(logged: dict[str, Any], policy: Policy) -> QueryRefused:
+    """A refusal given again from the log: the same rule and words as the first time (a model's
+    refusal names its rule; a cohort smaller than k says only what a suppressed count says)."""
+    if logged.get("rule"):
+        return QueryRefused(logged["refusal"], rule=logged["rule"])
+    return _refusal(policy)
 
 
 def answer_question(caller: Caller, release_id: int | None, key: str, policy: Policy,
@@ -233,9 +241,11 @@ def answer_question(caller: Caller, release_id: int | None, key: str, policy: Po
                 except QueryRefused as error:
                     refusal = error
                     logged = {"refusal": error.detail,
+                              **({"rule": error.extra["rule"]} if error.extra.get("rule")
+                                 else {}),
                               "disclosure": _disclosure_of(policy, release.id)}
             elif "refusal" in earlier:
-                refusal, logged = _refusal(policy), earlier
+                refusal, logged = _logged_refusal(earlier, policy), earlier
             else:
                 released = logged = earlier
             outcome = "refused" if refusal is not None else "answered"
