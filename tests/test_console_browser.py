@@ -8,9 +8,11 @@ screenshots/ (git-ignored) and checked with axe-core for serious accessibility v
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,3 +333,134 @@ def test_tables_name_their_release(page, console):
                                                                       name="Releases"))
     assert page.get_by_role("button", name="Cut a release now").count() == 0
     check_page(page, "14-releases-coordinator")
+
+
+# --- the analysis pages: survival curves and hazard ratios -----------------------------------
+
+def at_risk_numbers(page: Any) -> list[list[str]]:
+    """The at-risk table under the plot: per group, its numbers as shown."""
+    rows = page.locator("table#at-risk tbody tr")
+    return [[cell.inner_text() for cell in rows.nth(i).locator("td").all()]
+            for i in range(rows.count())]
+
+
+def test_coordinator_draws_survival_curves_with_their_numbers_at_risk(page, console):
+    token = console.token("coordinator")
+    sign_in(page, console, token)
+    follow(page, page.get_by_role("navigation", name="Pages").get_by_role("link",
+                                                                      name="Survival"))
+    check_page(page, "15-survival-empty")
+    assert page.get_by_label("Landmark (years after remission start)").is_hidden()
+    page.get_by_label("One curve per", exact=True).select_option("maintenance_status")
+    assert "maintenance" in page.locator("#by-meaning").inner_text().lower()
+    follow(page, page.get_by_role("button", name="Draw the curves"))
+
+    plot = page.locator("#survival-figure svg[role=img]")
+    plot.wait_for()
+    # a line and a confidence band (both paths) per group
+    assert plot.locator("path").count() >= 2 * 3
+    question = ("origin=remission_start&outcome=relapse&by=maintenance_status&years=10")
+    answer = json.loads(console.api_get(f"/api/v1/analyses/survival?{question}", token))
+    shown = at_risk_numbers(page)
+    first = int(page.locator("table#at-risk thead th").nth(1).inner_text())
+    assert len(shown) == len(answer["groups"]) == 3
+    for numbers, group in zip(shown, answer["groups"]):
+        expected = [str(i["at_risk"]) if i["at_risk"] is not None else "fewer than 11"
+                    for i in group["intervals"][first:]]
+        assert numbers == expected
+    assert "median" in page.locator("#medians").inner_text()
+    assert "Log-rank test" in page.locator("#logrank").inner_text()
+    assert "How to cite" in page.locator("#provenance").inner_text()
+    check_page(page, "16-survival-by-maintenance")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download the life table as CSV").click()
+    downloaded = Path(download_info.value.path()).read_bytes()
+    assert downloaded == console.api_get(f"/api/v1/analyses/survival.csv?{question}", token)
+    with page.expect_download() as svg_info:
+        page.get_by_role("link", name="Download the plot as SVG").click()
+    image = Path(svg_info.value.path()).read_text()
+    assert image.startswith("<svg") and "Number at risk" in image
+    page.get_by_role("link", name="Download the plot as PNG").wait_for()
+    with page.expect_download() as png_info:
+        page.get_by_role("link", name="Download the plot as PNG").click()
+    assert Path(png_info.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_landmark_comparison_and_a_refused_survival_question(page, console):
+    sign_in(page, console, console.token("coordinator"), "/survival")
+    follow(page, page.get_by_role("link", name="stopping trastuzumab against continuing, "
+                                               "3 years into remission"))
+    assert page.get_by_label("One curve per", exact=True).is_disabled()
+    rows = page.locator("table#at-risk tbody th")
+    assert [rows.nth(i).inner_text() for i in range(rows.count())] == [
+        "Continuing at 3 years", "Stopped at 3 years"]
+    assert "immortal-time" in page.locator("#landmark-comparison").inner_text()
+    page.locator("#survival-figure svg[role=img]").wait_for()
+    check_page(page, "17-survival-landmark")
+
+    page.get_by_label("Time zero").select_option("remission_start")
+    page.get_by_label("Filter 1").select_option("presentation=de_novo")
+    page.get_by_label("Filter 2").select_option("prior_adjuvant_trastuzumab=yes")
+    follow(page, page.get_by_role("button", name="Draw the curves"))
+    alert = page.get_by_role("alert")
+    assert "Rule that applied" in alert.inner_text() and "min_cohort_size" in alert.inner_text()
+    assert "widen the filters" in alert.inner_text()
+    check_page(page, "18-survival-refused")
+
+
+def test_coordinator_fits_hazard_ratios_as_a_forest_plot(page, console):
+    token = console.token("coordinator")
+    sign_in(page, console, token, "/hazard-ratios")
+    check_page(page, "19-hazard-ratios-empty")
+    page.locator("input[name=covariate][value=maintenance_status]").check()
+    page.locator("input[name=covariate][value=presentation]").check()
+    follow(page, page.get_by_role("button", name="Fit the model"))
+    forest = page.locator("#forest-figure svg[role=img]")
+    forest.wait_for()
+    # the checkboxes send the covariates in the catalogue's order
+    question = ("origin=remission_start&outcome=relapse"
+                "&covariates=presentation,maintenance_status")
+    answer = json.loads(console.api_get(f"/api/v1/analyses/hazard-ratios?{question}", token))
+    rows = page.locator("table#hazard-table tbody tr")
+    assert rows.count() == len(answer["levels"])
+    for i, level in enumerate(answer["levels"]):
+        if level["hazard_ratio"] is not None and not level["reference"]:
+            assert f"{level['hazard_ratio']:.2f}" in rows.nth(i).inner_text()
+    estimated = sum(1 for level in answer["levels"]
+                    if not level["reference"] and level["hazard_ratio"] is not None)
+    assert forest.locator("line").count() >= estimated  # an interval per estimated level
+    check_page(page, "20-hazard-ratios")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download the hazard ratios as CSV").click()
+    assert Path(download_info.value.path()).read_bytes() == console.api_get(
+        f"/api/v1/analyses/hazard-ratios.csv?{question}", token)
+    with page.expect_download() as svg_info:
+        page.get_by_role("link", name="Download the forest plot as SVG").click()
+    assert Path(svg_info.value.path()).read_text().startswith("<svg")
+
+    # De novo disease excludes adjuvant trastuzumab: a covariate without two large levels.
+    page.locator("input[name=covariate][value=presentation]").uncheck()
+    page.locator("input[name=covariate][value=maintenance_status]").uncheck()
+    page.locator("input[name=covariate][value=prior_adjuvant_trastuzumab]").check()
+    page.get_by_label("Filter 1").select_option("presentation=de_novo")
+    follow(page, page.get_by_role("button", name="Fit the model"))
+    alert = page.get_by_role("alert")
+    request = urllib.request.Request(
+        f"{console.base_url}/api/v1/analyses/hazard-ratios?origin=remission_start"
+        "&outcome=relapse&covariates=prior_adjuvant_trastuzumab&presentation=de_novo",
+        headers={"Authorization": f"Bearer {token}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    rule = json.loads(refused.value.read())["rule"]
+    assert "Rule that applied" in alert.inner_text() and f"({rule})" in alert.inner_text()
+    check_page(page, "21-hazard-ratios-refused")
+
+
+def test_every_coordinator_page_names_its_release(page, console):
+    sign_in(page, console, console.token("steward"))
+    for path in ("/", "/tables", "/survival", "/hazard-ratios", "/releases", "/log"):
+        page.goto(f"{console.base_url}{path}")
+        block = page.locator("#provenance")
+        assert "How to cite" in block.inner_text(), path
+        assert "HER2+ MBC prolonged-remission registry, release" in block.inner_text(), path

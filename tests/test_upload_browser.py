@@ -297,7 +297,7 @@ def test_page_and_registry_submit_send_byte_identical_batches(page, console, tmp
     submitted, submit_report = run_registry_submit(console, f"S{kind.upper()}", path, tmp_path,
                                                    monkeypatch)
     browsed, page_report = upload_in_browser(page, console, f"B{kind.upper()}", path,
-                                             f"20-upload-{kind}")
+                                             f"upload-02-{kind}")
 
     # The same batches, byte for byte: dry runs, then the writes, in the same order.
     assert browsed.batches() == submitted.bodies
@@ -335,7 +335,7 @@ def test_a_refused_row_is_shown_by_row_and_rule(page, console, tmp_path):
     sign_in(page, console, console.token("submitter", "BROWS"), "/upload")
     assert page.get_by_role("navigation", name="Pages").get_by_role(
         "link", name="Upload a spreadsheet").get_attribute("aria-current") == "page"
-    check_page(page, "19-upload-empty")
+    check_page(page, "upload-01-empty")
     with page.expect_download() as template:  # the template, without a token to paste
         page.get_by_role("link", name=re.compile("Download the empty template")).click()
     workbook = load_workbook(io.BytesIO(Path(template.value.path()).read_bytes()))
@@ -353,7 +353,7 @@ def test_a_refused_row_is_shown_by_row_and_rule(page, console, tmp_path):
     assert ("9", "record_id", "required") in rows
     assert page.locator("#dry-created").inner_text() == str(PATIENTS - 2)
     assert "2 named like identifiers" in page.locator("#dry-dropped").inner_text()
-    screenshot(page, "21-upload-refused-rows")
+    screenshot(page, "upload-03-refused-rows")
 
     # A file that is not a spreadsheet of the registry: said plainly, nothing sent.
     other = tmp_path / "notes.csv"
@@ -361,7 +361,7 @@ def test_a_refused_row_is_shown_by_row_and_rule(page, console, tmp_path):
     page.get_by_label(re.compile("^Spreadsheet")).set_input_files(str(other))
     page.get_by_role("button", name="Check the file (dry run)").click()
     page.get_by_role("alert").get_by_text("has no record_id column").wait_for()
-    screenshot(page, "22-upload-wrong-file")
+    screenshot(page, "upload-04-wrong-file")
 
 
 def test_a_coordinator_cannot_open_the_upload_page(page, console):

@@ -165,14 +165,6 @@ def _refusal(policy: Policy) -> QueryRefused:
                         "as a suppressed count does; widen the filters")
 
 
-def _logged_refusal(logged: dict[str, Any]) -> QueryRefused:
-    """A refusal given before, given again in the same words and under the same rule: the same
-    question on the same release always gets the same answer (a model's refusal names its
-    rule and level, which the cohort's refusal would misstate)."""
-    rule = logged.get("rule")
-    return QueryRefused(logged["refusal"], **({"rule": rule} if rule else {}))
-
-
 # PostgreSQL: a repeat's log line in one statement that does not wait for the disk (4-5 ms of
 # a ~2 ms answer on a busy machine); a crash may lose the last fraction of a second of repeats,
 # never an answer, a first asking or the data.
@@ -206,8 +198,16 @@ def _repeat(caller: Caller, release_id: int | None, key: str, policy: Policy
         else:
             connection.execute(insert(log).values(**values, outcome="repeated"))
     if "refusal" in found[1]:
-        raise _logged_refusal(found[1])
+        raise _logged_refusal(found[1], policy)
     return found[1]
+
+
+def _logged_refusal(logged: dict[str, Any], policy: Policy) -> QueryRefused:
+    """A refusal given again from the log: the same rule and words as the first time (a model's
+    refusal names its rule; a cohort smaller than k says only what a suppressed count says)."""
+    if logged.get("rule"):
+        return QueryRefused(logged["refusal"], rule=logged["rule"])
+    return _refusal(policy)
 
 
 def answer_question(caller: Caller, release_id: int | None, key: str, policy: Policy,
@@ -245,7 +245,7 @@ def answer_question(caller: Caller, release_id: int | None, key: str, policy: Po
                                  else {}),
                               "disclosure": _disclosure_of(policy, release.id)}
             elif "refusal" in earlier:
-                refusal, logged = _logged_refusal(earlier), earlier
+                refusal, logged = _logged_refusal(earlier, policy), earlier
             else:
                 released = logged = earlier
             outcome = "refused" if refusal is not None else "answered"

@@ -450,6 +450,22 @@ def _logrank(tally: Tally, grouping: Grouping, policy: Policy) -> dict[str, Any]
             "p_value": significant(test.p_value)}
 
 
+def numbers_at_risk(answer: dict[str, Any]) -> dict[str, Any]:
+    """The numbers at risk of a survival answer as journals print them under the plot: one row
+    per group, the records at risk at the start of each year (None where withheld), from the
+    first year anybody is at risk in any group (delayed entry leaves the years before empty:
+    the curves begin there too). Each number is the interval's published `at_risk`."""
+    groups = answer["groups"]
+    width = answer["years"] + 1
+    held = [year for year in range(width)
+            if any(g["intervals"][year]["at_risk"] != 0 for g in groups)]
+    first = held[0] if held else 0
+    return {"years": list(range(first, width)),
+            "groups": [{"group": g["group"],
+                        "at_risk": [i["at_risk"] for i in g["intervals"][first:]]}
+                       for g in groups]}
+
+
 # --- the remission life table: the survival answer in the aggregates' older words --------------
 
 REMISSION_ORIGINS = ORIGINS[:2]

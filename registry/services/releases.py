@@ -64,6 +64,16 @@ def list_releases(caller: Caller | None = None, policy: Policy | None = None
             select(Release).order_by(Release.id.desc()))]
 
 
+def latest_release(caller: Caller) -> dict[str, Any] | None:
+    """The newest release's id, cut time and note (None before the first), for pages that
+    name the release their answers come from by default."""
+    authorize(caller.role, Action.READ_RELEASES)
+    with unit_of_work(read_only=True) as session:
+        release = newest_release(session)
+        return None if release is None else {"id": release.id, "cut_at": release.cut_at,
+                                             "note": release.note}
+
+
 def newest_release(session: Session) -> Release | None:
     """The newest release, if any."""
     return session.scalar(select(Release).order_by(Release.id.desc()).limit(1))

@@ -32,6 +32,13 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("console.tables", "Tables", frozenset({"coordinator", "steward"}),
          "Pooled counts by one or two characteristics, with margins, as a table and as CSV."),
+    Page("console.survival", "Survival", frozenset({"coordinator", "steward"}),
+         "Survival curves per group with 95% bands and the numbers at risk, medians, the "
+         "log-rank test, and the landmark comparison of stopping trastuzumab against "
+         "continuing."),
+    Page("console.hazard_ratios", "Hazard ratios", frozenset({"coordinator", "steward"}),
+         "Hazard ratios from a Cox model on the characteristics you choose, as a forest plot "
+         "and a table."),
     Page("console.release_list", "Releases", frozenset({"coordinator", "steward"}),
          "The frozen, numbered states of the data that answers come from, with their notes; "
          "stewards cut new ones."),
@@ -57,7 +64,8 @@ def pages_for(role: str) -> list[Page]:
 
 def init_app(app: Flask) -> None:
     """Register the console: its cookie session, CSRF protection and pages."""
-    from registry.web import site_views, upload_views, views  # noqa: F401  (they add routes to bp)
+    # analysis_views, site_views and upload_views add their routes to views.bp
+    from registry.web import analysis_views, site_views, upload_views, views  # noqa: F401
 
     app.config["SESSION_COOKIE_NAME"] = COOKIE_NAME
     app.config["SESSION_COOKIE_HTTPONLY"] = True

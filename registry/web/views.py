@@ -7,9 +7,8 @@ shown on the page that asked.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from flask import (
     Blueprint, Response, current_app, flash, g, redirect, render_template, request, session,
@@ -27,6 +26,7 @@ from registry.services.console_sessions import Lifetime, SessionEnded
 from registry.services.disclosure import Policy
 from registry.services.exports import count_table_csv
 from registry.web import csrf, pages_for, presentation
+from registry.web.citation import cite_release
 from registry.web.session import ASSETS_PATH
 
 bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
@@ -181,10 +181,8 @@ def _catalogue() -> list[dict[str, Any]]:
     return aggregates.list_dimensions(current_caller())["dimensions"]
 
 
-def _table_question() -> tuple[str | None, str | None, dict[str, str]]:
-    """rows, columns and filters of the tables form (empty choices left out)."""
-    rows = request.args.get("rows") or None
-    columns = request.args.get("columns") or None
+def chosen_filters() -> dict[str, str]:
+    """The filter drop-downs of a question form (dimension=category), empty ones left out."""
     filters: dict[str, str] = {}
     for chosen in request.args.getlist("filter"):
         name, _, category = chosen.partition("=")
@@ -194,13 +192,27 @@ def _table_question() -> tuple[str | None, str | None, dict[str, str]]:
                                  errors=[{"field": "filter", "code": "same_filter",
                                           "message": "choose two different characteristics"}])
             filters[name] = category
-    return rows, columns, filters
+    return filters
+
+
+def _table_question() -> tuple[str | None, str | None, dict[str, str]]:
+    """rows, columns and filters of the tables form (empty choices left out)."""
+    return request.args.get("rows") or None, request.args.get("columns") or None, \
+        chosen_filters()
 
 
 def _csv_filename(table: dict[str, Any]) -> str:
     parts = [table["rows"]] + ([table["columns"]] if table["columns"] else [])
     parts += [f"{name}-{value}" for name, value in table["filters"].items()]
     return "counts_" + "_by_".join(parts[:2]) + "".join(f"_{p}" for p in parts[2:]) + ".csv"
+
+
+def _counts_question(table: dict[str, Any]) -> str:
+    """The API request that asks a table's question (for its citation)."""
+    query = {"release": table["disclosure"]["release"], "rows": table["rows"],
+             "columns": table["columns"], **table["filters"]}
+    return "GET /api/v1/aggregates/counts?" + urlencode(
+        {name: value for name, value in query.items() if value})
 
 
 @bp.route("/tables", methods=["GET"])
@@ -221,6 +233,7 @@ def tables() -> Any:
     except (BadRequest, Conflict, QueryRefused, TooManyRequests) as error:
         problem = error
     csv_text = count_table_csv(table) if table else None
+    shown = next((r for r in cut if table and r["id"] == table["disclosure"]["release"]), None)
     return render_template(
         "console/tables.html", catalogue=catalogue, rows=rows, columns=columns,
         filters=list(filters.items()), table=table, problem=problem,
@@ -229,9 +242,8 @@ def tables() -> Any:
         csv_filename=_csv_filename(table) if table else None,
         by_name={entry["name"]: entry for entry in catalogue},
         releases=cut, release_id=release_id,
-        shown_release=next((r for r in cut if table and r["id"] == table["disclosure"]
-                            ["release"]), None),
-        asked_at=datetime.now(timezone.utc)), 200 if not problem else problem.status
+        citation=cite_release(shown, policy, _counts_question(table)) if table else None), \
+        200 if not problem else problem.status
 
 
 @bp.route("/log", methods=["GET"])
