@@ -51,12 +51,34 @@ def exit_code_of(failure: str | None, counts: Counter) -> int:
     return EXIT_RECORDS_REFUSED if counts["invalid"] else EXIT_OK
 
 
+class RunOutcome:
+    """What the site tools' run reports share (registry-redcap-sync, registry-submit): the exit
+    status and the head of the JSON report. Needs `dry_run`, `started_at`, `failure`, `counts`."""
+
+    dry_run: bool
+    started_at: str
+    failure: str | None
+    counts: Counter
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done, 1 some records refused, 2 the run failed."""
+        return exit_code_of(self.failure, self.counts)
+
+    def report_head(self, **particular: Any) -> dict[str, Any]:
+        """The report's common fields, with the tool's own (`particular`) after `dry_run`."""
+        return {"status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code,
+                "dry_run": self.dry_run, **particular, "started_at": self.started_at,
+                "finished_at": datetime.now(timezone.utc).isoformat(),
+                "dictionary_version": DICTIONARY_VERSION, "failure": self.failure}
+
+
 class SyncAborted(Exception):
     """The run cannot go on; the message says why and what to do."""
 
 
 @dataclass
-class Report:
+class Report(RunOutcome):
     """What a run did: counts per outcome and per-record lines without any value."""
 
     dry_run: bool
@@ -77,23 +99,13 @@ class Report:
         if outcome != "unchanged":
             self.records.append({"subject_id": subject, "outcome": outcome, **details})
 
-    @property
-    def exit_code(self) -> int:
-        """0 all done, 1 some records refused, 2 the run failed."""
-        return exit_code_of(self.failure, self.counts)
-
     def as_dict(self) -> dict[str, Any]:
         """The JSON report."""
-        return {
-            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code,
-            "dry_run": self.dry_run,
-            "mode": self.mode, "started_at": self.started_at,
-            "finished_at": datetime.now(timezone.utc).isoformat(),
+        return self.report_head(mode=self.mode) | {
             "change_detection": self.change_detection,
             "deletions_detected": self.deletions_detected,
             "log_entries_not_understood": self.log_entries_not_understood,
-            "dictionary_version": DICTIONARY_VERSION,
-            "failure": self.failure, "watermark": self.watermark,
+            "watermark": self.watermark,
             "counts": {outcome: self.counts[outcome] for outcome in OUTCOMES} | {
                 "read": self.counts["read"], "missing_from_source": len(self.missing_from_source)},
             "records": self.records, "missing_from_source": self.missing_from_source,

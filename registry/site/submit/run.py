@@ -21,10 +21,9 @@ from typing import Any
 from tqdm import tqdm
 
 from registry.core.deidentify import build_record, subject_id
-from registry.core.record import DICTIONARY_VERSION
 from registry.core.site_fields import ROW_WITHOUT_ID, SOURCE
 from registry.site.redcap.config import SubmitConfig
-from registry.site.redcap.sync import RUN_STATUS, exit_code_of
+from registry.site.redcap.sync import RunOutcome
 from registry.site.registry_client import RegistryClient, RegistryFailure
 from registry.site.submit.spreadsheet import Sheet, SpreadsheetError, read_spreadsheet
 
@@ -32,7 +31,7 @@ OUTCOMES = ("created", "updated", "unchanged", "invalid")
 
 
 @dataclass
-class SubmitReport:
+class SubmitReport(RunOutcome):
     """What a run did: counts per outcome and per-record lines (rows, field, rule)."""
 
     dry_run: bool
@@ -51,19 +50,9 @@ class SubmitReport:
             self.records.append({"rows": rows, "subject_id": subject, "outcome": outcome,
                                  **details})
 
-    @property
-    def exit_code(self) -> int:
-        """0 all done, 1 some records refused, 2 the run failed (as registry-redcap-sync)."""
-        return exit_code_of(self.failure, self.counts)
-
     def as_dict(self) -> dict[str, Any]:
         """The JSON report."""
-        return {
-            "status": RUN_STATUS[self.exit_code], "exit_code": self.exit_code,
-            "dry_run": self.dry_run,
-            "file": self.file, "started_at": self.started_at,
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "dictionary_version": DICTIONARY_VERSION, "failure": self.failure,
+        return self.report_head(file=self.file) | {
             "columns_dropped": self.columns_dropped,
             "identifier_columns_dropped": self.identifier_columns_dropped,
             "counts": {outcome: self.counts[outcome] for outcome in OUTCOMES}
