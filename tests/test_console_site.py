@@ -236,6 +236,11 @@ def test_withdrawal_needs_the_confirmation_its_reason_and_the_csrf_token(client,
     done = client.post(f"/site/records/{subject}/withdraw", data={
         "csrf_token": token, "reason": "deleted_at_source", "confirm": "withdraw"})
     assert done.status_code == 302 and done.headers["Location"] == "/site"
+    # The confirmation message rides in the signed cookie until shown: no pseudonym in it.
+    cookie = re.search(r"registry_console=([^;]+)", done.headers["Set-Cookie"]).group(1)
+    carried = client.application.session_interface.get_signing_serializer(
+        client.application).loads(cookie)
+    assert "was withdrawn" in str(carried["_flashes"]) and subject not in str(carried)
     site = client.get("/site").get_data(as_text=True)
     assert "was withdrawn" in site and re.search(r'id="record-count">3<', site)
     assert re.search(subject + r".*?Deleted at the source", site, re.S)

@@ -1,5 +1,7 @@
 """The console's cookie: a signed, HttpOnly, SameSite=Strict cookie holding only the session id and
-the CSRF nonce. Who is signed in, and until when, is kept server-side (services/console_sessions).
+the CSRF nonce (and, until shown, the one-line message of the last action, which never holds a
+pseudonym, token or value). Who is signed in, and until when, is kept server-side
+(services/console_sessions).
 
 The API never reads it (it takes bearer tokens only), nor do health checks, metrics, the API docs
 or static assets: for those paths no session is opened at all.
