@@ -12,7 +12,10 @@ deleted but REDCap lists again is read, and a record the log (or `dateRangeBegin
 changed that the export does not return is deleted when REDCap no longer lists it (withdrawn
 when it had reached the registry). Only a record REDCap lists that still does not come back
 fails the run; the report names it by subject_id and the next incremental run asks again, so no
-state needs `--full` to get past.
+state needs `--full` to get past. A record renamed in REDCap leaves its old name nowhere in the
+log (REDCap rewrites the earlier entries to the new name): the new name is read as a change, and
+the registry's records of the site that REDCap no longer lists are withdrawn when they are no
+more than the renames the log holds (else they are reported as missing, as `--full` does).
 """
 
 from __future__ import annotations
@@ -159,11 +162,12 @@ def check_dictionary(metadata: list[dict[str, Any]]) -> None:
 
 
 def _changed_records(client: RedcapClient, report: Report, since: datetime | None
-                     ) -> tuple[list[str], list[str]]:
-    """(record ids to read, record ids deleted at the source), as REDCap lists them now."""
+                     ) -> tuple[list[str], list[str], int]:
+    """(record ids to read, record ids deleted at the source, how many records were renamed),
+    as REDCap lists them now."""
     if since is None:
         report.change_detection = "full"
-        return client.record_ids(), []
+        return client.record_ids(), [], 0
     try:
         found = client.record_log(since)
     except RedcapFailure as failure:
@@ -171,17 +175,17 @@ def _changed_records(client: RedcapClient, report: Report, since: datetime | Non
             raise
         log.warning("no logging right: changes from dateRangeBegin, deletions not detected")
         report.change_detection = "dateRangeBegin"
-        return client.record_ids(since), []
+        return client.record_ids(since), [], 0
     report.change_detection, report.deletions_detected = "logging", True
     report.log_entries_not_understood = found.not_understood
     if found.not_understood:
         log.warning("%d logging entries name no record in a form this sync knows",
                     found.not_understood)
     if not found.deleted:
-        return found.changed, []
+        return found.changed, [], len(found.renamed)
     listed = _listed(client)  # a record deleted, then created again under its id
     return (found.changed + [record for record in found.deleted if record in listed],
-            [record for record in found.deleted if record not in listed])
+            [record for record in found.deleted if record not in listed], len(found.renamed))
 
 
 def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], report: Report,
@@ -238,6 +242,26 @@ def _gone(client: RedcapClient, config: SyncConfig, report: Report,
             f"when asked for again (subject_id {', '.join(subjects)}); nothing was sent, and the "
             "next run asks for them again")
     return not_returned
+
+
+def _withdraw_renamed(client: RedcapClient, config: SyncConfig, registry: RegistryClient,
+                      report: Report, renames: int, dry_run: bool) -> None:
+    """Withdraw the old names of records renamed in REDCap: the registry's records of this site
+    whose record REDCap no longer lists, when there are no more of them than renames in the log.
+    More of them cannot all be renames (e.g. deletions made while the token had no logging
+    right, or a token that sees one Data Access Group only): they are reported, not withdrawn."""
+    current = {subject_id(config.site_secret, record_id, config.subject_prefix)
+               for record_id in _listed(client)}
+    orphans = sorted(registry.subjects() - current)
+    if len(orphans) > renames:
+        report.missing_from_source = orphans
+        log.warning("%d registry records are no longer listed by REDCap, more than the %d renames "
+                    "in the log: reported, not withdrawn", len(orphans), renames)
+        return
+    for subject in orphans:
+        held = registry.withdraw(subject, dry_run=dry_run)
+        report.add(subject, "withdrawn" if held else "not_in_registry",
+                   reason="renamed_at_source")
 
 
 def _push(registry: RegistryClient, config: SyncConfig, records: list[dict[str, Any]],
@@ -298,7 +322,7 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
     started = client.server_now()
     since = None if full or previous is None else \
         previous - timedelta(minutes=config.overlap_minutes)
-    record_ids, deleted = _changed_records(client, report, since)
+    record_ids, deleted, renames = _changed_records(client, report, since)
     if looks_hashed(record_ids + deleted):
         raise SyncAborted(HASHED_MESSAGE)
     # Everything is read before anything is sent; records are checked under the registry's
@@ -318,6 +342,8 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
             held = registry.withdraw(subject, dry_run=dry_run)
             report.add(subject, "withdrawn" if held else "not_in_registry",
                        reason="deleted_at_source")
+        if renames:
+            _withdraw_renamed(client, config, registry, report, renames, dry_run)
     report.watermark["new"] = started.strftime(WATERMARK_FORMAT)
     if not dry_run:
         state.save(started)
