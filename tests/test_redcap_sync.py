@@ -666,20 +666,25 @@ def test_a_renamed_record_arrives_under_its_new_name_and_its_old_name_is_withdra
     assert site.stored() == stored
 
 
-def test_records_gone_unseen_are_reported_not_withdrawn_on_a_rename(site):
-    """More registry records missing from REDCap than renames in the log: some went another way,
-    so none is withdrawn (here a record deleted together with its logging, which REDCap allows
+def test_a_rename_withdraws_only_the_old_name_and_reports_other_missing_records(site):
+    """A registry record that REDCap no longer lists and that does not hold what a renamed
+    record holds went another way (here deleted together with its logging, which REDCap allows
     when the project lets users delete a record's log; a token that sees one Data Access Group
-    only would look the same)."""
+    only would look the same): it is reported, not withdrawn."""
     assert site.sync().exit_code == 0
-    unseen = site.records[6][0]
+    # the record that went another way comes first in the registry's order
+    unseen, old_id = sorted((site.records[6][0], site.records[7][0]), key=site.subject)
     site.fake.delete(unseen)
     site.fake.log = [entry for entry in site.fake.log if entry["log_record"] != unseen]
-    old_id = site.records[7][0]
     site.fake.rename(old_id, "renamed-7")
 
+    report = site.sync(dry_run=True)
+    assert [(line["subject_id"], line["outcome"]) for line in report.records] == [
+        (site.subject("renamed-7"), "created"), (site.subject(old_id), "withdrawn")]
     report = site.sync()
-    assert report.exit_code == 0 and report.counts["withdrawn"] == 0, report.as_dict()
-    assert report.missing_from_source == sorted([site.subject(unseen), site.subject(old_id)])
-    assert {site.subject(unseen), site.subject(old_id), site.subject("renamed-7")} <= \
-        set(site.stored())
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["withdrawn"] == 1 and report.counts["created"] == 1
+    assert report.missing_from_source == [site.subject(unseen)]
+    stored = site.stored()
+    assert site.subject(old_id) not in stored and site.subject("renamed-7") in stored
+    assert site.subject(unseen) in stored  # reported, not withdrawn
