@@ -14,10 +14,13 @@ minute resolution, newest entry first, with the `record` column (REDCap 13.4.9 a
 with `record_column=False`), while the HTTP `Date` header is in GMT. Every record-level action
 form of `registry.site.redcap.client.LOG_FORMS` that a site produces can be written: data entry
 forms, surveys ("Create Response 12 (Baseline)"), API and Data Import Tool writes, calculated
-fields recomputed by REDCap ("Update record (API) (Auto calculation) 12 (Baseline)"), and
-deletions from a form, a survey or the API. `same_minute()` holds the clock still so that a
-create and a delete can share a minute, as they do when a record entered in the wrong project
-is deleted at once.
+fields recomputed by REDCap ("Update record (API) (Auto calculation) 12 (Baseline)"),
+deletions from a form or the API ("Delete record (API) 12 (Baseline ...)"), a survey response
+removed by a Stop Action ("Deleted Response 12", the record gone or kept), and a record renamed
+(REDCap rewrites the record of its earlier entries to the new name and logs "Update record <new>"
+with "record_id = '<new>'" as details). `same_minute()` holds the clock still so that a create
+and a delete can share a minute, as they do when a record entered in the wrong project is
+deleted at once.
 """
 
 from __future__ import annotations
@@ -80,11 +83,13 @@ WRITES = {
     "autocalc": ("SYSTEM", "Update record (Auto calculation) {id}{event}",
                  "Update record (Auto calculation) {id}{event}"),
 }
-# How each kind of deletion is logged: (username, action).
+# How each kind of deletion is logged: (username, action). A deletion from the Record Home page
+# names the arm when the project has several, an API deletion names the event (Logging.php).
 DELETES = {
     "form": ("site_dm", "Delete record {id}{arm}"),
-    "survey": ("site_dm", "Deleted Response {id}"),
-    "api": ("site_api", "Deleted Record {id} (API)"),
+    # a Stop Action removed the survey response, and the record held nothing else
+    "survey": ("[survey respondent]", "Deleted Response {id}{event}"),
+    "api": ("site_api", "Delete record (API) {id}{event}"),
 }
 
 
@@ -134,9 +139,32 @@ class FakeRedcap:
         a write `via` a data entry form, a survey, the API, the import tool or a recalculation."""
         with self.lock:
             username, create, update = WRITES[via]
-            action = update if record_id in self.records else create
+            created = record_id not in self.records
             self.records[record_id] = [dict(row) for row in rows]
-            self._touch(record_id, action, username)
+            self._touch(record_id, create if created else update, username,
+                        f"record_id = '{record_id}', (fields)" if created else "(fields)")
+
+    def erase_response(self, record_id: str, rows: list[dict[str, Any]]) -> None:
+        """A survey Stop Action removed the survey's response; the record keeps `rows`."""
+        with self.lock:
+            self.records[record_id] = [dict(row) for row in rows]
+            self._touch(record_id, "Deleted Response {id}{event}", "[survey respondent]",
+                        "(fields)")
+
+    def rename(self, old_id: str, new_id: str) -> None:
+        """Rename a record as REDCap does (DataEntry::changeRecordId): its earlier log entries
+        are rewritten to the new name, and the rename is logged as an update of the new name."""
+        with self.lock:
+            self.records[new_id] = self.records.pop(old_id)
+            self.modified.pop(old_id, None)
+            for entry in self.log:
+                if entry.get("log_record") == old_id:
+                    entry.update(log_record=new_id, action=entry["action"].replace(
+                        f" {old_id}", f" {new_id}", 1))
+                    if self.record_column:
+                        entry["record"] = new_id
+            self._touch(new_id, "Update record {id}{event}", "site_dm",
+                        f"record_id = '{new_id}'")
 
     def delete(self, record_id: str, *, via: str = "form") -> None:
         """Delete a record: it vanishes from exports; only the log tells."""
@@ -144,17 +172,19 @@ class FakeRedcap:
             del self.records[record_id]
             self.modified.pop(record_id, None)
             username, action = DELETES[via]
-            self._touch(record_id, action, username)
+            self._touch(record_id, action, username, f"record_id = '{record_id}'")
 
-    def _touch(self, record_id: str, action: str, username: str) -> None:
+    def _touch(self, record_id: str, action: str, username: str, details: str) -> None:
         now = self.now()
         if record_id in self.records:
             self.modified[record_id] = now
         event = f" ({self._event_label(self.events[0])})" if self.longitudinal else ""
+        arms = {event_name.rpartition("_arm_")[2] for event_name in self.events}
+        arm = " (Arm 1: Arm 1)" if self.longitudinal and len(arms) > 1 else ""
+        # `log_record` is the entry's record as REDCap keeps it (its pk), not an export column
         entry = {"timestamp": now.strftime("%Y-%m-%d %H:%M"), "username": username,
-                 "action": action.format(id=record_id, event=event,
-                                         arm=" (Arm 1: Arm 1)" if self.longitudinal else ""),
-                 "details": "(fields)"}
+                 "action": action.format(id=record_id, event=event, arm=arm),
+                 "details": details, "log_record": record_id}
         if self.record_column:
             entry["record"] = record_id
         self.log.insert(0, entry)  # newest first, as REDCap lists it
@@ -257,7 +287,8 @@ class FakeRedcap:
         if not self.logging_right:
             return _error("You do not have Logging privileges in this project", 403)
         begin = form.get("beginTime", "")[:16]  # "YYYY-MM-DD HH:MM[:SS]", server time
-        entries = [entry for entry in self.log  # newest first
+        entries = [{key: value for key, value in entry.items() if key != "log_record"}
+                   for entry in self.log  # newest first
                    if form.get("logtype") in (None, "record") and entry["timestamp"] >= begin]
         return entries if self.newest_first else entries[::-1]
 

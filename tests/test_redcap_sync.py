@@ -18,7 +18,9 @@ from registry.core.fields import check_subject_id
 from registry.core.record import DICTIONARY_VERSION, validate_record
 from registry.services.record_rows import record_from_row
 from registry.site.redcap.cli import main
-from registry.site.redcap.client import LOG_FORMS, looks_hashed, parse_log_entry
+from registry.site.redcap.client import (
+    LOG_FORMS, RENAME_EXAMPLE, is_rename, looks_hashed, parse_log_entry,
+)
 from registry.site.redcap.config import ConfigError, load_config
 from registry.site.redcap.sync import run
 from tests.fake_redcap import Fault, FakeRedcap, ServerThread, site_rows
@@ -411,6 +413,15 @@ def test_every_record_level_log_form_is_read(action, kind, source):
         ("a (b)", kind)
 
 
+def test_a_rename_is_told_from_other_updates_by_its_details():
+    assert parse_log_entry(RENAME_EXAMPLE) == ("13", "change") and is_rename(RENAME_EXAMPLE,
+                                                                             "record_id")
+    assert not is_rename(RENAME_EXAMPLE, "study_id")
+    assert not is_rename({**RENAME_EXAMPLE, "action": "Create record 13"}, "record_id")
+    assert not is_rename({**RENAME_EXAMPLE, "details": "lvef_baseline_pct = '60'"}, "record_id")
+    assert not is_rename({**RENAME_EXAMPLE, "details": "old_record_id = '13'"}, "record_id")
+
+
 def test_log_entries_that_name_no_record_are_counted_not_guessed():
     assert parse_log_entry({"action": "Created Record (API) 7-a"}) == ("7-a", "change")
     assert parse_log_entry({"action": "Deleted Record pt00001 (API)"}) == ("pt00001", "delete")
@@ -532,8 +543,10 @@ def test_survey_and_api_deletions_arrive_as_withdrawals(site):
     assert site.sync().exit_code == 0
     site.fake.delete(site.records[0][0], via="survey")
     site.fake.delete(site.records[1][0], via="api")
+    event = " (Baseline (Arm 1: Arm 1))"
     assert [entry["action"] for entry in site.fake.log[:2]] == [
-        f"Deleted Record {site.records[1][0]} (API)", f"Deleted Response {site.records[0][0]}"]
+        f"Delete record (API) {site.records[1][0]}{event}",
+        f"Deleted Response {site.records[0][0]}{event}"]
     report = site.sync()
     assert report.exit_code == 0 and report.counts["withdrawn"] == 2
 
@@ -550,7 +563,7 @@ def test_a_record_deleted_between_the_log_and_the_export_is_a_deletion(site):
         answer = original(form, fault)
         listing = not any(key.startswith("records[") for key in form)
         if listing and site.fake.records.pop(record_id, None):
-            site.fake._touch(record_id, "Delete record {id}{arm}", "site_dm")
+            site.fake._touch(record_id, "Delete record {id}{arm}", "site_dm", "")
         return answer
     site.fake._records = delete_after_listing
     report = site.sync()
@@ -614,3 +627,64 @@ def test_records_are_checked_under_the_registrys_published_threshold(registry, t
         assert report.exit_code == 0 and report.counts["created"] == 1, report.as_dict()
     finally:
         site.close()
+
+
+def test_a_survey_response_removed_while_the_record_stays_arrives_as_a_change(site):
+    """"Deleted Response" is a Stop Action removing a survey's answers: the record may stay."""
+    assert site.sync().exit_code == 0
+    record_id, record, day_zero = edited(site, 4)
+    site.fake.erase_response(record_id, site_rows(record, day_zero))
+    assert site.fake.log[0]["action"].startswith(f"Deleted Response {record_id}")
+    report = site.sync()
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["updated"] == 1 and report.counts["withdrawn"] == 0
+    assert site.stored()[site.subject(record_id)]["lvef_baseline_pct"] == \
+        record["lvef_baseline_pct"]
+
+
+def test_a_renamed_record_arrives_under_its_new_name_and_its_old_name_is_withdrawn(site):
+    assert site.sync().exit_code == 0
+    old_id = site.records[5][0]
+    before = site.stored()[site.subject(old_id)]
+    site.fake.rename(old_id, "renamed-5")
+    assert not any(old_id in entry["action"] or entry.get("record") == old_id
+                   for entry in site.fake.log)  # REDCap rewrote its earlier entries
+
+    report = site.sync()
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["created"] == 1 and report.counts["withdrawn"] == 1
+    assert [line["reason"] for line in report.records if line["outcome"] == "withdrawn"] == \
+        ["renamed_at_source"]
+    stored = site.stored()
+    assert site.subject(old_id) not in stored and stored[site.subject("renamed-5")] == before
+    with site.app.app_context(), unit_of_work() as session:
+        reason = session.scalar(select(Tombstone.reason).where(
+            Tombstone.subject_id == site.subject(old_id)))
+    assert reason == "deleted_at_source"
+    again = site.sync()  # the overlap reads the rename again: nothing more is withdrawn
+    assert again.exit_code == 0 and again.counts["withdrawn"] == again.counts["created"] == 0
+    assert site.stored() == stored
+
+
+def test_a_rename_withdraws_only_the_old_name_and_reports_other_missing_records(site):
+    """A registry record that REDCap no longer lists and that does not hold what a renamed
+    record holds went another way (here deleted together with its logging, which REDCap allows
+    when the project lets users delete a record's log; a token that sees one Data Access Group
+    only would look the same): it is reported, not withdrawn."""
+    assert site.sync().exit_code == 0
+    # the record that went another way comes first in the registry's order
+    unseen, old_id = sorted((site.records[6][0], site.records[7][0]), key=site.subject)
+    site.fake.delete(unseen)
+    site.fake.log = [entry for entry in site.fake.log if entry["log_record"] != unseen]
+    site.fake.rename(old_id, "renamed-7")
+
+    report = site.sync(dry_run=True)
+    assert [(line["subject_id"], line["outcome"]) for line in report.records] == [
+        (site.subject("renamed-7"), "created"), (site.subject(old_id), "withdrawn")]
+    report = site.sync()
+    assert report.exit_code == 0, report.as_dict()
+    assert report.counts["withdrawn"] == 1 and report.counts["created"] == 1
+    assert report.missing_from_source == [site.subject(unseen)]
+    stored = site.stored()
+    assert site.subject(old_id) not in stored and site.subject("renamed-7") in stored
+    assert site.subject(unseen) in stored  # reported, not withdrawn

@@ -91,12 +91,17 @@ class RegistryClient:
 
     def subjects(self) -> set[str]:
         """Every subject_id the registry holds for this site."""
-        found: set[str] = set()
+        return set(self.records())
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every record the registry holds for this site, by subject_id (as GET /records lists
+        them: the submitted fields, the derived ones, version and times)."""
+        found: dict[str, dict[str, Any]] = {}
         cursor = ""
         while True:
             query = "?limit=1000" + (f"&cursor={quote(cursor)}" if cursor else "")
             body = _json(self._request("GET", "/records" + query, (200,)))
-            found.update(record["subject_id"] for record in body.get("records", []))
+            found.update((record["subject_id"], record) for record in body.get("records", []))
             cursor = body.get("next_cursor") or ""
             if not cursor:
                 return found

@@ -27,55 +27,99 @@ HASHED_MESSAGE = (
     "REDCap returned hashed record ids: the token's user has de-identified export rights. Give "
     "the sync's REDCap user 'Full Data Set' export rights; the sync de-identifies at the site")
 # Every record-level action REDCap's logging export (content=log, logtype=record) writes, newest
-# entry first, as "<verb> <record|Response> [(how)...] <record id> [(event (arm))]". Each form is
-# listed with where it was seen; `parse_log_entry` reads them all (tests/test_redcap_sync.py runs
-# every example through it, and the fake REDCap of the tests writes them).
+# entry first, as "[<document>] <verb> <record|Response> [(how)...] <record id> [(event (arm))]".
+# REDCap composes the action in Logging::renderLogRow (REDCap 13.6.1 Classes/Logging.php, a copy
+# is public in github.com/dougc333/test_redcap) from the entry's event (INSERT, UPDATE, DELETE,
+# DOC_UPLOAD, DOC_DELETE), its description and page, and the words of LanguageUpdater/English.ini
+# (reporting_27 "Create record", reporting_25 "Update record", reporting_30 "Delete record",
+# reporting_46 "Create Response", reporting_47 "Update Response", survey_1332 "Deleted Response",
+# reporting_39 "Uploaded Document", reporting_40 "Deleted Document"), then the entry's record
+# (pk) and, in a longitudinal project, the event. Each form is listed with where it was seen;
+# `parse_log_entry` reads them all (tests/test_redcap_sync.py runs every example through it, and
+# the fake REDCap of the tests writes them). Entries of the logtype=record export are only those
+# of REDCap's data table (Logging::setEventFilterSql): locking and e-signatures ("Lock/Unlock
+# Record", logtype lock_record), field comments and data queries (Manage/Design entries) change
+# no value and never appear in it.
 LOG_FORMS: tuple[tuple[str, str, str], ...] = (
     ("Create record 12", "change",
-     "REDCap validation suite vanderbilt-redcap/redcap_rsvc, feature B.6.7.2100 (logging table)"),
+     "REDCap validation suite vanderbilt-redcap/redcap_rsvc, feature B.6.7.2100 (logging table); "
+     "Logging.php renderLogRow, INSERT"),
     ("Update record 12", "change",
-     "vanderbilt-redcap/redcap_rsvc, randomization feature C.3.30.0600 ('Update record 1-1')"),
+     "vanderbilt-redcap/redcap_rsvc, randomization feature C.3.30.0600 ('Update record 1-1'); "
+     "Logging.php renderLogRow, UPDATE. Also what REDCap writes for a record assigned to a Data "
+     "Access Group, for 'Delete all record data for single form/event' (the record stays) and "
+     "for a renamed record (see RENAME_EXAMPLE below)"),
     ("Delete record 12", "delete",
-     "vanderbilt-redcap/redcap_rsvc, feature B.3.14.1200 Delete record ('Delete record 1')"),
+     "vanderbilt-redcap/redcap_rsvc, feature B.3.14.1200 Delete record ('Delete record 1'); "
+     "Logging.php renderLogRow, DELETE"),
     ("Create record 12 (Event 1 (Arm 1: Arm 1))", "change",
      "vanderbilt-redcap/redcap_rsvc, e-Consent PDF snapshot feature (longitudinal project)"),
     ("Update record 12 (Baseline (Arm 1: Control))", "change",
      "REDCap KB RC-LOG-01 Logging, section 4.2 (bdeveer.github.io/REDCap_KB_RAG)"),
     ("Delete record 12 (Arm 1: Arm 1)", "delete",
-     "vanderbilt-redcap/redcap_rsvc, feature B.3.32.0200 Bulk Record Delete"),
+     "vanderbilt-redcap/redcap_rsvc, feature B.3.32.0200 Bulk Record Delete; Logging.php "
+     "renderLogRow: a deletion names the arm, not the event, when the project has several arms"),
     ("Create record (API) 12", "change",
-     "REDCap source, API record import: log description 'Create record (API)'"),
+     "REDCap source, API record import: log description 'Create record (API)'; Logging.php "
+     "renderLogRow, INSERT with '(API)' in the description"),
     ("Update record (API) 12", "change",
      "REDCap source, API record import: log description 'Update record (API)'"),
+    ("Delete record (API) 12", "delete",
+     "Logging.php renderLogRow, DELETE with '(API)' in the description (API/record/delete.php)"),
+    ("Delete record (API) 12 (Baseline (Arm 1: Control))", "delete",
+     "Logging.php renderLogRow: an API deletion's description is not exactly 'Delete record', so "
+     "the event of the entry is named"),
     ("Create record (import) 12", "change",
      "REDCap source, Data Import Tool: log description 'Create record (import)'"),
     ("Update record (import) 12", "change",
      "REDCapR inst/test-data/specific-redcapr/log-read/2024-10-11.R (record column '5')"),
     ("Update record (Auto calculation) 12 (3 Month (Arm 1: Control))", "change",
-     "REDCap KB RC-LOG-01 Logging, section 4.2"),
+     "REDCap KB RC-LOG-01 Logging, section 4.2; DataEntry.php history descriptions"),
     ("Update record (API) (Auto calculation) 12 (Baseline)", "change",
-     "issue 13 (a real REDCap); REDCap source: 'Update record (API) (Auto calculation)'"),
+     "issue 13 (a real REDCap); DataEntry.php data history: 'Update record (API) (Auto "
+     "calculation)'"),
+    ("Update record (Data Quality) 12", "change",
+     "Logging.php renderLogRow: values fixed from the Data Quality page"),
     ("Update record (DTS) 12", "change", "REDCap source description 'Update record (DTS)'"),
     ("Update record (DDP) 12", "change", "REDCap source description 'Update record (DDP)'"),
-    ("Create Response 12 (Baseline)", "change", "issue 13 (a real REDCap, survey entry)"),
+    ("Create Response 12 (Baseline)", "change",
+     "issue 13 (a real REDCap, survey entry); Logging.php renderLogRow, INSERT by a survey "
+     "respondent (reporting_46)"),
     ("Update Response 12", "change",
-     "vanderbilt-redcap/redcap_rsvc, feature B.3.15.0200 survey status ('Update Response 1')"),
+     "vanderbilt-redcap/redcap_rsvc, feature B.3.15.0200 survey status ('Update Response 1'); "
+     "also 'Erase survey responses and start survey over'"),
     ("Update Response 12 (Event 1 (Arm 1: Arm 1))", "change",
      "vanderbilt-redcap/redcap_rsvc, e-Consent feature ([survey respondent] entries)"),
     ("Update Response (Auto calculation) 12", "change",
-     "REDCap source description 'Update survey response (Auto calculation)' (action text "
-     "inferred from it)"),
-    ("Deleted Response 12", "delete", "issue 13 (a real REDCap, survey response deleted)"),
+     "Logging.php renderLogRow, UPDATE by a survey respondent with ' (Auto calculation)' in the "
+     "description ('Update survey response (Auto calculation)')"),
+    ("Deleted Response 12", "delete",
+     "issue 13 (a real REDCap); English.ini survey_1332: a survey response removed by a Stop "
+     "Action (UPDATE 'Delete survey response'). The record itself is gone only when it held "
+     "nothing else (survey_1333), so what REDCap lists decides, as for every deletion"),
+    ("Uploaded Document Update record 12", "change",
+     "Logging.php renderLogRow, DOC_UPLOAD (a file upload field; no registry field is one)"),
+    ("Uploaded Document (API) Update record 12", "change",
+     "Logging.php renderLogRow, DOC_UPLOAD through the API"),
+    ("Deleted Document Update record 12", "change",
+     "Logging.php renderLogRow, DOC_DELETE"),
     ("Created Record (API) 12", "change",
-     "epicentre-msf/redcap R/parse_logging.R: '(Created?|Updated?|Deleted?) [Rr]ecord'"),
+     "epicentre-msf/redcap R/parse_logging.R: '(Created?|Updated?|Deleted?) [Rr]ecord'; a "
+     "site's logging CSV in the code index ('Created Record (API)'), an older REDCap's wording"),
     ("Updated Record 12", "change", "epicentre-msf/redcap R/parse_logging.R"),
     ("Deleted Record 12 (API)", "delete",
      "epicentre-msf/redcap R/parse_logging.R ('Deleted Record'); the source after the id as "
      "this sync's first parser read it (not confirmed on a live server)"),
 )
+# A renamed record (Record Home page, or the API's content=record&action=rename): REDCap 13.6.1
+# DataEntry::changeRecordId rewrites the record of every earlier log entry to the new name and
+# logs "Update record <new>" with the details "<record id field> = '<new>'". Nothing in the log
+# names the old record again; see RecordLog.renamed.
+RENAME_EXAMPLE = {"action": "Update record 13", "details": "record_id = '13'", "record": "13"}
 _EVENT = r"\((?:[^()]|\([^()]*\))*\)"  # "(Baseline)" or "(Baseline (Arm 1: Control))"
 _LOG_ACTION = re.compile(
-    r"^\s*(?P<verb>create|created|update|updated|delete|deleted)\s+(?:record|response)\b"
+    r"^\s*(?:(?:uploaded|deleted)\s+document(?:\s*\([^()]*\))?\s+)?"
+    r"(?P<verb>create|created|update|updated|delete|deleted)\s+(?:record|response)\b"
     r"(?P<how>(?:\s*\([^()]*\))*)\s+(?P<record>\S(?:.*?\S)?)(?:\s*" + _EVENT + r")?\s*$",
     re.I)
 
@@ -95,12 +139,24 @@ def parse_log_entry(entry: dict[str, Any]) -> tuple[str, str] | None:
     return (record or match.group("record")), kind
 
 
+def is_rename(entry: dict[str, Any], id_field: str) -> bool:
+    """Whether a logging export entry is a record renamed (see RENAME_EXAMPLE): an update whose
+    details set the record id field, which no other update does (a creation sets it too, but
+    as "Create record")."""
+    match = _LOG_ACTION.match(str(entry.get("action", "")))
+    details = str(entry.get("details") or "")
+    return bool(match) and match.group("verb").lower().startswith("update") and bool(
+        re.search(r"(?:^|[\s,])" + re.escape(id_field) + r" = '", details))
+
+
 @dataclass
 class RecordLog:
     """What the logging export says since a moment: the last action of each record named."""
 
     changed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    # One new name per rename entry: the old name of a renamed record is in no entry any more.
+    renamed: list[str] = field(default_factory=list)
     not_understood: int = 0  # entries naming no record in a form this parser knows
 
 
@@ -243,8 +299,11 @@ class RedcapClient:
             parsed = parse_log_entry(entry)
             if parsed is None:
                 found.not_understood += 1
-            elif parsed[0] not in last:
+                continue
+            if parsed[0] not in last:
                 last[parsed[0]] = parsed[1]
+            if is_rename(entry, self.id_field):
+                found.renamed.append(parsed[0])
         found.changed = [record for record, kind in last.items() if kind == "change"]
         found.deleted = [record for record, kind in last.items() if kind == "delete"]
         return found

@@ -12,7 +12,11 @@ deleted but REDCap lists again is read, and a record the log (or `dateRangeBegin
 changed that the export does not return is deleted when REDCap no longer lists it (withdrawn
 when it had reached the registry). Only a record REDCap lists that still does not come back
 fails the run; the report names it by subject_id and the next incremental run asks again, so no
-state needs `--full` to get past.
+state needs `--full` to get past. A record renamed in REDCap leaves its old name nowhere in the
+log (REDCap rewrites the earlier entries to the new name): the new name is read as a change, and
+a registry record of the site that REDCap no longer lists and that holds exactly what the
+renamed record holds is its old name, withdrawn; any other such record is reported as missing,
+as `--full` does, not withdrawn.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from tqdm import tqdm
 
 from registry.core.deidentify import build_record, subject_id
+from registry.core.record import validate_record
 from registry.site.redcap.client import HASHED_MESSAGE, RedcapClient, RedcapFailure, looks_hashed
 from registry.site.redcap.config import SyncConfig
 from registry.core.redcap_dictionary import metadata_version, redcap_fields
@@ -159,11 +164,12 @@ def check_dictionary(metadata: list[dict[str, Any]]) -> None:
 
 
 def _changed_records(client: RedcapClient, report: Report, since: datetime | None
-                     ) -> tuple[list[str], list[str]]:
-    """(record ids to read, record ids deleted at the source), as REDCap lists them now."""
+                     ) -> tuple[list[str], list[str], list[str]]:
+    """(record ids to read, record ids deleted at the source, record ids given by a rename),
+    as REDCap lists them now."""
     if since is None:
         report.change_detection = "full"
-        return client.record_ids(), []
+        return client.record_ids(), [], []
     try:
         found = client.record_log(since)
     except RedcapFailure as failure:
@@ -171,17 +177,17 @@ def _changed_records(client: RedcapClient, report: Report, since: datetime | Non
             raise
         log.warning("no logging right: changes from dateRangeBegin, deletions not detected")
         report.change_detection = "dateRangeBegin"
-        return client.record_ids(since), []
+        return client.record_ids(since), [], []
     report.change_detection, report.deletions_detected = "logging", True
     report.log_entries_not_understood = found.not_understood
     if found.not_understood:
         log.warning("%d logging entries name no record in a form this sync knows",
                     found.not_understood)
     if not found.deleted:
-        return found.changed, []
+        return found.changed, [], found.renamed
     listed = _listed(client)  # a record deleted, then created again under its id
     return (found.changed + [record for record in found.deleted if record in listed],
-            [record for record in found.deleted if record not in listed])
+            [record for record in found.deleted if record not in listed], found.renamed)
 
 
 def _read(client: RedcapClient, config: SyncConfig, record_ids: list[str], report: Report,
@@ -238,6 +244,51 @@ def _gone(client: RedcapClient, config: SyncConfig, report: Report,
             f"when asked for again (subject_id {', '.join(subjects)}); nothing was sent, and the "
             "next run asks for them again")
     return not_returned
+
+
+# What GET /records adds to the submitted fields of a record.
+_STORED_ONLY = ("subject_id", "derived", "version", "created_at", "updated_at")
+
+
+def _content(record: dict[str, Any]) -> dict[str, Any]:
+    """The submitted fields of a record, without its subject_id and blank fields."""
+    return {key: value for key, value in record.items()
+            if key not in _STORED_ONLY and value not in (None, [])}
+
+
+def _withdraw_renamed(client: RedcapClient, config: SyncConfig, registry: RegistryClient,
+                      report: Report, renamed: list[str], to_send: list[dict[str, Any]],
+                      threshold: int, dry_run: bool) -> None:
+    """Withdraw the old names of records renamed in REDCap. An old name is a registry record of
+    this site that REDCap no longer lists and that holds exactly what a renamed record holds
+    now; any other record REDCap no longer lists went another way (deleted together with its
+    logging, or out of sight of a token limited to one Data Access Group) and is reported,
+    not withdrawn."""
+    current = {subject_id(config.site_secret, record_id, config.subject_prefix)
+               for record_id in _listed(client)}
+    orphans = {subject: _content(record) for subject, record in registry.records().items()
+               if subject not in current}
+    if not orphans:
+        return
+    sent = {record["subject_id"]: record for record in to_send}
+    renamed_contents = []
+    for record_id in renamed:
+        record = sent.get(subject_id(config.site_secret, record_id, config.subject_prefix))
+        canonical = validate_record(record, threshold)[0] if record else None
+        if canonical:
+            renamed_contents.append(_content(canonical))
+    for subject, content in sorted(orphans.items()):
+        if content in renamed_contents:
+            renamed_contents.remove(content)  # one old name per renamed record
+            held = registry.withdraw(subject, dry_run=dry_run)
+            report.add(subject, "withdrawn" if held else "not_in_registry",
+                       reason="renamed_at_source")
+        else:
+            report.missing_from_source.append(subject)
+    if report.missing_from_source:
+        log.warning("%d registry records are no longer listed by REDCap and are not the old name "
+                    "of a renamed record: reported, not withdrawn",
+                    len(report.missing_from_source))
 
 
 def _push(registry: RegistryClient, config: SyncConfig, records: list[dict[str, Any]],
@@ -298,7 +349,7 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
     started = client.server_now()
     since = None if full or previous is None else \
         previous - timedelta(minutes=config.overlap_minutes)
-    record_ids, deleted = _changed_records(client, report, since)
+    record_ids, deleted, renamed = _changed_records(client, report, since)
     if looks_hashed(record_ids + deleted):
         raise SyncAborted(HASHED_MESSAGE)
     # Everything is read before anything is sent; records are checked under the registry's
@@ -318,6 +369,9 @@ def _sync(config: SyncConfig, client: RedcapClient, registry: RegistryClient, re
             held = registry.withdraw(subject, dry_run=dry_run)
             report.add(subject, "withdrawn" if held else "not_in_registry",
                        reason="deleted_at_source")
+        if renamed:
+            _withdraw_renamed(client, config, registry, report, renamed, to_send, threshold,
+                              dry_run)
     report.watermark["new"] = started.strftime(WATERMARK_FORMAT)
     if not dry_run:
         state.save(started)
