@@ -155,6 +155,18 @@ def test_roles_decide_the_pages(client, make_site, make_token):
     assert client.get("/log").status_code == 403
 
 
+def test_the_navigation_shows_each_role_the_pages_it_may_open(app):
+    from registry.web import pages_for
+
+    with app.app_context():
+        shown = {role: [page.endpoint.removeprefix("console.") for page in pages_for(role)]
+                 for role in ("submitter", "coordinator", "steward")}
+    assert shown == {"submitter": ["my_site", "site_records", "upload"],
+                     "coordinator": ["tables", "survival", "hazard_ratios", "release_list"],
+                     "steward": ["tables", "survival", "hazard_ratios", "release_list",
+                                 "query_log"]}
+
+
 def test_every_console_view_declares_its_action(app):
     for endpoint, view in app.view_functions.items():
         if endpoint.startswith("console.") and endpoint != "console.static":
