@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from datetime import date, datetime
 from pathlib import Path
 
@@ -237,3 +238,33 @@ def test_records_are_checked_under_the_registrys_published_threshold(registry, t
     from registry.core.record import remission_threshold
 
     assert remission_threshold() == 730
+
+
+def test_a_run_at_a_terminal_shows_progress_bars_without_values(registry, tmp_path,
+                                                                monkeypatch, capsys):
+    app, _, url = registry
+    monkeypatch.setenv("REGISTRY_URL", url)
+    monkeypatch.setenv("REGISTRY_TOKEN", new_site(app, "PROG"))
+    monkeypatch.setenv("REGISTRY_SITE_SECRET", SECRET)
+    template = tmp_path / "progress.csv"
+    main(["template", str(template)])
+    header = template.read_text().strip().split(",")
+    row = dict.fromkeys(header, "")
+    row.update({"record_id": "PROGX-1", "met_dx_date": "2012-03-01", "age_at_met_dx": "48",
+                "sex": "female", "her2_ihc": "3plus", "her2_ish": "amplified",
+                "er_status": "positive", "pr_status": "positive", "presentation": "de_novo",
+                "prior_adjuvant_trastuzumab": "no", "metastatic_sites___bone": "1",
+                "first_line_anti_her2": "trastuzumab", "first_line_chemotherapy": "taxane",
+                "endocrine_maintenance": "yes", "trastuzumab_start_date": "2012-03-10",
+                "best_response": "complete_response", "remission_start_date": "2012-09-01",
+                "maintenance_status": "ongoing", "cardiac_event": "none",
+                "disease_status_last": "ned", "last_followup_date": "2016-01-01",
+                "vital_status": "alive"})
+    with template.open("a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=header).writerow(row)
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([str(template), "--report", str(tmp_path / "report.json")]) == 0
+    shown = capsys.readouterr().err
+    assert "dry run: 100%" in shown and "registry: 100%" in shown and "1/1" in shown
+    assert "PROGX" not in shown and "2012" not in shown
