@@ -203,6 +203,19 @@ def test_the_tables_csv_is_the_apis_csv(client, app, coordinator_token):
     assert from_page.startswith("hr_status,maintenance_status,count,suppressed,note\n")
 
 
+def test_the_releases_page_shows_exact_counts_to_a_steward_only(client, app, coordinator_token):
+    load_demo_data(records_per_site=20)
+    cut_release(None, "console test", Policy.from_config(app.config))
+    sign_in(client, coordinator_token)
+    page = client.get("/releases").get_data(as_text=True)
+    assert "record counts are protected" in page and "Changed since the previous" not in page
+    client.post("/sign-out", data={"csrf_token": csrf_token(client, "/")})
+    sign_in(client, issue_token("steward")[1])
+    page = client.get("/releases").get_data(as_text=True)
+    assert "record counts are protected" not in page and "Changed since the previous" in page
+    assert "Cut a release now" in page
+
+
 def test_without_a_release_the_page_says_how_to_get_one(client, coordinator_token):
     sign_in(client, coordinator_token)
     page = client.get("/tables?rows=age_band")
