@@ -66,6 +66,26 @@ def test_template_offers_drop_downs_ranges_and_date_cells(tmp_path):
     assert (age.type, age.formula1, age.formula2) == ("whole", "18", "90")
     assert sheet[f"{letter['progression_date']}2"].number_format == "yyyy-mm-dd"
     assert sheet[f"{letter['age_at_met_dx']}2"].number_format == "General"
+    # ... and so for every column: a drop-down of its codes for each coded field, 1/0 for each
+    # checkbox, the range of each whole number, a date format on each date, down the sheet.
+    for column, spec in template_columns()[1:]:
+        validation = by_column.get(letter[column])
+        assert validation is not None or spec.kind == "date", column
+        if spec.kind == "code":
+            sheet_name, cells = validation.formula1.split("!")
+            listed = [row[0].value for row in workbook[sheet_name.strip("'")][
+                cells.replace("$", "")]]
+            assert (validation.type, listed) == ("list", [code for code, _ in spec.codes])
+        elif spec.kind == "codes":
+            assert (validation.type, validation.formula1) == ("list", '"1,0"'), column
+        elif spec.kind == "integer":
+            assert (validation.type, validation.formula1, validation.formula2) == (
+                "whole", *map(str, spec.bounds)), column
+        else:
+            for row in (2, 2001):
+                assert sheet[f"{letter[column]}{row}"].number_format == "yyyy-mm-dd", column
+        if validation is not None:
+            assert str(validation.sqref) == f"{letter[column]}2:{letter[column]}2001", column
 
 
 def test_template_explains_every_field_and_rule(tmp_path):
