@@ -23,6 +23,8 @@ class Action(str, Enum):
     READ_QUERY_LOG = "read_query_log"
     READ_RELEASES = "read_releases"  # the list of releases and their (protected) record counts
     CUT_RELEASE = "cut_release"  # freeze a new release (privacy.md 2.1)
+    # A release's exact record count and its number of changes (others see the count protected)
+    READ_EXACT_RELEASE_COUNTS = "read_exact_release_counts"
     OPEN_CONSOLE = "open_console"  # the console's home page (what each role may do there)
 
 
@@ -34,6 +36,7 @@ PERMISSIONS: dict[Action, frozenset[str]] = {
     Action.READ_QUERY_LOG: frozenset({"steward"}),
     Action.READ_RELEASES: frozenset({"coordinator", "steward"}),
     Action.CUT_RELEASE: frozenset({"steward"}),
+    Action.READ_EXACT_RELEASE_COUNTS: frozenset({"steward"}),
     Action.OPEN_CONSOLE: frozenset(ROLES),
 }
 

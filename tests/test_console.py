@@ -155,6 +155,18 @@ def test_roles_decide_the_pages(client, make_site, make_token):
     assert client.get("/log").status_code == 403
 
 
+def test_the_navigation_shows_each_role_the_pages_it_may_open(app):
+    from registry.web import pages_for
+
+    with app.app_context():
+        shown = {role: [page.endpoint.removeprefix("console.") for page in pages_for(role)]
+                 for role in ("submitter", "coordinator", "steward")}
+    assert shown == {"submitter": ["my_site", "site_records", "upload"],
+                     "coordinator": ["tables", "survival", "hazard_ratios", "release_list"],
+                     "steward": ["tables", "survival", "hazard_ratios", "release_list",
+                                 "query_log"]}
+
+
 def test_every_console_view_declares_its_action(app):
     for endpoint, view in app.view_functions.items():
         if endpoint.startswith("console.") and endpoint != "console.static":
@@ -189,6 +201,19 @@ def test_the_tables_csv_is_the_apis_csv(client, app, coordinator_token):
                           "&format=csv", headers={"Authorization": f"Bearer {coordinator_token}"})
     assert from_page == from_api.get_data(as_text=True)
     assert from_page.startswith("hr_status,maintenance_status,count,suppressed,note\n")
+
+
+def test_the_releases_page_shows_exact_counts_to_a_steward_only(client, app, coordinator_token):
+    load_demo_data(records_per_site=20)
+    cut_release(None, "console test", Policy.from_config(app.config))
+    sign_in(client, coordinator_token)
+    page = client.get("/releases").get_data(as_text=True)
+    assert "record counts are protected" in page and "Changed since the previous" not in page
+    client.post("/sign-out", data={"csrf_token": csrf_token(client, "/")})
+    sign_in(client, issue_token("steward")[1])
+    page = client.get("/releases").get_data(as_text=True)
+    assert "record counts are protected" not in page and "Changed since the previous" in page
+    assert "Cut a release now" in page
 
 
 def test_without_a_release_the_page_says_how_to_get_one(client, coordinator_token):

@@ -27,6 +27,8 @@ RANKS = {
     "registry.web": 3, "registry.cli": 3, "registry": 3,
 }
 SITE = "registry.site"
+# Side by side on top of services (style.md): the API and the console never import each other.
+SIDE_BY_SIDE = ("registry.api", "registry.web")
 # (numpy is not listed: openpyxl imports it when it happens to be installed; the fresh-venv
 # test of tests/test_site_tools.py shows the site tools do not bring it.)
 SERVER_PACKAGES = ("flask", "flask_smorest", "flask_limiter", "flask_swagger_ui", "werkzeug",
@@ -88,6 +90,8 @@ def test_no_module_imports_a_higher_layer(path):
             pytest.fail(f"{me} imports the site tools ({target})")
         elif target != "registry":  # `from registry import x` names the submodule x
             assert RANKS[theirs] <= RANKS[mine], f"{me} imports {target}, a higher layer"
+            assert not (mine in SIDE_BY_SIDE and theirs in SIDE_BY_SIDE and mine != theirs), \
+                f"{me} imports {target}: the API and the console stand side by side"
 
 
 @pytest.mark.parametrize("path", [path for path in MODULES
@@ -136,7 +140,7 @@ def test_record_fields_are_named_by_hand_in_few_files():
         assert not named, f"{relative} names record fields by hand: {named}"
 
 
-# --- the console (style.md): views reach data only through services ------------------------------
+# --- the API and the console (style.md): views reach data only through services ---------------
 
 def imported_modules(path: Path) -> set[str]:
     """Every module a Python file imports (absolute names)."""
@@ -150,9 +154,11 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "web").glob("*.py")), ids=lambda p: p.name)
-def test_console_views_reach_data_only_through_services(path):
-    forbidden = ("sqlalchemy", "registry.db", "registry.models", "registry.api")
+@pytest.mark.parametrize("path", sorted([*(PACKAGE / "web").glob("*.py"),
+                                         *(PACKAGE / "api").glob("*.py")]),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_views_reach_data_only_through_services(path):
+    forbidden = ("sqlalchemy", "registry.db", "registry.models")
     bad = sorted(m for m in imported_modules(path) if m.startswith(forbidden))
     assert bad == [], f"{path.name} imports {bad}: call a service instead"
 

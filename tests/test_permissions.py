@@ -4,6 +4,7 @@ same table, and no role is spelled out on an endpoint."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,23 @@ def test_endpoints_declare_actions_never_roles():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "requires":
                 assert len(node.args) == 1 and isinstance(node.args[0], ast.Attribute) \
                     and node.args[0].value.id == "Action", f"{path.name}:{node.lineno}"
+
+
+# Where a role may be named: the table, the vocabulary, and the services that issue tokens of a
+# role (a submitter's token belongs to a site) and make the demo data.
+NAMES_ROLES = {"permissions.py", "vocabulary.py", "tokens.py", "synthetic.py"}
+
+
+def test_no_role_is_spelled_out_beside_the_table():
+    quoted_role = re.compile(r"""["'](%s)["']""" % "|".join(ROLES))
+    package = ROOT / "registry"
+    for path in sorted([*package.glob("api/*.py"), *package.glob("web/*.py"),
+                        *package.glob("web/templates/console/*.html"),
+                        *package.glob("services/*.py")]):
+        if path.name in NAMES_ROLES:
+            continue
+        found = quoted_role.findall(path.read_text())
+        assert not found, f"{path.relative_to(ROOT)} names {found}: check an Action instead"
 
 
 def test_every_api_view_declares_an_action_or_is_public(app):

@@ -13,7 +13,7 @@ from registry.core.redcap_dictionary import (
     redcap_fields, redcap_name,
 )
 from registry.core.record import DICTIONARY_VERSION, RecordFieldsSchema
-from registry.core.rules import RULES, OnlyWhen, RequiredWhen
+from registry.core.rules import RULES, OnlyWhen
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "registry" / "site" / "redcap" / "registry_data_dictionary.csv"
@@ -169,7 +169,7 @@ def test_the_upload_checks_catch_what_redcap_refuses(change, found):
 def test_the_wording_check_catches_registry_language():
     broken = dictionary_csv().replace("(leave blank if no progression)", "; null = no progression")
     assert any("null" in problem for problem in wording_problems(broken))
-    broken = dictionary_csv().replace("a progression date", "a progression_day")
+    broken = dictionary_csv().replace("earliest progression date", "earliest progression_day")
     assert any("progression_day" in problem for problem in wording_problems(broken))
 
 
@@ -230,16 +230,19 @@ def test_branching_logic_comes_from_the_rule_table():
             assert set(rule.when.values) <= set(schema[rule.when.field].choices)
 
 
-def test_every_conditional_rule_has_plain_words_on_the_form():
-    # The form speaks plain words where the rule table speaks field names: every conditional
-    # rule carries its plain words, so no rule goes unsaid at the site.
-    conditional = [rule for rule in RULES if isinstance(rule, (OnlyWhen, RequiredWhen))]
-    assert all(rule.words for rule in conditional)
+def test_every_rule_has_plain_words_on_the_form_and_only_there():
+    # The form speaks plain words where the rule table speaks field names: every rule of the
+    # table carries its plain words, so no rule goes unsaid at the site, and the field's label
+    # does not say it a second time.
+    assert all(rule.words for rule in RULES)
     by_name = {row["Variable / Field Name"]: row for row in rows()}
-    for rule in conditional:
-        assert rule.words in by_name[redcap_name(rule.field)]["Field Note"]
+    for rule in RULES:
+        row = by_name[redcap_name(rule.field)]
+        assert rule.words in row["Field Note"]
+        assert rule.words.lower() not in row["Field Label"].lower(), rule.field
     assert "Required when the disease status at the last follow-up is progressing" in \
         by_name["progression_date"]["Field Note"]
+    assert "No for de novo disease" in by_name["prior_adjuvant_trastuzumab"]["Field Note"]
 
 
 def test_version_marker_carries_the_dictionary_version():

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from registry.core.deidentify import subject_id
 from registry.core.redcap_dictionary import checkbox_column, redcap_fields
-from registry.db import unit_of_work
+from registry.db import Base, unit_of_work
 from registry.models import Record, RecordVersion, Site
 from registry.services.record_rows import record_from_row
 from tests.fake_redcap import FakeRedcap, ServerThread
@@ -154,6 +154,14 @@ class Registry:
                 .join(Record, Record.id == RecordVersion.record_id)
                 .join(Site, Site.id == Record.site_id).where(Site.code == self.code))]
 
+    def every_value(self) -> str:
+        """Every value of every table of the registry (times of its own aside), as text."""
+        with self.app.app_context(), unit_of_work() as session:
+            return "\n".join(json.dumps(value, default=str)
+                             for table in Base.metadata.sorted_tables
+                             for row in session.execute(select(table)) for value in row
+                             if not isinstance(value, (date, datetime)))
+
     def version_count(self) -> int:
         with self.app.app_context(), unit_of_work() as session:
             return session.scalar(select(func.count()).select_from(RecordVersion).join(
@@ -260,6 +268,11 @@ def test_sync_and_submit_from_the_site_venv_reach_the_registry_de_identified(
     assert not DATE_SHAPE.search(traffic)
     for local in ("pt0", "TPLX", IDENTIFIER_VALUE, "record_id", "patient_name", "_date"):
         assert local not in traffic, local
+    everything = held.every_value()
+    assert "last_followup_day" in everything  # the versions' data are read
+    assert not DATE_SHAPE.search(everything)
+    for local in ("pt0", "TPLX", IDENTIFIER_VALUE, "patient_name"):
+        assert local not in everything, local
     for subject, data in held.versions():
         assert re.fullmatch(r"[a-p]{32}", subject)
         stored_text = json.dumps(data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from datetime import date, datetime
 from pathlib import Path
 
@@ -65,6 +66,26 @@ def test_template_offers_drop_downs_ranges_and_date_cells(tmp_path):
     assert (age.type, age.formula1, age.formula2) == ("whole", "18", "90")
     assert sheet[f"{letter['progression_date']}2"].number_format == "yyyy-mm-dd"
     assert sheet[f"{letter['age_at_met_dx']}2"].number_format == "General"
+    # ... and so for every column: a drop-down of its codes for each coded field, 1/0 for each
+    # checkbox, the range of each whole number, a date format on each date, down the sheet.
+    for column, spec in template_columns()[1:]:
+        validation = by_column.get(letter[column])
+        assert validation is not None or spec.kind == "date", column
+        if spec.kind == "code":
+            sheet_name, cells = validation.formula1.split("!")
+            listed = [row[0].value for row in workbook[sheet_name.strip("'")][
+                cells.replace("$", "")]]
+            assert (validation.type, listed) == ("list", [code for code, _ in spec.codes])
+        elif spec.kind == "codes":
+            assert (validation.type, validation.formula1) == ("list", '"1,0"'), column
+        elif spec.kind == "integer":
+            assert (validation.type, validation.formula1, validation.formula2) == (
+                "whole", *map(str, spec.bounds)), column
+        else:
+            for row in (2, 2001):
+                assert sheet[f"{letter[column]}{row}"].number_format == "yyyy-mm-dd", column
+        if validation is not None:
+            assert str(validation.sqref) == f"{letter[column]}2:{letter[column]}2001", column
 
 
 def test_template_explains_every_field_and_rule(tmp_path):
@@ -207,6 +228,28 @@ def test_template_csv_round_trip_and_report(registry, tmp_path, monkeypatch, cap
     assert json.loads(report_path.read_text())["counts"]["unchanged"] == 1
 
 
+# A valid patient in the template's columns (de novo, ongoing maintenance, 1400 days in remission).
+ONE_PATIENT = {
+    "met_dx_date": "2012-03-01", "age_at_met_dx": "48", "sex": "female", "her2_ihc": "3plus",
+    "her2_ish": "amplified", "er_status": "positive", "pr_status": "positive",
+    "presentation": "de_novo", "prior_adjuvant_trastuzumab": "no", "metastatic_sites___bone": "1",
+    "first_line_anti_her2": "trastuzumab", "first_line_chemotherapy": "taxane",
+    "endocrine_maintenance": "yes", "trastuzumab_start_date": "2012-03-10",
+    "best_response": "complete_response", "remission_start_date": "2012-09-01",
+    "maintenance_status": "ongoing", "cardiac_event": "none", "disease_status_last": "ned",
+    "last_followup_date": "2016-01-01", "vital_status": "alive"}
+
+
+def _filled_template(path: Path, *rows: dict[str, str]) -> Path:
+    """The template written by `registry-submit template` as CSV, with `rows` typed in."""
+    assert main(["template", str(path)]) == 0
+    header = path.read_text().strip().split(",")
+    with path.open("a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=header).writerows(
+            {**dict.fromkeys(header, ""), **row} for row in rows)
+    return path
+
+
 def test_records_are_checked_under_the_registrys_published_threshold(registry, tmp_path,
                                                                      monkeypatch):
     app, _, url = registry
@@ -214,22 +257,10 @@ def test_records_are_checked_under_the_registrys_published_threshold(registry, t
     monkeypatch.setenv("REGISTRY_TOKEN", new_site(app, "THRS"))
     monkeypatch.setenv("REGISTRY_SITE_SECRET", SECRET)
     monkeypatch.setitem(app.config, "REGISTRY_MIN_REMISSION_DAYS", 365)
-    template = tmp_path / "short.csv"
-    main(["template", str(template)])
-    header = template.read_text().strip().split(",")
-    row = dict.fromkeys(header, "")
-    row.update({"record_id": "SHORT-1", "met_dx_date": "2018-01-01", "age_at_met_dx": "60",
-                "sex": "female", "her2_ihc": "3plus", "her2_ish": "amplified",
-                "er_status": "negative", "pr_status": "negative", "presentation": "de_novo",
-                "prior_adjuvant_trastuzumab": "no", "metastatic_sites___liver": "1",
-                "first_line_anti_her2": "trastuzumab_pertuzumab",
-                "first_line_chemotherapy": "taxane", "endocrine_maintenance": "not_applicable",
-                "trastuzumab_start_date": "2018-01-10", "best_response": "complete_response",
-                "remission_start_date": "2018-07-01", "maintenance_status": "ongoing",
-                "cardiac_event": "none", "disease_status_last": "ned",
-                "last_followup_date": "2019-11-01", "vital_status": "alive"})  # 488 days
-    with template.open("a", newline="") as handle:
-        csv.DictWriter(handle, fieldnames=header).writerow(row)
+    template = _filled_template(tmp_path / "short.csv", {
+        **ONE_PATIENT, "record_id": "SHORT-1", "met_dx_date": "2018-01-01",
+        "trastuzumab_start_date": "2018-01-10", "remission_start_date": "2018-07-01",
+        "last_followup_date": "2019-11-01"})  # 488 days in remission
     report = tmp_path / "report.json"
     assert main([str(template), "--report", str(report)]) == 0
     assert json.loads(report.read_text())["counts"]["created"] == 1
@@ -237,3 +268,19 @@ def test_records_are_checked_under_the_registrys_published_threshold(registry, t
     from registry.core.record import remission_threshold
 
     assert remission_threshold() == 730
+
+
+def test_a_run_at_a_terminal_shows_progress_bars_without_values(registry, tmp_path,
+                                                                monkeypatch, capsys):
+    app, _, url = registry
+    monkeypatch.setenv("REGISTRY_URL", url)
+    monkeypatch.setenv("REGISTRY_TOKEN", new_site(app, "PROG"))
+    monkeypatch.setenv("REGISTRY_SITE_SECRET", SECRET)
+    template = _filled_template(tmp_path / "progress.csv",
+                                {**ONE_PATIENT, "record_id": "PROGX-1"})
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([str(template), "--report", str(tmp_path / "report.json")]) == 0
+    shown = capsys.readouterr().err
+    assert "dry run: 100%" in shown and "registry: 100%" in shown and "1/1" in shown
+    assert "PROGX" not in shown and "2012" not in shown

@@ -109,8 +109,8 @@ class RecordFieldsSchema(Schema):
     primary_dx_day = _optional(_day, -MAX_DAY, -1, metadata={
         "description": "day of the diagnosis of the primary (early) breast cancer"})
     prior_adjuvant_trastuzumab = Code(v.YES_NO_UNKNOWN, required=True, metadata={
-        "description": "trastuzumab given in the adjuvant setting before metastasis; de_novo "
-                       "requires no", "dimension": True})
+        "description": "trastuzumab given in the adjuvant setting before metastasis",
+        "dimension": True})
     metastatic_sites = CodeList(v.METASTATIC_SITES, non_empty=True, required=True, metadata={
         "description": "sites of metastatic disease at metastatic diagnosis (at least one)"})
     lesion_count = _optional(Code, v.LESION_COUNT, metadata={
@@ -133,8 +133,7 @@ class RecordFieldsSchema(Schema):
     primary_tumour_surgery = _optional(Code, v.YES_NO, metadata={
         "description": "surgery of the primary tumour in de novo disease", "dimension": True})
     endocrine_maintenance = Code(v.ENDOCRINE_MAINTENANCE, required=True, metadata={
-        "description": "endocrine maintenance therapy; ER and PR both negative requires "
-                       "not_applicable", "dimension": True})
+        "description": "endocrine maintenance therapy", "dimension": True})
     trastuzumab_start_day = _day(-30, 3650, required=True, metadata={
         "description": "day trastuzumab was started for metastatic disease"})
     best_response = Code(v.BEST_RESPONSE, required=True, metadata={
@@ -146,31 +145,29 @@ class RecordFieldsSchema(Schema):
                            "not_evaluable": "NE",
                            "ned_after_local_therapy": "CR after local therapy"}}})
     remission_start_day = _day(0, MAX_DAY, required=True, metadata={
-        "description": "day remission (or no evidence of disease) was first documented; on or "
-                       "after the trastuzumab start"})
+        "description": "day remission (or no evidence of disease) was first documented"})
     response_assessment = _optional(Code, v.RESPONSE_ASSESSMENT, metadata={
         "description": "how the remission was assessed", "dimension": True})
     maintenance_status = Code(v.MAINTENANCE_STATUS, required=True, metadata={
         "description": "trastuzumab maintenance: ongoing, discontinued, or interrupted and "
                        "resumed", "dimension": True})
     trastuzumab_stop_day = _optional(_day, metadata={
-        "description": "day trastuzumab was stopped; after its start"})
+        "description": "day trastuzumab was stopped"})
     discontinuation_reason = _optional(Code, v.DISCONTINUATION_REASON, metadata={
         "description": "why trastuzumab was stopped",
         "dimension": True})
     trastuzumab_resume_day = _optional(_day, metadata={
-        "description": "day trastuzumab was resumed; after the stop"})
+        "description": "day trastuzumab was resumed"})
     lvef_baseline_pct = _optional(WholeNumber, 10, 90, metadata={
         "description": "left-ventricular ejection fraction before trastuzumab", "unit": "%"})
     lvef_nadir_pct = _optional(WholeNumber, 5, 90, metadata={
-        "description": "lowest LVEF on trastuzumab; not above the baseline", "unit": "%"})
+        "description": "lowest LVEF on trastuzumab", "unit": "%"})
     cardiac_event = Code(v.CARDIAC_EVENT, required=True, metadata={
         "description": "worst cardiac event on trastuzumab", "dimension": True})
     progression_day = _optional(_day, metadata={
-        "description": "day of progression after the remission started; null = no progression"})
+        "description": "day of progression; null = no progression"})
     disease_status_last = Code(v.DISEASE_STATUS, required=True, metadata={
-        "description": "disease status at the last follow-up; progressing requires a "
-                       "progression_day", "dimension": True,
+        "description": "disease status at the last follow-up", "dimension": True,
         "coding": {"profile": "mCODE CancerDiseaseStatus", "system": "SNOMED CT",
                    "map": {"ned": "260415000", "stable": "359746009",
                            "responding": "268910001", "progressing": "271299001",

@@ -68,22 +68,17 @@ CODE_LABELS = {
 # "null"), in the words a REDCap user reads on the form. The notes of conditional fields are the
 # plain words of their rules (core/rules.py).
 REDCAP_LABELS: dict[str, str] = {
-    "prior_adjuvant_trastuzumab":
-        "Trastuzumab given in the adjuvant setting before metastasis (No for de novo disease)",
+    "prior_adjuvant_trastuzumab": "Trastuzumab given in the adjuvant setting before metastasis",
     "ecog_at_met_dx":
         "ECOG performance status at metastatic diagnosis (leave blank if unknown)",
     "later_anti_her2":
         "Anti-HER2 agents given after the first line (leave all unticked if none)",
     "local_therapy_metastases": "Local therapy of metastases (leave all unticked if none)",
-    "endocrine_maintenance":
-        "Endocrine maintenance therapy (not applicable when ER and PR are both negative)",
+    "endocrine_maintenance": "Endocrine maintenance therapy",
     "best_response":
         "Best response to first-line therapy; the registry takes patients with a complete "
         "response or no evidence of disease after local therapy",
-    "progression_day":
-        "Date of progression after the remission started (leave blank if no progression)",
-    "disease_status_last":
-        "Disease status at the last follow-up (progressing needs a progression date)",
+    "progression_day": "Date of progression (leave blank if no progression)",
     "last_followup_day":
         "Date of the last follow-up; on or after every other date of the record",
 }

@@ -142,6 +142,7 @@ class MustBe:
     field: str
     value: str
     when: Condition
+    words: str = ""  # the rule in plain words, for the site's forms (no field names or codes)
 
     def check(self, record: Values, fail: Failure) -> None:
         """Report another valid value where only `value` is allowed."""
@@ -165,6 +166,7 @@ class Order:
     relation: str
     other: str
     code: str = "day_order"
+    words: str = ""  # the rule in plain words, for the site's forms (no field names or codes)
 
     def check(self, record: Values, fail: Failure) -> None:
         """Report the two values in the wrong order."""
@@ -188,25 +190,30 @@ _MAINTENANCE_STOPPED = Is("maintenance_status", ("discontinued", "interrupted_re
 RULES: tuple[Rule, ...] = (
     OnlyWhen("primary_dx_day", Is("presentation", ("recurrent",)),
              words="Required for recurrent disease; leave blank for de novo disease"),
-    MustBe("prior_adjuvant_trastuzumab", "no", Is("presentation", ("de_novo",))),
+    MustBe("prior_adjuvant_trastuzumab", "no", Is("presentation", ("de_novo",)),
+           words="No for de novo disease"),
     OnlyWhen("primary_tumour_surgery", Is("presentation", ("de_novo",)), required=False,
              words="Only for de novo disease"),
     MustBe("endocrine_maintenance", "not_applicable",
-           AllOf((Is("er_status", ("negative",)), Is("pr_status", ("negative",))))),
-    Order("remission_start_day", ">=", "trastuzumab_start_day"),
+           AllOf((Is("er_status", ("negative",)), Is("pr_status", ("negative",)))),
+           words="Not applicable when ER and PR are both negative"),
+    Order("remission_start_day", ">=", "trastuzumab_start_day",
+          words="On or after the start of trastuzumab"),
     OnlyWhen("trastuzumab_stop_day", _MAINTENANCE_STOPPED,
              words="Required when maintenance was discontinued, or interrupted and resumed; "
                    "leave blank while it is ongoing"),
-    Order("trastuzumab_stop_day", ">", "trastuzumab_start_day"),
+    Order("trastuzumab_stop_day", ">", "trastuzumab_start_day",
+          words="After the start of trastuzumab"),
     OnlyWhen("discontinuation_reason", _MAINTENANCE_STOPPED, required="trastuzumab_stop_day",
              words="Required when a trastuzumab stop date is given; leave blank while "
                    "maintenance is ongoing"),
     OnlyWhen("trastuzumab_resume_day", Is("maintenance_status", ("interrupted_resumed",)),
              words="Required when maintenance was interrupted and resumed; leave blank "
                    "otherwise"),
-    Order("trastuzumab_resume_day", ">", "trastuzumab_stop_day"),
-    Order("lvef_nadir_pct", "<=", "lvef_baseline_pct", code="out_of_range"),
-    Order("progression_day", ">", "remission_start_day"),
+    Order("trastuzumab_resume_day", ">", "trastuzumab_stop_day", words="After the stop"),
+    Order("lvef_nadir_pct", "<=", "lvef_baseline_pct", code="out_of_range",
+          words="Not above the baseline LVEF"),
+    Order("progression_day", ">", "remission_start_day", words="After the remission started"),
     RequiredWhen("progression_day", Is("disease_status_last", ("progressing",)),
                  words="Required when the disease status at the last follow-up is "
                        "progressing"),
@@ -237,8 +244,7 @@ def rule_texts(field: str, name: Naming = str, code: Naming = str) -> list[str]:
 
 def plain_words(field: str) -> str:
     """The rules about a field as the site's forms say them (REDCap field notes)."""
-    return "; ".join(rule.words for rule in RULES if rule.field == field
-                     and isinstance(rule, (OnlyWhen, RequiredWhen)) and rule.words)
+    return "; ".join(rule.words for rule in RULES if rule.field == field and rule.words)
 
 
 def required_when(field: str) -> str | None:

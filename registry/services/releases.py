@@ -22,7 +22,7 @@ from registry.errors import BadRequest, Conflict
 from registry.models import (
     AuditEntry, Record, Release, Tombstone, in_release, release_records,
 )
-from registry.permissions import Action, authorize
+from registry.permissions import Action, allowed, authorize
 from registry.services.disclosure import Policy, protect
 from registry.services.tokens import Caller
 
@@ -46,7 +46,7 @@ def release_view(release: Release, caller: Caller | None = None,
     turn the difference of two releases into an exact count of the patients between them."""
     view = {"id": release.id, "cut_at": release.cut_at, "note": release.note,
             "record_count": release.record_count, "changes": release.changes}
-    if caller is not None and caller.role != "steward":
+    if caller is not None and not allowed(caller.role, Action.READ_EXACT_RELEASE_COUNTS):
         assert policy is not None
         view["record_count"] = protect([release.record_count], [release.record_key_sum], [],
                                        policy)[0]

@@ -104,9 +104,11 @@ def protect_page(response: Response) -> Response:
 
 @bp.app_context_processor
 def console_context() -> dict[str, Any]:
-    """What every console template may use: the caller and the pages of their role."""
+    """What every console template may use: the caller, the pages of their role, and `may`
+    (whether the permission table lets the caller perform an action, named by its value)."""
     caller = g.get("caller")
     return {"caller": caller, "nav": pages_for(caller.role) if caller else [],
+            "may": lambda action: caller is not None and allowed(caller.role, Action(action)),
             "labels": presentation}
 
 
