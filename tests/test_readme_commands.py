@@ -162,6 +162,32 @@ def test_each_readme_curl_works_on_the_demo_data(demo, command: str) -> None:
         assert share is not None and share >= 0.75, (command, share)
 
 
+def _anchors(markdown: str) -> set[str]:
+    """The anchors of a Markdown page's headings, as GitHub makes them (a repeated heading's
+    anchor gets -1, -2, ...)."""
+    anchors: set[str] = set()
+    repeats: dict[str, int] = {}
+    for title in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{repeats[slug]}" if slug in repeats else slug)
+        repeats[slug] = repeats.get(slug, 0) + 1
+    return anchors
+
+
+def test_the_readme_and_docs_link_only_to_pages_of_the_repository() -> None:
+    """Each relative link of README.md and docs/ names a file of the repository (and a heading
+    of it): a clone holds every page the README sends a reader to."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)]*))?\)", page.read_text()):
+            if "://" in target:
+                continue
+            linked = (page.parent / target).resolve() if target else page
+            assert linked.is_file() and ROOT in linked.parents, (page.name, target)
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked.read_text()), (page.name, target, anchor)
+
+
 def test_the_readme_has_the_registry_commands_of_operators_and_stewards() -> None:
     blocks = readme_registry_blocks()
     assert len(blocks) >= 2
