@@ -4,6 +4,7 @@ should; the README's settings table is SETTINGS."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -209,8 +210,10 @@ def test_make_run_serves_without_request_lines_so_its_tokens_stay_on_screen(
                                  **({"REGISTRY_LOG_LEVEL": level} if level else {}))
         log_path = tmp_path / "served.log"
         with open(log_path, "wb") as log:
+            # A session of its own: the stop reaches gunicorn, not only the shell that runs it.
             server = subprocess.Popen(["sh", "-c", _make_run_serve_command(f"127.0.0.1:{port}")],
-                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_until_ready(base, server)
@@ -220,7 +223,7 @@ def test_make_run_serves_without_request_lines_so_its_tokens_stay_on_screen(
                     except urllib.error.HTTPError:
                         pass  # 401 without a token: a request all the same
             finally:
-                server.send_signal(signal.SIGTERM)
+                os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=40)
         served = log_path.read_text()
     request_lines = [line for line in served.splitlines() if '"registry.requests"' in line]
