@@ -38,7 +38,7 @@ run: install
 	@$(BIN)/registry db upgrade
 	@$(BIN)/registry demo-data --tokens $(DEMO_TOKENS)
 	@REGISTRY_RELEASE_MIN_DAYS=0 $(BIN)/registry releases cut --note "demo data" \
-	  || echo "(no new release: the demo data has not changed since the last one)"
+	  || echo "(no new release this time, for the reason above: the last one still answers)"
 	@echo
 	@echo "In another terminal, in this folder:   . $(DEMO_TOKENS)"
 	@echo "The console: http://$(BIND)/   (sign in with COORDINATOR_TOKEN above)"

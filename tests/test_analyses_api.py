@@ -396,6 +396,8 @@ def test_refusals_name_the_rule_and_what_would_make_the_question_answerable(
     ("hazard-ratios?covariates=", "covariates"),
     ("hazard-ratios?covariates=hr_status,sex", "covariates"),
     ("hazard-ratios?covariates=hr_status&hr_status=positive", "hr_status"),
+    ("survival?format=xlsx", "format"),  # one format rule for every endpoint (issue 12)
+    ("hazard-ratios?covariates=hr_status&format=xlsx", "format"),
 ])
 def test_questions_outside_the_design_are_a_400_naming_the_field(
         client: FlaskClient, coordinator, no_noise, query, field) -> None:

@@ -40,3 +40,19 @@ def test_errors_are_documented_as_problem_json(app: Flask) -> None:
     spec = yaml.safe_load(openapi_text())
     for name in ("UNPROCESSABLE_ENTITY", "DEFAULT_ERROR"):
         assert "application/problem+json" in spec["components"]["responses"][name]["content"]
+
+
+def test_no_parameter_is_documented_as_nullable(app: Flask) -> None:
+    """A query string or header cannot carry null: a parameter typed "or null" makes a typed
+    client offer None for it, which it can only send as the text "None"."""
+    spec = yaml.safe_load(openapi_text())
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            shared = method == "parameters"  # the parameters every operation of the path takes
+            for parameter in operation if shared else operation.get("parameters", []):
+                schema = parameter["schema"]
+                types = schema.get("type", [])
+                assert "null" not in (types if isinstance(types, list) else [types]), (
+                    method, path, parameter["name"])
+                assert "default" not in schema or schema["default"] is not None, (
+                    method, path, parameter["name"])

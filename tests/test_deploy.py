@@ -4,17 +4,24 @@ should; the README's settings table is SETTINGS."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 import yaml
 
-from conftest import EXAMPLE_RECORD, without_subject
-from live import ROOT, entrypoint_server, own_database, server_environment
+from conftest import EXAMPLE_RECORD, migrate, without_subject
+from live import (
+    ROOT, entrypoint_server, free_port, own_database, server_environment, wait_until_ready,
+)
 from registry.config import SETTINGS, settings_table
 
 BODY_LIMIT = 256 * 1024
@@ -181,3 +188,43 @@ def test_readme_settings_table_is_the_settings_list() -> None:
         "README.md's settings table differs from registry/config.py SETTINGS: paste the output "
         "of `registry settings` into the section 'Deploying and operating'")
 
+
+
+def _make_run_serve_command(bind: str) -> str:
+    """The command with which `make run` serves, as make itself spells it out (make -n)."""
+    shown = subprocess.run(["make", "-n", "run", f"BIND={bind}", f"VENV={sys.prefix}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    command = shown.stdout.split("REGISTRY_BIND=", 1)[1]
+    return "REGISTRY_BIND=" + command.replace("\\\n", " ").strip()
+
+
+@pytest.mark.parametrize("level, quiet", [(None, True), ("INFO", False)])
+def test_make_run_serves_without_request_lines_so_its_tokens_stay_on_screen(
+        tmp_path: Path, level: str | None, quiet: bool) -> None:
+    """`make run` prints the demo tokens and then serves: no line per request may push them
+    off the screen; REGISTRY_LOG_LEVEL=INFO brings the request lines back (as the README says)."""
+    with own_database("makerun", tmp_path) as url:
+        migrate(url)
+        port = free_port()
+        env = server_environment(url, HOME=str(tmp_path), REGISTRY_WORKERS="1",
+                                 **({"REGISTRY_LOG_LEVEL": level} if level else {}))
+        log_path = tmp_path / "served.log"
+        with open(log_path, "wb") as log:
+            # A session of its own: the stop reaches gunicorn, not only the shell that runs it.
+            server = subprocess.Popen(["sh", "-c", _make_run_serve_command(f"127.0.0.1:{port}")],
+                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+            try:
+                base = f"http://127.0.0.1:{port}"
+                wait_until_ready(base, server)
+                for path in ("/api/v1/records", "/api/v1/dictionary", "/healthz"):
+                    try:
+                        urllib.request.urlopen(base + path, timeout=10).read()
+                    except urllib.error.HTTPError:
+                        pass  # 401 without a token: a request all the same
+            finally:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=40)
+        served = log_path.read_text()
+    request_lines = [line for line in served.splitlines() if '"registry.requests"' in line]
+    assert (request_lines == []) is quiet, served[-3000:]

@@ -42,9 +42,10 @@ from registry.models import Record, Site
 from registry.services.disclosure import Policy
 from registry.services.releases import cut_release
 from registry.services.synthetic import synthetic_rows
-from registry.services.tokens import add_site, issue_token
+from registry.services.tokens import add_site, issue_token, set_question_budget
 
 PACKAGE = "registry_generated_client"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_BATCH = 5
 
 
@@ -79,9 +80,11 @@ class SpecChecker:
     """An httpx response hook: every answer (and its request) must agree with the spec."""
 
     def __init__(self, spec: dict[str, Any], base_url: str) -> None:
-        # RFC 9457 problem+json is JSON and CSV is text: openapi-core knows neither by name.
-        config = Config(extra_media_type_deserializers={PROBLEM_JSON: json_loads,
-                                                        "text/csv": plain_loads})
+        # RFC 9457 problem+json is JSON, CSV is text and the template is a binary string:
+        # openapi-core knows none of them by name.
+        config = Config(extra_media_type_deserializers={
+            PROBLEM_JSON: json_loads, "text/csv": plain_loads,
+            XLSX: lambda data: data.decode("latin-1")})
         self.openapi = OpenAPI.from_dict({**spec, "servers": [{"url": base_url}]}, config=config)
         self.seen: list[tuple[str, str, int]] = []
 
@@ -128,13 +131,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     with own_database("genclient", folder) as url:
         migrate(url)
         app = create_app({"DATABASE_URL": url, "REGISTRY_RATE_LIMIT": "off",
-                          "REGISTRY_MAX_BATCH": MAX_BATCH,
+                          "REGISTRY_MAX_BATCH": MAX_BATCH, "REGISTRY_QUESTION_BUDGET": 1,
                           "REGISTRY_PUBLIC_URL": "https://registry.test"})
         with app.app_context():
             for code in ("TOR", "MTL", "VAN"):
                 add_site(code, f"{code} centre")
             tokens = {role: issue_token(role, "TOR" if role == "submitter" else None)[1]
                       for role in ("submitter", "coordinator", "steward")}
+            # Every user may ask one question of a release (then 429), but these two were
+            # granted more by a steward.
+            tokens["thrifty"] = issue_token("coordinator")[1]
+            for role in ("coordinator", "steward"):
+                set_question_budget(tokens[role].split("_")[1], 1000)
             with unit_of_work() as session:
                 ids = {site_id: code for site_id, code in session.execute(
                     select(Site.id, Site.code).where(Site.code.in_(("MTL", "VAN"))))}
@@ -210,12 +218,27 @@ def test_a_generated_client_runs_the_whole_workflow(served: dict[str, Any]) -> N
         client=submitter, body=models.Record.from_dict({**absent, "subject_id": "TOR-genabsent"}))
     assert clash.status_code == 409 and clash.parsed.code == "record_exists"
 
-    # GET one: the stored timestamps are those the write answered.
+    # PUT with the optional codes absent, POST with them null: each the other way round.
+    put_absent = call["put_api_v1_records_subject_id"](
+        "TOR-genputabsent", client=submitter,
+        body=models.PutRecord.from_dict(absent))
+    assert put_absent.status_code == 201 and put_absent.parsed.lesion_count is None
+    post_nulls = call["post_api_v1_records"](
+        client=submitter, body=models.Record.from_dict({**with_nulls,
+                                                        "subject_id": "TOR-genpostnulls"}))
+    assert post_nulls.status_code == 201 and post_nulls.parsed.her2_tested_on is None
+
+    # GET one: the stored timestamps are those the write answered; 304 while the ETag holds.
     read = call["get_api_v1_records_subject_id"]("TOR-genclientnulls", client=submitter)
     assert read.status_code == 200 and read.parsed.created_at == record.created_at
+    current = call["get_api_v1_records_subject_id"](
+        "TOR-genclientnulls", client=submitter, if_none_match=read.headers["ETag"])
+    assert current.status_code == 304 and current.content == b""
 
     # Batches: a dry run, an atomic batch that fails (nothing written), one that passes.
     batch = [{**body, "subject_id": f"TOR-genbatch{letter * 4}"} for letter in "abcd"]
+    batch[0] = {**with_nulls, "subject_id": batch[0]["subject_id"]}  # optional codes null
+    batch[1] = {**absent, "subject_id": batch[1]["subject_id"]}  # and absent
     dry = call["post_api_v1_records_batch"](
         client=submitter, dry_run=True, body=models.BatchRequest.from_dict({"records": batch}))
     assert dry.status_code == 200 and dry.parsed.summary.created == 4
@@ -239,17 +262,22 @@ def test_a_generated_client_runs_the_whole_workflow(served: dict[str, Any]) -> N
         if page.parsed.next_cursor is None:
             break
         cursor = page.parsed.next_cursor
-    assert len(seen) == len(set(seen)) == 6
+    assert len(seen) == len(set(seen)) == 8
     since = call["get_api_v1_records"](client=submitter, updated_since=date(2000, 1, 1))
-    assert since.status_code == 200 and len(since.parsed.records) == 6
+    assert since.status_code == 200 and len(since.parsed.records) == 8
 
     # History, withdrawal (204, no body), and what follows it.
     history = call["get_api_v1_records_subject_id_history"]("TOR-genabsent", client=submitter)
     assert history.status_code == 200 and [v.version for v in history.parsed.versions] == [1]
     gone = call["delete_api_v1_records_subject_id"]("TOR-genabsent", client=submitter)
     assert gone.status_code == 204 and gone.content == b""
-    assert call["get_api_v1_records_subject_id"]("TOR-genabsent",
-                                                 client=submitter).status_code == 404
+    for missing in ("get_api_v1_records_subject_id", "get_api_v1_records_subject_id_history"):
+        answer = call[missing]("TOR-genabsent", client=submitter)
+        assert answer.status_code == 404 and isinstance(answer.parsed, models.Problem), missing
+    again = call["delete_api_v1_records_subject_id"]("TOR-genabsent", client=submitter)
+    assert again.status_code == 204  # withdrawing twice is no error
+    never = call["delete_api_v1_records_subject_id"]("TOR-gennotsubmitted", client=submitter)
+    assert never.status_code == 404 and isinstance(never.parsed, models.Problem)
     refused = call["put_api_v1_records_subject_id"](
         "TOR-genabsent", client=submitter, body=models.PutRecord.from_dict(with_nulls))
     assert refused.status_code == 409 and refused.parsed.code == "subject_withdrawn"
@@ -284,6 +312,10 @@ def test_a_generated_client_runs_the_whole_workflow(served: dict[str, Any]) -> N
         client=submitter).parsed.version
     assert dictionary.get_api_v1_dictionary_redcap_csv.sync_detailed(
         client=submitter).content.startswith(b"Variable / Field Name,")
+    template = importlib.import_module(
+        f"{dictionary.__name__}.get_api_v1_dictionary_template_xlsx").sync_detailed(
+        client=submitter)
+    assert template.status_code == 200 and template.content.startswith(b"PK")  # a zip file
     assert operations.get_healthz.sync_detailed(client=anonymous).status_code == 200
     assert operations.get_readyz.sync_detailed(client=anonymous).parsed.status == "ready"
     assert operations.get_metrics.sync_detailed(client=anonymous).status_code == 200
@@ -328,14 +360,49 @@ def test_a_generated_client_reads_every_pooled_count_in_json_and_csv(
             origin=models.GetApiV1AggregatesRemissionCsvOrigin(origin))
         assert table_csv.status_code == 200 and table_csv.parsed.startswith("hr_status,")
 
+    # The analyses, each in JSON and CSV: survival by a dimension, and the landmark model.
+    def analysis(name: str) -> Any:
+        return _api(package, f"get_api_v1_analyses_{name}").sync_detailed
+
+    survival = analysis("survival")(
+        client=coordinator, by="presentation",
+        origin=models.GetApiV1AnalysesSurvivalOrigin.REMISSION_START)
+    assert survival.status_code == 200 and isinstance(survival.parsed, models.Survival)
+    assert {group.group for group in survival.parsed.groups} == {"de_novo", "recurrent"}
+    survival_csv = analysis("survival_csv")(
+        client=coordinator, by="presentation",
+        origin=models.GetApiV1AnalysesSurvivalCsvOrigin.REMISSION_START)
+    assert survival_csv.status_code == 200 and survival_csv.parsed.startswith("presentation,")
+    landmark = {"client": coordinator, "landmark_years": 2}
+    ratios = analysis("hazard_ratios")(
+        origin=models.GetApiV1AnalysesHazardRatiosOrigin.LANDMARK, **landmark)
+    assert ratios.status_code == 200 and isinstance(ratios.parsed, models.HazardRatios)
+    assert [level.level for level in ratios.parsed.levels] == ["continuing", "stopped"]
+    ratios_csv = analysis("hazard_ratios_csv")(
+        origin=models.GetApiV1AnalysesHazardRatiosCsvOrigin.LANDMARK, **landmark)
+    assert ratios_csv.status_code == 200 and "stopped" in ratios_csv.parsed
+
+    # Releases: coordinators list them; a steward's cut too soon after the last is refused.
+    def release_api(name: str) -> Any:
+        return _api(package, f"{name}_api_v1_releases").sync_detailed
+
+    releases = release_api("get")(client=coordinator)
+    assert releases.status_code == 200 and len(releases.parsed.releases) == 1
+    too_soon = release_api("post")(client=steward,
+                                   body=models.ReleaseCut.from_dict({"note": "again"}))
+
     log = api("query_log")(client=steward, limit=2)
     assert log.status_code == 200 and len(log.parsed.entries) == 2
 
+    thrifty = _client(served, checker, "thrifty")  # one question per release
+    assert api("counts")(client=thrifty, rows="hr_status").status_code == 200
     problems = {
         400: api("counts")(client=coordinator, rows="no_such_dimension"),
         403: api("query_log")(client=coordinator),
+        409: too_soon,
         422: api("counts")(client=coordinator, rows="hr_status", vital_status="dead",
                            cause_of_death="other"),
+        429: api("counts")(client=thrifty, rows="presentation"),
     }
     for status, answer in problems.items():
         assert answer.status_code == status, (status, answer.content)

@@ -28,7 +28,7 @@ def _filters(query: dict[str, Any]) -> dict[str, str]:
 
 
 def _design(query: dict[str, Any]) -> analyses.Design:
-    return analyses.design(query["origin"], query["outcome"], query["landmark_years"],
+    return analyses.design(query["origin"], query["outcome"], query.get("landmark_years"),
                            int(current_app.config["REGISTRY_MIN_REMISSION_DAYS"]))
 
 
@@ -51,7 +51,7 @@ def _hazards_csv(answer: dict[str, Any]) -> Response:
 
 
 def _survival(query: dict[str, Any]) -> dict[str, Any]:
-    return analyses.survival(current_caller(), _design(query), query["by"], query["years"],
+    return analyses.survival(current_caller(), _design(query), query.get("by"), query["years"],
                              _filters(query), _policy(), query.get("release"))
 
 

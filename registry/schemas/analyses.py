@@ -34,7 +34,7 @@ _DESIGN = {
                        "discontinued in remission); or a landmark landmark_years after "
                        "remission start (records still in remission then, compared by whether "
                        "trastuzumab had been stopped)"}),
-    "landmark_years": fields.Integer(load_default=None, metadata={
+    "landmark_years": fields.Integer(metadata={
         "description": f"with origin=landmark: years after remission start, "
                        f"1..{MAX_LANDMARK_YEARS}"}),
     "outcome": fields.String(load_default="relapse", metadata={
@@ -45,7 +45,7 @@ _DESIGN = {
 
 SurvivalQuerySchema = _AnalysisQuerySchema.from_dict({
     **_DESIGN,
-    "by": fields.String(load_default=None, metadata={
+    "by": fields.String(metadata={
         "description": f"dimension of the groups (optional; not with origin=landmark; "
                        f"{_CATALOGUE})"}),
     "years": fields.Integer(load_default=DEFAULT_YEARS, metadata={
