@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BIND ?= 127.0.0.1:8000
 
-.PHONY: install run test bench bench-load load-generator openapi clean
+.PHONY: install run test bench bench-load load-generator openapi site-tools clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,5 +67,11 @@ load-generator:
 openapi: install
 	$(BIN)/registry openapi write openapi.yaml
 
+# The site tools as one wheel file to hand to a site (the package is not on PyPI): the same
+# distribution as the server's, which a site installs without the [server] extra.
+site-tools: install
+	rm -rf dist && $(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/*.whl
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache node_modules $(VENDOR) screenshots
+	rm -rf $(VENV) instance .pytest_cache node_modules $(VENDOR) screenshots dist build

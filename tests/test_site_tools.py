@@ -42,11 +42,16 @@ IDENTIFIER_VALUE = "Roe-Janexq"  # the value of an identifier column the site ke
 
 @pytest.fixture(scope="module")
 def site_venv(tmp_path_factory) -> Path:
-    """A fresh virtual environment with the base package installed from this source tree."""
+    """A fresh virtual environment with the base package installed as a site installs it: the
+    wheel `make site-tools` builds from this source tree (docs/site-tools.md)."""
     venv = tmp_path_factory.mktemp("site") / "venv"
+    wheels = tmp_path_factory.mktemp("wheels")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--disable-pip-version-check", "--wheel-dir", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, timeout=300)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-               "--disable-pip-version-check", str(ROOT)]
+               "--disable-pip-version-check", str(next(wheels.glob("*.whl")))]
     if os.environ.get("REGISTRY_WHEELHOUSE"):  # offline CI: wheels prepared beforehand
         install[4:4] = ["--no-index", "--find-links", os.environ["REGISTRY_WHEELHOUSE"]]
     result = subprocess.run(install, capture_output=True, text=True, timeout=900)
