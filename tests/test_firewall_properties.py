@@ -29,7 +29,10 @@ from rejections import assert_rejected, submit
 
 REFUSED = {"identifier_like", "date_not_allowed"}
 SEPARATORS = ["", " ", ".", "_", "-", "/", "(", ")", "[", "]", "{", "\\", " - ", "__", ". ",
-              ", ", ":"]
+              ", ", ":", "~", "#", "*", "=",
+              # Unicode dashes, dots, spaces and invisible marks: separators like any other.
+              "\u2013", "\u2014", "\u2010", "\u2212", "\u00b7", "\u30fb", "\u2022", "\u00a0",
+              "\u3000", "\u200b", "\u00ad", "\uff0f"]
 # What sites put before a pseudonym; each ends in a separator so that a postal code or a month
 # name keeps its own edges (glued into letters, they are indistinguishable from random letters).
 DATE = list(SEPARATORS)
@@ -125,6 +128,29 @@ def contact_shape(draw: st.DrawFn) -> str:
     return draw(st.sampled_from(PREFIXES)) + draw(st.sampled_from(forms))
 
 
+# Digits of other scripts (full-width, Arabic-Indic, Devanagari, mathematical bold) and letters
+# of Cyrillic and Greek drawn like Latin ones: a shape written in them is the same shape.
+OTHER_DIGITS = ["\uff10", "\u0660", "\u0966", "\U0001d7ce"]
+LOOK_ALIKES = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "p": "\u0440", "c": "\u0441",
+               "x": "\u0445", "y": "\u0443", "M": "\u041c", "T": "\u0422", "B": "\u0412",
+               "H": "\u041d", "K": "\u041a", "A": "\u0391", "E": "\u0395", "N": "\u039d",
+               "O": "\u039f"}
+
+
+@st.composite
+def disguised(draw: st.DrawFn, shapes: st.SearchStrategy[str]) -> str:
+    """A shape of the catalogue with some digits and letters written in other scripts."""
+    text = draw(shapes)
+    written = []
+    for char in text:
+        if char.isdigit() and char.isascii() and draw(st.booleans()):
+            char = chr(ord(draw(st.sampled_from(OTHER_DIGITS))) + int(char))
+        elif char in LOOK_ALIKES and draw(st.booleans()):
+            char = LOOK_ALIKES[char]
+        written.append(char)
+    return "".join(written)
+
+
 def firewall_code(value: str) -> str | None:
     """The code check_subject_id refuses `value` with, or None."""
     try:
@@ -158,6 +184,16 @@ def _with_issue_examples(test):  # noqa: ANN001, ANN202
 def test_every_spelling_of_the_catalogue_is_refused(value):
     assert firewall_code(value) in REFUSED, (value, normalise(value))
     assert not passes_firewall(value)
+
+
+@fuzz
+@given(value=disguised(CATALOGUE))
+@example("SECA-\u041c5V_2\u04226")  # Cyrillic M and T
+@example("SECA-3_M\u0430r_2019")  # Cyrillic a
+@example("SECA-046\u2013454\u2013286")  # en dashes
+@example("SECA-\u0966\u096a\u096c 454 286")  # Devanagari digits
+def test_the_catalogue_in_other_scripts_is_refused(value):
+    assert firewall_code(value) in REFUSED, (value, normalise(value))
 
 
 @fuzz

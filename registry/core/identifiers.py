@@ -1,11 +1,13 @@
 """The identifier firewall of privacy.md section 1: what an identifier looks like.
 
 Every rule reads one normalised form of the text (`normalise`), never the raw text: lower case
-without accents, each run of separators (spaces, `.`, `_`, `-`, `/`, `\\`, brackets, `,`, `:`,
-`;`, quotes) one space, a month name standing alone (English or French, abbreviated or not)
-written as its number between spaces, and an ordinal suffix after a number dropped. So
-`046_454_286`, `3_Mar_2019`, `2019March3` and `M5V.2T6` meet the rules as `046 454 286`,
-`3 03 2019`, `2019 03 3` and `m5v 2t6` do. A letter run is a month only when no other letter
+without accents, any script's digits as ASCII digits, Cyrillic and Greek letters drawn like Latin
+ones as those, each run of separators (every character that is neither a letter nor a digit, save
+`@` and `+`: spaces, `.`, `_`, `-`, `~`, Unicode dashes and middle dots, invisible marks) one
+space, a month name standing alone (English or French, abbreviated or not) written as its number
+between spaces, and an ordinal suffix after a number dropped. So `046_454_286`, `046–454–286`,
+`3_Mar_2019`, `2019March3` and `M5V.2T6` meet the rules as `046 454 286`, `3 03 2019`,
+`2019 03 3` and `m5v 2t6` do. A letter run is a month only when no other letter
 touches it, so random letters (the recommended pseudonyms) never hold a month, nor a digit.
 
 Digit rules look at chains: digit groups joined by single separators. A chain of 6 or more
@@ -21,7 +23,10 @@ import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
 
-_SEPARATORS = re.compile(r"[\s._\-/\\()\[\]{}<>,:;'\"`|]+")
+# Every character that is neither a letter nor a digit separates, except `@` and `+`, which the
+# e-mail and phone shapes read: ASCII punctuation (`~`, `*`, `#`, ...), and once non-ASCII text is
+# folded (`_ascii`), Unicode dashes, dots, spaces and invisible marks alike.
+_SEPARATORS = re.compile(r"[^a-z0-9@+\u0080-\U0010ffff]+")
 _MONTH_NUMBERS = {
     **dict.fromkeys(("jan", "january", "janv", "janvier"), 1),
     **dict.fromkeys(("feb", "february", "fev", "fevr", "fevrier"), 2),
@@ -40,18 +45,31 @@ _LETTER_RUN = re.compile(r"[a-z]+")
 _MONTH_NAME = "|".join(sorted(_MONTH_NUMBERS, key=len, reverse=True))
 # 3rd, 1er: dropped when a separator, the end or a month name (1stJan) follows.
 _ORDINAL = re.compile(rf"(?<=[0-9])(?:st|nd|rd|th|er)(?=$|[^a-z0-9]|(?:{_MONTH_NAME})(?![a-z]))")
-_UNICODE_DIGIT = re.compile(r"[^\x00-\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Letters of other scripts drawn like Latin ones (Cyrillic, Greek), read as the Latin letter, so
+# that `М5V 2Т6` or `3 Мar 2019` in mixed scripts meets the rules as its Latin spelling does.
+# (Capitals are folded to lower case first: Greek `Ν` and `Υ` are read as N and Y.)
+_LOOK_ALIKES = str.maketrans("аеорсухіјѕԁһԛԝкмтвнαβεζηικμνοπρτυχ",
+                             "aeopcyxijsdhqwkmtbhabezhikmnonptyx")
 # Digit groups joined by exactly one separator; letters between two groups end the chain.
 _CHAIN = re.compile(r"(?<![0-9])[0-9]+(?: [0-9]+)*(?![0-9])")
 
 
 def _ascii(text: str) -> str:
     """Compatibility forms and accents folded (fullwidth ４ -> 4, é -> e), any script's digits
-    written as ASCII digits."""
-    folded = "".join(char for char in unicodedata.normalize("NFKD", text)
-                     if not unicodedata.combining(char))
-    return _UNICODE_DIGIT.sub(lambda match: str(unicodedata.decimal(match.group(), ""))
-                              or match.group(), folded)
+    written as ASCII digits, Cyrillic and Greek look-alikes as Latin letters, and any other
+    character that is not a letter (dashes, middle dots, invisible marks) as a space."""
+    folded = "".join(char for char in unicodedata.normalize("NFKD", text.lower())
+                     if not unicodedata.combining(char)).translate(_LOOK_ALIKES)
+    return _NON_ASCII.sub(_ascii_char, folded)
+
+
+def _ascii_char(match: re.Match[str]) -> str:
+    char = match.group()
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    return char if unicodedata.category(char).startswith("L") else " "
 
 
 def _month_as_number(match: re.Match[str]) -> str:
