@@ -241,6 +241,8 @@ def init_app(app: Flask) -> RegistryApi:
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
         "/docs", f"{API_PREFIX}/openapi.json",
-        config={"app_name": "HER2+ MBC registry API", "persistAuthorization": False}))
+        # A path, not the page's own URL: that would repeat the Host header a client chose.
+        config={"app_name": "HER2+ MBC registry API", "persistAuthorization": False,
+                "oauth2RedirectUrl": "/docs/oauth2-redirect.html"}))
     app.before_request(require_json_body)
     return api
