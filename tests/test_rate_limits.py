@@ -98,6 +98,11 @@ def test_a_forwarded_address_counts_only_behind_a_trusted_proxy(app_with):
                                 **_from("127.0.0.1")).status_code
                     for client in ("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2")]
     assert behind_nginx == [401, 401, 429, 401]
+    # nginx appends the address it saw to what the client sent: only that last one counts.
+    spoofed_behind_nginx = [proxied.get(
+        "/api/v1/records", headers={"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.20"},
+        **_from("127.0.0.1")).status_code for n in range(10, 13)]
+    assert spoofed_behind_nginx == [401, 401, 429]
 
 
 def test_an_ipv6_client_counts_as_its_64_network(app_with):
@@ -191,9 +196,11 @@ def _check_advertised_limit_is_enforced(base: str, secret: str, limit: int) -> N
 
 
 def _check_guessing_meets_429(base: str, secret: str, address_limit: int) -> None:
+    # Each guess claims another address: no proxy is trusted, so the header counts for nothing.
     guesses = [("/api/v1/records", {"Authorization": f"Bearer reg_{uuid.uuid4().hex[:12]}_"
-                                                     + uuid.uuid4().hex * 2})
-               for _ in range(3000)]
+                                                     + uuid.uuid4().hex * 2,
+                                    "X-Forwarded-For": f"10.{n // 250}.{n % 250}.1"})
+               for n in range(3000)]
     answers = _requests(base, guesses, threads=8, keep_alive=True)
     statuses = Counter(status for status, _ in answers)
     assert set(statuses) == {401, 429}, statuses
