@@ -173,22 +173,27 @@ DUPLICATED = '{"records": [{"subject_id": "TOR-abcdefghijklmnop", "age_at_met_dx
              '"age_at_met_dx": 50}]}'
 
 
-@pytest.mark.parametrize("path, body", [
+@pytest.mark.parametrize("path, body, named", [
     ("/api/v1/records/TOR-7f3a9c2e", '{"age_at_met_dx": 95, "sex": "female", '
-                                     '"age_at_met_dx": 50}'),
-    ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "subject_id": "TOR-7f3a9c2f"}'),
-    ("/api/v1/records/batch", DUPLICATED),
-    ("/api/v1/records/batch", '{"records": [], "records": []}'),
+                                     '"age_at_met_dx": 50}', "age_at_met_dx"),
+    ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "subject_id": "TOR-7f3a9c2f"}',
+     "subject_id"),
+    ("/api/v1/records/batch", DUPLICATED, "age_at_met_dx"),
+    ("/api/v1/records/batch", '{"records": [], "records": []}', "records"),
+    ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "ecog_at_met_dx": 1, '
+                        '"ecog_at_met_dx": 2}', "ecog_at_met_dx"),
+    ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "version": 1, "version": 2}', "version"),
+    # A key the registry does not know is named only when plain: this one is a phone number.
     ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "416-555-0199": 1, '
-                        '"416-555-0199": 2}'),
+                        '"416-555-0199": 2}', "(unnamed field)"),
 ])
-def test_a_body_naming_a_key_twice_is_refused_naming_the_key(client, site_a, path, body):
+def test_a_body_naming_a_key_twice_is_refused_naming_the_key(client, site_a, path, body, named):
     method = client.put if path.count("/") == 4 and "batch" not in path else client.post
     answer = method(path, data=body, headers={**site_a, "Content-Type": "application/json"})
     assert answer.status_code == 400 and answer.mimetype == "application/problem+json"
     [error] = answer.json["errors"]
     assert error["code"] == "duplicate_key"
-    assert error["field"] in ("age_at_met_dx", "subject_id", "records", "(unnamed field)")
+    assert error["field"] == named
     text = answer.get_data(as_text=True)
     for value in ("95", "50", "7f3a9c2f", "416-555-0199"):
         assert value not in text

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from functools import lru_cache
 
 # Every character that is neither a letter nor a digit separates, except `@` and `+`, which the
@@ -263,8 +263,11 @@ def is_identifier_field_name(name: str) -> bool:
     return any(word in compact for word in LONG_NAME_WORDS)
 
 
-def printable_field_name(name: object) -> str:
-    """A submitted field name fit to appear in an error: itself if plain, else a placeholder."""
-    if isinstance(name, str) and _SAFE_FIELD_NAME.match(name) and passes_firewall(name):
+def printable_field_name(name: object, own: Collection[str] = ()) -> str:
+    """A submitted field name fit to appear in an error: itself if it is one of the registry's
+    `own` names (an age field reads like an e-mail, `age at met`, yet is the registry's word) or
+    plain, else a placeholder."""
+    if isinstance(name, str) and (name in own or (
+            _SAFE_FIELD_NAME.match(name) and passes_firewall(name))):
         return name
     return "(unnamed field)"
