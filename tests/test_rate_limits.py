@@ -103,6 +103,14 @@ def test_a_forwarded_address_counts_only_behind_a_trusted_proxy(app_with):
         "/api/v1/records", headers={"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.20"},
         **_from("127.0.0.1")).status_code for n in range(10, 13)]
     assert spoofed_behind_nginx == [401, 401, 429]
+    # Behind a proxy that forwards what is not an address: one budget for all of it, and no
+    # client text in the counters' keys.
+    counters = proxied.application.extensions["registry_limiter"].storage
+    not_addresses = [proxied.get("/api/v1/records", headers={"X-Forwarded-For": sent},
+                                 **_from("127.0.0.1")).status_code
+                     for sent in ("SECA-416_555_0199", "zq-one", "zq-two")]
+    assert not_addresses == [401, 401, 429]
+    assert not any("416_555" in key or "zq-" in key for key in counters.storage)
 
 
 def test_an_ipv6_client_counts_as_its_64_network(app_with):
