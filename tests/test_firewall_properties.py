@@ -168,12 +168,33 @@ ISSUE_IDS = [
 ]
 
 
+@st.composite
+def letter_joined(draw: st.DrawFn) -> str:
+    """A phone, SIN, SSN, health card, ZIP+4 or date with a 4-digit year, its numbers joined by
+    single letters (416x555x0199, 1950x03x03)."""
+    if draw(st.booleans()):
+        lengths = draw(st.sampled_from([(3, 3, 3), (3, 2, 4), (4, 3, 3), (3, 3, 4),
+                                        (1, 3, 3, 4), (5, 4)]))
+        groups = [draw(digits(length)) for length in lengths]
+    else:
+        year, month, day = str(draw(st.integers(1930, 2030))), draw(st.integers(1, 12)), \
+            draw(st.integers(1, 28))
+        month_text = draw(st.sampled_from([str(month), f"{month:02d}"]))
+        day_text = draw(st.sampled_from([str(day), f"{day:02d}"]))
+        groups = draw(st.sampled_from([[year, month_text, day_text], [year, day_text, month_text],
+                                       [day_text, month_text, year], [month_text, day_text, year]]))
+    joiners = st.sampled_from(string.ascii_letters)
+    return draw(st.sampled_from(PREFIXES)) + groups[0] + "".join(
+        draw(joiners) + group for group in groups[1:])
+
+
 CATALOGUE = st.one_of(digit_shape(), ip_address(), postal_code(), date_spelling(),
-                      contact_shape())
+                      contact_shape(), letter_joined())
 
 
 def _with_issue_examples(test):  # noqa: ANN001, ANN202
-    for value in ISSUE_IDS + ["SECA-4876 532 901-XY", "seca-m5v.2t6"]:
+    for value in ISSUE_IDS + ["SECA-4876 532 901-XY", "seca-m5v.2t6", "SECA-416x555x0199",
+                              "SECA-1950x03x03"]:
         test = example(value)(test)
     return test
 

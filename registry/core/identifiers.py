@@ -12,6 +12,8 @@ touches it, so random letters (the recommended pseudonyms) never hold a month, n
 
 Digit rules look at chains: digit groups joined by single separators. A chain of 6 or more
 digits in all is refused whatever its grouping; the specific shapes only name what was seen.
+Groups joined by single letters (`416x555x0199`) are read for the specific shapes and for dates
+with a 4-digit year only: random hex holds the others by chance.
 Pure Python (no Flask): the REDCap sync and the server share it. Every check answers with the
 kind of identifier it saw, never with the value.
 """
@@ -53,6 +55,10 @@ _LOOK_ALIKES = str.maketrans("аеорсухіјѕԁһԛԝкмтвнαβεζηι
                              "aeopcyxijsdhqwkmtbhabezhikmnonptyx")
 # Digit groups joined by exactly one separator; letters between two groups end the chain.
 _CHAIN = re.compile(r"(?<![0-9])[0-9]+(?: [0-9]+)*(?![0-9])")
+# The same, with a single letter as a joiner too: read only for the shapes that random letters
+# and digits hold rarely by chance (see _LETTER_JOINED_SHAPES).
+_LETTER_JOINED = re.compile(r"(?<![0-9])[0-9]+(?:[ a-z][0-9]+)+(?![0-9])")
+_LETTER_OR_SPACE = re.compile(r"[ a-z]")
 
 
 def _ascii(text: str) -> str:
@@ -113,6 +119,12 @@ def _chains(normal: str) -> list[list[str]]:
     return [match.group().split(" ") for match in _CHAIN.finditer(normal)]
 
 
+def _letter_joined_chains(normal: str) -> list[list[str]]:
+    """Digit groups joined by single letters too (`416x555x0199`, `1950x03x03`)."""
+    return [_LETTER_OR_SPACE.split(match.group()) for match in _LETTER_JOINED.finditer(normal)
+            if not match.group().replace(" ", "").isdigit()]
+
+
 def _windows(groups: list[str], size: int) -> Iterator[tuple[str, ...]]:
     return (tuple(groups[start:start + size]) for start in range(len(groups) - size + 1))
 
@@ -168,9 +180,19 @@ def looks_like_date(text: str) -> bool:
     return any(_piece_has_date(piece) for piece in _pieces(text))
 
 
+def _year_first_or_last(first: str, middle: str, last: str) -> bool:
+    """A three-part date with a 4-digit year: what single letters may join (1950x03x03)."""
+    return (_year4(first) and ((_month(middle) and _day(last)) or (_day(middle) and _month(last)))
+            ) or (_year4(last) and ((_day(first) and _month(middle))
+                                    or (_month(first) and _day(middle))))
+
+
 @lru_cache(maxsize=4096)
 def _piece_has_date(piece: str) -> bool:
-    return any(_chain_has_date(groups) for groups in _chains(normalise(piece)))
+    normal = normalise(piece)
+    return any(_chain_has_date(groups) for groups in _chains(normal)) or any(
+        _year_first_or_last(*window) for groups in _letter_joined_chains(normal)
+        for window in _windows(groups, 3))
 
 
 # --- identifiers -------------------------------------------------------------------------------
@@ -196,6 +218,10 @@ _CHAIN_SHAPES: list[tuple[str, object]] = [
     ("a run of 6 or more digits (with or without separators)",
      lambda groups: sum(map(len, groups)) >= 6),
 ]
+# Joined by single letters, a chain is read for the specific shapes only: a hex string or a
+# UUID holds 6 digits or an IP address's small numbers between letters by chance, and rarely
+# one of these.
+_LETTER_JOINED_SHAPES = _CHAIN_SHAPES[1:5]
 _TEXT_SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"@|[a-z0-9] at [a-z0-9]"), "an e-mail address"),
     (re.compile(r"(?:^| )(?:https?|ftp|www)(?: |$)|[a-z0-9] (?:com|org|net|edu|gov)(?: |$)"
@@ -221,10 +247,11 @@ def _piece_identifier_kind(piece: str) -> str | None:
     for pattern, kind in _TEXT_SHAPES:
         if pattern.search(normal):
             return kind
-    chains = _chains(normal)
-    for kind, shape in _CHAIN_SHAPES:
-        if any(shape(groups) for groups in chains):  # type: ignore[operator]
-            return kind
+    for shapes, chains in ((_CHAIN_SHAPES, _chains(normal)),
+                           (_LETTER_JOINED_SHAPES, _letter_joined_chains(normal))):
+        for kind, shape in shapes:
+            if any(shape(groups) for groups in chains):  # type: ignore[operator]
+                return kind
     return None
 
 
