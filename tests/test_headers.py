@@ -183,6 +183,9 @@ DUPLICATED = '{"records": [{"subject_id": "TOR-abcdefghijklmnop", "age_at_met_dx
     ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "ecog_at_met_dx": 1, '
                         '"ecog_at_met_dx": 2}', "ecog_at_met_dx"),
     ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "version": 1, "version": 2}', "version"),
+    # The same key once written with an escape is the same key.
+    ("/api/v1/records/TOR-7f3a9c2e", '{"age_at_met_dx": 95, "age_at_met_\\u0064x": 50}',
+     "age_at_met_dx"),
     # A key the registry does not know is named only when plain: this one is a phone number.
     ("/api/v1/records", '{"subject_id": "TOR-7f3a9c2e", "416-555-0199": 1, '
                         '"416-555-0199": 2}', "(unnamed field)"),
