@@ -17,6 +17,7 @@ import secrets
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import (
@@ -24,6 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 from pythonjsonlogger.json import JsonFormatter
+from werkzeug.utils import redirect
 
 from registry.core.identifiers import passes_firewall
 
@@ -131,6 +133,7 @@ def finish_request(response: Response) -> Response:
     """after_request: echo the request id, count and time the request, log one line."""
     request_id = g.get("request_id") or new_request_id()
     response.headers[REQUEST_ID_HEADER] = request_id
+    _drop_sent_host(response)
     duration = time.perf_counter() - g.get("request_started", time.perf_counter())
     method = request.method if request.method in _METHODS else "OTHER"
     route = route_template()
@@ -144,6 +147,20 @@ def finish_request(response: Response) -> Response:
     }
     log.info("request", extra=fields)
     return response
+
+
+def _drop_sent_host(response: Response) -> None:
+    """A redirect to this server names a path only: Werkzeug's own (a missing final slash) names
+    the Host header, which the client chose."""
+    location = response.headers.get("Location")
+    if location is None:
+        return
+    target = urlsplit(location)
+    if target.netloc and target.netloc == request.host:
+        path = urlunsplit(("", "", target.path or "/", target.query, target.fragment))
+        response.headers["Location"] = path
+        if response.mimetype == "text/html":  # Werkzeug's page links to the target too
+            response.set_data(redirect(path, response.status_code).get_data())
 
 
 def init_app(app: Flask) -> None:

@@ -99,11 +99,12 @@ def _tightest(standings: list[Standing]) -> Standing | None:
 
 def client_address() -> str:
     """Whom a request without a valid token counts against: its address (IPv6: the /64)."""
-    raw = request.remote_addr or "unknown"
     try:
-        address = ipaddress.ip_address(raw)
+        address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
-        return raw
+        # Not an address (a forwarded header that is not one): one budget for all such, and no
+        # text a client chose in the counters' keys.
+        return "(not an address)"
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)

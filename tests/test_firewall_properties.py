@@ -29,7 +29,10 @@ from rejections import assert_rejected, submit
 
 REFUSED = {"identifier_like", "date_not_allowed"}
 SEPARATORS = ["", " ", ".", "_", "-", "/", "(", ")", "[", "]", "{", "\\", " - ", "__", ". ",
-              ", ", ":"]
+              ", ", ":", "~", "#", "*", "=",
+              # Unicode dashes, dots, spaces and invisible marks: separators like any other.
+              "\u2013", "\u2014", "\u2010", "\u2212", "\u00b7", "\u30fb", "\u2022", "\u00a0",
+              "\u3000", "\u200b", "\u00ad", "\uff0f"]
 # What sites put before a pseudonym; each ends in a separator so that a postal code or a month
 # name keeps its own edges (glued into letters, they are indistinguishable from random letters).
 DATE = list(SEPARATORS)
@@ -125,6 +128,29 @@ def contact_shape(draw: st.DrawFn) -> str:
     return draw(st.sampled_from(PREFIXES)) + draw(st.sampled_from(forms))
 
 
+# Digits of other scripts (full-width, Arabic-Indic, Devanagari, mathematical bold) and letters
+# of Cyrillic and Greek drawn like Latin ones: a shape written in them is the same shape.
+OTHER_DIGITS = ["\uff10", "\u0660", "\u0966", "\U0001d7ce"]
+LOOK_ALIKES = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "p": "\u0440", "c": "\u0441",
+               "x": "\u0445", "y": "\u0443", "M": "\u041c", "T": "\u0422", "B": "\u0412",
+               "H": "\u041d", "K": "\u041a", "A": "\u0391", "E": "\u0395", "N": "\u039d",
+               "O": "\u039f"}
+
+
+@st.composite
+def disguised(draw: st.DrawFn, shapes: st.SearchStrategy[str]) -> str:
+    """A shape of the catalogue with some digits and letters written in other scripts."""
+    text = draw(shapes)
+    written = []
+    for char in text:
+        if char.isdigit() and char.isascii() and draw(st.booleans()):
+            char = chr(ord(draw(st.sampled_from(OTHER_DIGITS))) + int(char))
+        elif char in LOOK_ALIKES and draw(st.booleans()):
+            char = LOOK_ALIKES[char]
+        written.append(char)
+    return "".join(written)
+
+
 def firewall_code(value: str) -> str | None:
     """The code check_subject_id refuses `value` with, or None."""
     try:
@@ -142,12 +168,33 @@ ISSUE_IDS = [
 ]
 
 
+@st.composite
+def letter_joined(draw: st.DrawFn) -> str:
+    """A phone, SIN, SSN, health card, ZIP+4 or date with a 4-digit year, its numbers joined by
+    single letters (416x555x0199, 1950x03x03)."""
+    if draw(st.booleans()):
+        lengths = draw(st.sampled_from([(3, 3, 3), (3, 2, 4), (4, 3, 3), (3, 3, 4),
+                                        (1, 3, 3, 4), (5, 4)]))
+        groups = [draw(digits(length)) for length in lengths]
+    else:
+        year, month, day = str(draw(st.integers(1930, 2030))), draw(st.integers(1, 12)), \
+            draw(st.integers(1, 28))
+        month_text = draw(st.sampled_from([str(month), f"{month:02d}"]))
+        day_text = draw(st.sampled_from([str(day), f"{day:02d}"]))
+        groups = draw(st.sampled_from([[year, month_text, day_text], [year, day_text, month_text],
+                                       [day_text, month_text, year], [month_text, day_text, year]]))
+    joiners = st.sampled_from(string.ascii_letters)
+    return draw(st.sampled_from(PREFIXES)) + groups[0] + "".join(
+        draw(joiners) + group for group in groups[1:])
+
+
 CATALOGUE = st.one_of(digit_shape(), ip_address(), postal_code(), date_spelling(),
-                      contact_shape())
+                      contact_shape(), letter_joined())
 
 
 def _with_issue_examples(test):  # noqa: ANN001, ANN202
-    for value in ISSUE_IDS + ["SECA-4876 532 901-XY", "seca-m5v.2t6"]:
+    for value in ISSUE_IDS + ["SECA-4876 532 901-XY", "seca-m5v.2t6", "SECA-416x555x0199",
+                              "SECA-1950x03x03"]:
         test = example(value)(test)
     return test
 
@@ -158,6 +205,16 @@ def _with_issue_examples(test):  # noqa: ANN001, ANN202
 def test_every_spelling_of_the_catalogue_is_refused(value):
     assert firewall_code(value) in REFUSED, (value, normalise(value))
     assert not passes_firewall(value)
+
+
+@fuzz
+@given(value=disguised(CATALOGUE))
+@example("SECA-\u041c5V_2\u04226")  # Cyrillic M and T
+@example("SECA-3_M\u0430r_2019")  # Cyrillic a
+@example("SECA-046\u2013454\u2013286")  # en dashes
+@example("SECA-\u0966\u096a\u096c 454 286")  # Devanagari digits
+def test_the_catalogue_in_other_scripts_is_refused(value):
+    assert firewall_code(value) in REFUSED, (value, normalise(value))
 
 
 @fuzz

@@ -16,6 +16,7 @@ from conftest import EXAMPLE_RECORD, without_subject
 from registry.db import get_database
 from registry.core.fields import Code, CodeList
 from registry.core.record import RecordFieldsSchema
+from test_firewall_properties import ISSUE_IDS
 
 # Identifier shapes of privacy.md: names, record numbers, dates, health-card, SIN/SSN, e-mail,
 # phone, postal codes, ZIP+4, URLs, IP addresses.
@@ -24,9 +25,11 @@ CATALOGUE = [
     "March 14 1961", "4532-123-456-AB", "046 454 286", "078-05-1120", "jane.doe@example.org",
     "+1 (416) 555-0199", "M5G 2M9", "90210-1234", "https://chart.example.org/p/12345",
     "192.168.10.24", "OHIP 1234567890",
-    # The same shapes with other separators and month names (they once passed the firewall).
-    "SECA-046_454_286", "SECA-3_Mar_2019", "SECA-M5V_2T6", "SECA-192_168_1_10",
-    "Smith.John.1950-03-03",
+    # The fifteen ids of an outside audit that once passed the firewall (other separators, month
+    # names), and the same shapes in Unicode dashes, other scripts' digits and look-alike letters.
+    *ISSUE_IDS,
+    "SECA-046\u2013454\u2013286", "SECA-\uff14\uff11\uff16 555 0199", "SECA-\u041c5V_2\u04226",
+    "SECA-3_M\u0430r_2019", "SECA-192\u00b7168\u00b71\u00b710", "SECA-046~454~286",
 ]
 SUBJECT, BODY = without_subject(EXAMPLE_RECORD)
 FIELDS = RecordFieldsSchema().fields

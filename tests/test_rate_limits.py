@@ -98,6 +98,19 @@ def test_a_forwarded_address_counts_only_behind_a_trusted_proxy(app_with):
                                 **_from("127.0.0.1")).status_code
                     for client in ("192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2")]
     assert behind_nginx == [401, 401, 429, 401]
+    # nginx appends the address it saw to what the client sent: only that last one counts.
+    spoofed_behind_nginx = [proxied.get(
+        "/api/v1/records", headers={"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.20"},
+        **_from("127.0.0.1")).status_code for n in range(10, 13)]
+    assert spoofed_behind_nginx == [401, 401, 429]
+    # Behind a proxy that forwards what is not an address: one budget for all of it, and no
+    # client text in the counters' keys.
+    counters = proxied.application.extensions["registry_limiter"].storage
+    not_addresses = [proxied.get("/api/v1/records", headers={"X-Forwarded-For": sent},
+                                 **_from("127.0.0.1")).status_code
+                     for sent in ("SECA-416_555_0199", "zq-one", "zq-two")]
+    assert not_addresses == [401, 401, 429]
+    assert not any("416_555" in key or "zq-" in key for key in counters.storage)
 
 
 def test_an_ipv6_client_counts_as_its_64_network(app_with):
@@ -164,12 +177,13 @@ def _requests(base: str, paths_and_headers: list[tuple[str, dict[str, str]]], th
     return [answer for answer in answers if answer is not None]
 
 
-def _issue_token(url: str) -> str:
-    """A submitter token in the server's database (issued in this process: quicker than the
-    command line, and the same service)."""
+def _issue_token(url: str, new_site: bool = True) -> str:
+    """A submitter token of TOR in the server's database (issued in this process: quicker than
+    the command line, and the same service)."""
     app = create_app({"DATABASE_URL": url})
     with app.app_context():
-        add_site("TOR", "Toronto")
+        if new_site:
+            add_site("TOR", "Toronto")
         secret = issue_token("submitter", "TOR")[1]
     get_database_of(app).engine.dispose()
     return secret
@@ -191,9 +205,11 @@ def _check_advertised_limit_is_enforced(base: str, secret: str, limit: int) -> N
 
 
 def _check_guessing_meets_429(base: str, secret: str, address_limit: int) -> None:
+    # Each guess claims another address: no proxy is trusted, so the header counts for nothing.
     guesses = [("/api/v1/records", {"Authorization": f"Bearer reg_{uuid.uuid4().hex[:12]}_"
-                                                     + uuid.uuid4().hex * 2})
-               for _ in range(3000)]
+                                                     + uuid.uuid4().hex * 2,
+                                    "X-Forwarded-For": f"10.{n // 250}.{n % 250}.1"})
+               for n in range(3000)]
     answers = _requests(base, guesses, threads=8, keep_alive=True)
     statuses = Counter(status for status, _ in answers)
     assert set(statuses) == {401, 429}, statuses
@@ -217,6 +233,24 @@ def _check_malformed_requests_repeat_nothing(base: str) -> None:
         assert answer.startswith("HTTP/1.1 400") and "416_555_0199" not in answer, answer
 
 
+def _check_raw_header_bytes_answer_4xx(base: str, secret: str) -> None:
+    """Header values as bytes reach the app through gunicorn (bytes outside ASCII and UTF-8,
+    NUL, a folded line, 8,000 digits): each is a 4xx that repeats nothing."""
+    from test_deploy import _raw_request
+
+    sent = b"SECA-416_555_0199"
+    for header in (b'If-Match: "\xff\xfe' + sent + b'"', b'If-None-Match: "\xc3\xa9' + sent + b'"',
+                   b'If-Match: "1\x00' + sent + b'"', b"If-Match: " + b"9" * 8000,
+                   b"X-Request-ID: abc\r\n " + sent, b"Accept: " + sent + b"/\xff",
+                   b"Content-Type: application/json; charset=" + sent):
+        request = (b"PUT /api/v1/records/TOR-abcdefghijklmnop HTTP/1.1\r\nHost: x\r\n"
+                   b"Authorization: Bearer " + secret.encode() + b"\r\n" + header
+                   + b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                   b"Connection: close\r\n\r\n{}")
+        answer = _raw_request(base, "", [request])
+        assert answer[9:10] == "4" and "416_555_0199" not in answer, answer[:200]
+
+
 def test_gunicorn_with_4_workers_enforces_the_advertised_limits(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics"
     with own_database("limits", tmp_path) as url:
@@ -225,6 +259,7 @@ def test_gunicorn_with_4_workers_enforces_the_advertised_limits(tmp_path: Path) 
                                REGISTRY_ADDRESS_RATE_LIMIT="50 per minute",
                                PROMETHEUS_MULTIPROC_DIR=str(metrics)) as base:
             secret = _issue_token(url)
+            _check_raw_header_bytes_answer_4xx(base, _issue_token(url, new_site=False))
             _check_advertised_limit_is_enforced(base, secret, 120)
             assert _workers_that_answered(metrics) >= 2
             _check_guessing_meets_429(base, secret, 50)

@@ -8,6 +8,7 @@ tests/test_upload_browser.py.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from registry.core.site_fields import site_fields_description
 from registry.core.template import template_columns
 from registry.site.redcap.config import DATE_ORDERS, SubmitConfig
 from registry.site.submit import run, spreadsheet
+from conftest import EXAMPLE_RECORD
 from test_console import sign_in
 
 URL = "/api/v1/records"
@@ -171,3 +173,22 @@ def test_coordinators_cannot_upload(client, make_token, example_record):
     sign_in(client, token)
     assert client.get("/upload").status_code == 403
     assert client.get("/upload/site-fields.json").status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/upload/check", "/upload/batch?dry_run=false"])
+def test_a_body_naming_a_key_twice_is_refused_as_the_api_refuses_it(client, make_site,
+                                                                     make_token, path):
+    """{age 95, age 50} would be stored as 50 (issue 11): refused whole, naming the key only."""
+    make_site("TOR")
+    token = make_token("submitter", "TOR")["Authorization"].split()[1]
+    csrf = _signed_in(client, token)
+    record = json.dumps({**EXAMPLE_RECORD, "subject_id": "TOR-mnbvcxzlkjhgfdsa"})
+    body = '{"records": [' + record[:-1] + ', "age_at_met_dx": 95}]}'
+    answer = client.post(path, data=body, headers={"X-CSRFToken": csrf,
+                                                   "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.mimetype == "application/problem+json"
+    assert [(error["field"], error["code"]) for error in answer.json["errors"]] == \
+        [("age_at_met_dx", "duplicate_key")]
+    assert "95" not in answer.get_data(as_text=True)
+    listed = client.get(URL, headers={"Authorization": f"Bearer {token}"}).json
+    assert listed["records"] == []

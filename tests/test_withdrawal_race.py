@@ -1,10 +1,12 @@
-"""A subject being withdrawn is never answered `unchanged` (PostgreSQL, committed writes).
+"""A subject being withdrawn is never answered `unchanged` (committed writes, on PostgreSQL and
+SQLite).
 
 Each race holds a withdrawal open (record erased, not yet committed) while an identical batch,
 or an identical PUT, arrives: the batch's resend shortcut read the last committed state and
 answered `unchanged` (version 1) for a subject that no longer existed. Now the resend is
-confirmed under the write's row lock: the batch waits for the withdrawal and rejects the record
-as subject_withdrawn.
+confirmed under the write's locks (PostgreSQL: the row lock; SQLite: the database's write lock):
+the batch waits for the withdrawal and rejects the record as subject_withdrawn. The withdrawal is
+let go once the resend is seen waiting for its lock.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.orm import Session
 
 from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
-from live import needs_postgres, own_database
+from live import on_postgres, own_database
 from registry import create_app
 from registry.services.tokens import add_site, issue_token
 
-pytestmark = [pytest.mark.postgres_only, needs_postgres]
 RACES = 50
 HELD = "withdrawal-held"  # the name of the thread whose commit waits
 
@@ -61,11 +62,37 @@ class HeldCommit:
         event.remove(Session, "before_commit", self._wait)
 
 
-def _waiting_on_a_lock(engine: Any) -> bool:
-    with engine.connect() as connection:
-        return bool(connection.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock'")))
+class LockWatch:
+    """Tells whether a request waits for a lock the held withdrawal keeps: on PostgreSQL as the
+    server sees it, on SQLite when the app's engine is told the database is busy (a writer then
+    asks again for the write lock)."""
+
+    def __init__(self, app: Flask, url: str) -> None:
+        self.busy = threading.Event()
+        self.engine = get_database_of(app).engine
+        self.probe = create_engine(url) if on_postgres() else None
+        if self.probe is None:
+            event.listen(self.engine, "handle_error", self._told_busy)
+
+    def _told_busy(self, context: Any) -> None:
+        if threading.current_thread().name != HELD and "locked" in str(context.original_exception):
+            self.busy.set()
+
+    def waiting(self) -> bool:
+        """Whether someone waits for the withdrawal's lock now (or did, on SQLite)."""
+        if self.probe is None:
+            return self.busy.is_set()
+        with self.probe.connect() as connection:
+            return bool(connection.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'")))
+
+    def close(self) -> None:
+        """Stop watching."""
+        if self.probe is None:
+            event.remove(self.engine, "handle_error", self._told_busy)
+        else:
+            self.probe.dispose()
 
 
 def _race(app: Flask, headers: dict, url: str, subject_id: str, send: str) -> Any:
@@ -94,13 +121,12 @@ def _race(app: Flask, headers: dict, url: str, subject_id: str, send: str) -> An
             if send == "batch" else
             app.test_client().put(f"/api/v1/records/{subject_id}", json=body,
                                   headers=headers))))
+        watch = LockWatch(app, url)
         resend.start()
-        engine = create_engine(url)
         deadline = time.monotonic() + 10
-        while resend.is_alive() and not _waiting_on_a_lock(engine) \
-                and time.monotonic() < deadline:
+        while resend.is_alive() and not watch.waiting() and time.monotonic() < deadline:
             time.sleep(0.005)
-        engine.dispose()
+        watch.close()
     finally:
         held.release.set()
         withdrawal.join()

@@ -7,7 +7,6 @@ JSON parser) and registers the blueprints.
 from __future__ import annotations
 
 import http
-import json
 from typing import Any
 
 from flask import Flask, Response, request
@@ -19,8 +18,8 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from registry.core.identifiers import printable_field_name
-from registry.errors import PROBLEM_JSON, BadRequest, MalformedJson, UnsupportedMediaType
+from registry.errors import PROBLEM_JSON, MalformedJson, UnsupportedMediaType
+from registry.jsonbody import load_json_body
 from registry.schemas.api import (
     ProblemSchema, batch_items_property, code_list_property, nullable_enum_property,
 )
@@ -43,27 +42,6 @@ _STATUS_HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-class DuplicateKey(ValueError):
-    """A JSON object that names the same key twice."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__("duplicate key")
-        self.key = key
-
-
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """object_pairs_hook: the object as a dict, unless a key repeats (which JSON parsers settle
-    differently: Python keeps the last value, others the first)."""
-    built = dict(pairs)
-    if len(built) != len(pairs):
-        seen: set[str] = set()
-        for key, _value in pairs:
-            if key in seen:
-                raise DuplicateKey(key)
-            seen.add(key)
-    return built
-
-
 class RegistryParser(FlaskParser):
     """webargs parser that turns over-deep JSON into a 400, not a crash, and refuses a body
     that names a key twice (an ambiguous clinical record), naming the key, never its values."""
@@ -78,13 +56,7 @@ class RegistryParser(FlaskParser):
                 and len(data) >= req.max_content_length:
             raise RequestEntityTooLarge()
         try:
-            return json.loads(data, object_pairs_hook=unique_keys)
-        except DuplicateKey as duplicate:
-            name = printable_field_name(duplicate.key)
-            raise BadRequest("the body names a key more than once; send each key once",
-                             errors=[{"field": name, "code": "duplicate_key",
-                                      "message": "appears more than once in one JSON object"}]
-                             ) from None
+            return load_json_body(data)
         except (ValueError, RecursionError):
             raise MalformedJson() from None
 
@@ -241,6 +213,8 @@ def init_app(app: Flask) -> RegistryApi:
         api.register_blueprint(module.blp)
     app.register_blueprint(get_swaggerui_blueprint(
         "/docs", f"{API_PREFIX}/openapi.json",
-        config={"app_name": "HER2+ MBC registry API", "persistAuthorization": False}))
+        # A path, not the page's own URL: that would repeat the Host header a client chose.
+        config={"app_name": "HER2+ MBC registry API", "persistAuthorization": False,
+                "oauth2RedirectUrl": "/docs/oauth2-redirect.html"}))
     app.before_request(require_json_body)
     return api

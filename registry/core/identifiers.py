@@ -1,15 +1,19 @@
 """The identifier firewall of privacy.md section 1: what an identifier looks like.
 
 Every rule reads one normalised form of the text (`normalise`), never the raw text: lower case
-without accents, each run of separators (spaces, `.`, `_`, `-`, `/`, `\\`, brackets, `,`, `:`,
-`;`, quotes) one space, a month name standing alone (English or French, abbreviated or not)
-written as its number between spaces, and an ordinal suffix after a number dropped. So
-`046_454_286`, `3_Mar_2019`, `2019March3` and `M5V.2T6` meet the rules as `046 454 286`,
-`3 03 2019`, `2019 03 3` and `m5v 2t6` do. A letter run is a month only when no other letter
+without accents, any script's digits as ASCII digits, Cyrillic and Greek letters drawn like Latin
+ones as those, each run of separators (every character that is neither a letter nor a digit, save
+`@` and `+`: spaces, `.`, `_`, `-`, `~`, Unicode dashes and middle dots, invisible marks) one
+space, a month name standing alone (English or French, abbreviated or not) written as its number
+between spaces, and an ordinal suffix after a number dropped. So `046_454_286`, `046–454–286`,
+`3_Mar_2019`, `2019March3` and `M5V.2T6` meet the rules as `046 454 286`, `3 03 2019`,
+`2019 03 3` and `m5v 2t6` do. A letter run is a month only when no other letter
 touches it, so random letters (the recommended pseudonyms) never hold a month, nor a digit.
 
 Digit rules look at chains: digit groups joined by single separators. A chain of 6 or more
 digits in all is refused whatever its grouping; the specific shapes only name what was seen.
+Groups joined by single letters (`416x555x0199`) are read for the specific shapes and for dates
+with a 4-digit year only: random hex holds the others by chance.
 Pure Python (no Flask): the REDCap sync and the server share it. Every check answers with the
 kind of identifier it saw, never with the value.
 """
@@ -18,10 +22,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from functools import lru_cache
 
-_SEPARATORS = re.compile(r"[\s._\-/\\()\[\]{}<>,:;'\"`|]+")
+# Every character that is neither a letter nor a digit separates, except `@` and `+`, which the
+# e-mail and phone shapes read: ASCII punctuation (`~`, `*`, `#`, ...), and once non-ASCII text is
+# folded (`_ascii`), Unicode dashes, dots, spaces and invisible marks alike.
+_SEPARATORS = re.compile(r"[^a-z0-9@+\u0080-\U0010ffff]+")
 _MONTH_NUMBERS = {
     **dict.fromkeys(("jan", "january", "janv", "janvier"), 1),
     **dict.fromkeys(("feb", "february", "fev", "fevr", "fevrier"), 2),
@@ -40,18 +47,35 @@ _LETTER_RUN = re.compile(r"[a-z]+")
 _MONTH_NAME = "|".join(sorted(_MONTH_NUMBERS, key=len, reverse=True))
 # 3rd, 1er: dropped when a separator, the end or a month name (1stJan) follows.
 _ORDINAL = re.compile(rf"(?<=[0-9])(?:st|nd|rd|th|er)(?=$|[^a-z0-9]|(?:{_MONTH_NAME})(?![a-z]))")
-_UNICODE_DIGIT = re.compile(r"[^\x00-\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Letters of other scripts drawn like Latin ones (Cyrillic, Greek), read as the Latin letter, so
+# that `М5V 2Т6` or `3 Мar 2019` in mixed scripts meets the rules as its Latin spelling does.
+# (Capitals are folded to lower case first: Greek `Ν` and `Υ` are read as N and Y.)
+_LOOK_ALIKES = str.maketrans("аеорсухіјѕԁһԛԝкмтвнαβεζηικμνοπρτυχ",
+                             "aeopcyxijsdhqwkmtbhabezhikmnonptyx")
 # Digit groups joined by exactly one separator; letters between two groups end the chain.
 _CHAIN = re.compile(r"(?<![0-9])[0-9]+(?: [0-9]+)*(?![0-9])")
+# The same, with a single letter as a joiner too: read only for the shapes that random letters
+# and digits hold rarely by chance (see _LETTER_JOINED_SHAPES).
+_LETTER_JOINED = re.compile(r"(?<![0-9])[0-9]+(?:[ a-z][0-9]+)+(?![0-9])")
+_LETTER_OR_SPACE = re.compile(r"[ a-z]")
 
 
 def _ascii(text: str) -> str:
     """Compatibility forms and accents folded (fullwidth ４ -> 4, é -> e), any script's digits
-    written as ASCII digits."""
-    folded = "".join(char for char in unicodedata.normalize("NFKD", text)
-                     if not unicodedata.combining(char))
-    return _UNICODE_DIGIT.sub(lambda match: str(unicodedata.decimal(match.group(), ""))
-                              or match.group(), folded)
+    written as ASCII digits, Cyrillic and Greek look-alikes as Latin letters, and any other
+    character that is not a letter (dashes, middle dots, invisible marks) as a space."""
+    folded = "".join(char for char in unicodedata.normalize("NFKD", text.lower())
+                     if not unicodedata.combining(char)).translate(_LOOK_ALIKES)
+    return _NON_ASCII.sub(_ascii_char, folded)
+
+
+def _ascii_char(match: re.Match[str]) -> str:
+    char = match.group()
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    return char if unicodedata.category(char).startswith("L") else " "
 
 
 def _month_as_number(match: re.Match[str]) -> str:
@@ -93,6 +117,12 @@ def _normalise(text: str) -> str:
 
 def _chains(normal: str) -> list[list[str]]:
     return [match.group().split(" ") for match in _CHAIN.finditer(normal)]
+
+
+def _letter_joined_chains(normal: str) -> list[list[str]]:
+    """Digit groups joined by single letters too (`416x555x0199`, `1950x03x03`)."""
+    return [_LETTER_OR_SPACE.split(match.group()) for match in _LETTER_JOINED.finditer(normal)
+            if not match.group().replace(" ", "").isdigit()]
 
 
 def _windows(groups: list[str], size: int) -> Iterator[tuple[str, ...]]:
@@ -150,9 +180,19 @@ def looks_like_date(text: str) -> bool:
     return any(_piece_has_date(piece) for piece in _pieces(text))
 
 
+def _year_first_or_last(first: str, middle: str, last: str) -> bool:
+    """A three-part date with a 4-digit year: what single letters may join (1950x03x03)."""
+    return (_year4(first) and ((_month(middle) and _day(last)) or (_day(middle) and _month(last)))
+            ) or (_year4(last) and ((_day(first) and _month(middle))
+                                    or (_month(first) and _day(middle))))
+
+
 @lru_cache(maxsize=4096)
 def _piece_has_date(piece: str) -> bool:
-    return any(_chain_has_date(groups) for groups in _chains(normalise(piece)))
+    normal = normalise(piece)
+    return any(_chain_has_date(groups) for groups in _chains(normal)) or any(
+        _year_first_or_last(*window) for groups in _letter_joined_chains(normal)
+        for window in _windows(groups, 3))
 
 
 # --- identifiers -------------------------------------------------------------------------------
@@ -178,6 +218,10 @@ _CHAIN_SHAPES: list[tuple[str, object]] = [
     ("a run of 6 or more digits (with or without separators)",
      lambda groups: sum(map(len, groups)) >= 6),
 ]
+# Joined by single letters, a chain is read for the specific shapes only: a hex string or a
+# UUID holds 6 digits or an IP address's small numbers between letters by chance, and rarely
+# one of these.
+_LETTER_JOINED_SHAPES = _CHAIN_SHAPES[1:5]
 _TEXT_SHAPES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"@|[a-z0-9] at [a-z0-9]"), "an e-mail address"),
     (re.compile(r"(?:^| )(?:https?|ftp|www)(?: |$)|[a-z0-9] (?:com|org|net|edu|gov)(?: |$)"
@@ -203,10 +247,11 @@ def _piece_identifier_kind(piece: str) -> str | None:
     for pattern, kind in _TEXT_SHAPES:
         if pattern.search(normal):
             return kind
-    chains = _chains(normal)
-    for kind, shape in _CHAIN_SHAPES:
-        if any(shape(groups) for groups in chains):  # type: ignore[operator]
-            return kind
+    for shapes, chains in ((_CHAIN_SHAPES, _chains(normal)),
+                           (_LETTER_JOINED_SHAPES, _letter_joined_chains(normal))):
+        for kind, shape in shapes:
+            if any(shape(groups) for groups in chains):  # type: ignore[operator]
+                return kind
     return None
 
 
@@ -245,8 +290,11 @@ def is_identifier_field_name(name: str) -> bool:
     return any(word in compact for word in LONG_NAME_WORDS)
 
 
-def printable_field_name(name: object) -> str:
-    """A submitted field name fit to appear in an error: itself if plain, else a placeholder."""
-    if isinstance(name, str) and _SAFE_FIELD_NAME.match(name) and passes_firewall(name):
+def printable_field_name(name: object, own: Collection[str] = ()) -> str:
+    """A submitted field name fit to appear in an error: itself if it is one of the registry's
+    `own` names (an age field reads like an e-mail, `age at met`, yet is the registry's word) or
+    plain, else a placeholder."""
+    if isinstance(name, str) and (name in own or (
+            _SAFE_FIELD_NAME.match(name) and passes_firewall(name))):
         return name
     return "(unnamed field)"

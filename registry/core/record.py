@@ -199,7 +199,7 @@ class RecordFieldsSchema(Schema):
         for key in original:
             if key in self.fields:
                 continue
-            name = printable_field_name(key)
+            name = printable_field_name(key, READ_ONLY_KEYS)
             if isinstance(key, str) and key in READ_ONLY_KEYS:
                 errors[name].append(Problem("read_only_field", "is set by the registry and may "
                                                                "not be sent"))
@@ -241,6 +241,11 @@ class PutRecordSchema(RecordFieldsSchema):
 
     subject_id = SubjectId(required=False, metadata={
         "description": "optional; when sent it must equal the subject_id of the URL"})
+
+
+# Every key a record body may name, and the registry's own keys it may not: its words, which an
+# error names as they are (printable_field_name reads `age_at_met_dx` like an e-mail).
+RECORD_KEYS = frozenset(RecordSchema().fields) | READ_ONLY_KEYS
 
 
 def check_rules(data: dict[str, Any], original: dict[str, Any],

@@ -17,6 +17,7 @@ from flask import Response, current_app, jsonify, render_template, request
 from registry.auth import current_caller, requires
 from registry.core.vocabulary import SOURCES
 from registry.errors import BadRequest, RegistryError, problem_response
+from registry.jsonbody import load_json_body
 from registry.observability import count_records
 from registry.permissions import Action
 from registry.services import batches, uploads
@@ -32,8 +33,12 @@ def _problem(error: RegistryError) -> Response:
 
 
 def _records() -> list[Any]:
-    """The `records` list of the JSON body (400, naming the field, when it is not one)."""
-    body = request.get_json(silent=True)
+    """The `records` list of the JSON body (400, naming the field, when it is not one; 400
+    duplicate_key when an object names a key twice, as the API answers)."""
+    try:
+        body = load_json_body(request.get_data(cache=True)) if request.is_json else None
+    except (ValueError, RecursionError):
+        body = None
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list):
         raise BadRequest("the body must be a JSON object with a list of records",
