@@ -26,6 +26,7 @@ from registry.services.disclosure import Equation, Policy, is_suppressed, protec
 from registry.services.estimators import (
     IntervalCounts, actuarial, logrank, median, significant, year_start,
 )
+from registry.services.release_memo import ReleaseMemo
 from registry.services.tokens import Caller
 
 ORIGINS = ("remission_start", "trastuzumab_stop", "landmark")
@@ -35,6 +36,9 @@ MAX_LANDMARK_YEARS = 15
 MAX_COVARIATES = 4
 # PostgreSQL's work_mem for the tally on exact days (see _tally).
 EXACT_TALLY_WORK_MEM = "32MB"
+# The tallies of releases already scanned: a new question on the same cohort (another number
+# of years, or after the log was emptied) reads it again instead of scanning the release.
+TALLIES = ReleaseMemo()
 # The landmark design's grouping: trastuzumab stopped by the landmark, or not.
 AT_LANDMARK = "trastuzumab_at_landmark"
 AT_LANDMARK_CATEGORIES = ("continuing", "stopped")
@@ -217,7 +221,11 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
     def compute(session: Session, release: Release) -> dict[str, Any]:
         where = [in_release(release.id), *conditions, *rows.conditions]
         compared = len(grouping.categories) > 1
-        tally = _tally(session, source, rows, grouping, where, exact=compared)
+        cohort_key = (source, plan, grouping.name, tuple(sorted(filters.items())), compared)
+        tally = TALLIES.get(
+            session, release, cohort_key,
+            lambda: _tally(session, source, rows, grouping, where, exact=compared),
+            lambda kept: len(kept.count))
         cohort_size = (int(tally.count.sum()), int(tally.keys.sum()))
         aggregates.refuse_small_cohort(cohort_size, policy)
         tables = _intervals(tally, years)
@@ -247,12 +255,12 @@ def _entry_note(plan: Design) -> str:
             "(remission day " f"{plan.min_remission_days} at the earliest)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tally:
     """What one GROUP BY returns, as arrays: per row its group, when its records entered and
     left (days, or interval codes when `bucketed`), the outcome, the count and the key sum."""
 
-    labels: list[str]
+    labels: tuple[str, ...]
     entry: np.ndarray
     exit: np.ndarray
     event: np.ndarray
@@ -303,10 +311,12 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
     names: dict[Any, str] = {}
     labels = [names[value] if value in names else names.setdefault(value, grouping.label(value))
               for value in columns[0]]
-    return Tally(labels, np.array(columns[1], dtype=np.int64),
-                 np.array(columns[2], dtype=np.int64), np.array(columns[3], dtype=bool),
-                 np.array(columns[-2], dtype=np.int64), np.array(columns[-1], dtype=np.int64),
-                 not exact, sites)
+    arrays = [np.array(columns[1], dtype=np.int64), np.array(columns[2], dtype=np.int64),
+              np.array(columns[3], dtype=bool), np.array(columns[-2], dtype=np.int64),
+              np.array(columns[-1], dtype=np.int64)]
+    for array in arrays:  # kept for later questions (TALLIES): never changed by a reader
+        array.flags.writeable = False
+    return Tally(tuple(labels), *arrays, not exact, sites)
 
 
 def _driver_rows(session: Session, statement: Any) -> list[tuple[Any, ...]]:
