@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, text, tuple_
+from sqlalchemy import (
+    BigInteger, BindParameter, ColumnElement, and_, case, cast, func, literal, or_, select, text,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from registry.models import Release, Site, in_release
@@ -278,42 +281,48 @@ def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
     the sites with records in the cohort (it would run their semi-join as a second full
     scan): on the intervals the groups are by site too (a few rows more); on exact days, where
     that would multiply thousands of rows, the sites are a grouping set of their own. SQLite,
-    which sorts to group and stops each site's semi-join at its first match, asks apart."""
+    which sorts to group and stops each site's semi-join at its first match, asks apart.
+    Fewer keys to sort or hash (a fifth to a third of the scan's time): the exit and the
+    outcome are one (2 exit + outcome), and a constant of the design (the entry day from
+    remission start or a landmark, the one group of an ungrouped answer) is selected, not
+    grouped by."""
     entry, exit = rows.entry, rows.exit
     if not exact:
         entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
         exit = (rows.exit * 4 + 3) // 1461
-    keys = [grouping.expression, entry, exit, rows.event]
+    left = cast(exit, BigInteger) * 2 + case((rows.event, 1), else_=0)
+    keys = [grouping.expression, entry, left]
+    grouped = [key for key in keys if not isinstance(key, BindParameter)]
     site = source.c.site_id
     measures = [func.count(), func.coalesce(func.sum(source.c.record_key), 0)]
     postgresql = session.get_bind().dialect.name == "postgresql"
     if not postgresql:
-        statement = select(*keys, *measures).group_by(*keys)
+        statement = select(*keys, *measures).group_by(*grouped)
     elif exact:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
         statement = select(*keys, site, func.grouping(site), *measures).group_by(
-            func.grouping_sets(tuple_(*keys), tuple_(site)))
+            func.grouping_sets(tuple_(*grouped), tuple_(site)))
         # Room to hash both sets: with the default 4 MB the planner sorts the whole cohort
         # twice on disk instead (1,000,000 records: 15 s against 3.5 s), for an estimate of
         # 200,000 groups (11,000 in fact, 8 MB of hash). For this transaction only.
         session.execute(text(f"SET LOCAL work_mem = '{EXACT_TALLY_WORK_MEM}'"))
     else:
-        statement = select(*keys, site, *measures).group_by(*keys, site)
+        statement = select(*keys, site, *measures).group_by(*grouped, site)
     result = _driver_rows(session, statement.where(*where))
     if not postgresql:
         sites = _contributing_sites(session, source, where)
     elif exact:
-        sites = len({row[4] for row in result if not row[5]})
-        result = [row for row in result if row[5]]
+        sites = len({row[3] for row in result if not row[4]})
+        result = [row for row in result if row[4]]
     else:
-        sites = len({row[4] for row in result})
+        sites = len({row[3] for row in result})
     # Column by column, straight into arrays: thousands of rows on exact days.
-    columns: list[Any] = list(zip(*result)) or [()] * 6
+    columns: list[Any] = list(zip(*result)) or [()] * 5
     names: dict[Any, str] = {}
     labels = [names[value] if value in names else names.setdefault(value, grouping.label(value))
               for value in columns[0]]
-    arrays = [np.array(columns[1], dtype=np.int64), np.array(columns[2], dtype=np.int64),
-              np.array(columns[3], dtype=bool), np.array(columns[-2], dtype=np.int64),
-              np.array(columns[-1], dtype=np.int64)]
+    left_by = np.array(columns[2], dtype=np.int64)
+    arrays = [np.array(columns[1], dtype=np.int64), left_by >> 1, (left_by & 1).astype(bool),
+              np.array(columns[-2], dtype=np.int64), np.array(columns[-1], dtype=np.int64)]
     for array in arrays:  # kept for later questions (TALLIES): never changed by a reader
         array.flags.writeable = False
     return Tally(tuple(labels), *arrays, not exact, sites)
