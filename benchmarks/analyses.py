@@ -4,9 +4,12 @@ measured in the same run on the same data; each timed answer is a question not a
 query log is emptied between them, not timed):
 
 - tabulation: GET /analyses/survival (origin trastuzumab_stop, one group) against the raw SQL
-  GROUP BY of the same interval counts (bar: ratio <= 1.5);
+  GROUP BY of the same interval counts (bar: ratio <= 1.5), on a cohort not tallied before;
 - log-rank: GET /analyses/survival?by=presentation against lifelines'
-  multivariate_logrank_test on the same arrays already in memory (bar: ratio <= 2);
+  multivariate_logrank_test on the same arrays already in memory (bar: ratio <= 2), on a
+  cohort whose exact-day tally the release already holds (services/release_memo.py: another
+  question on it, such as another number of years); and, without a bar, as the first question
+  on the cohort (its scan included: the tallies kept are emptied too);
 - Cox: GET /analyses/hazard-ratios?covariates=presentation,visceral_disease against lifelines'
   CoxPHFitter and its Schoenfeld test on the same rows already in memory (bar: ratio <= 2).
 
@@ -29,6 +32,7 @@ from benchmarks.common import Figure, fresh_database, print_table, timed
 from registry import create_app
 from registry.db import get_database
 from registry.models import QueryLogEntry
+from registry.services.analyses import TALLIES
 from registry.services.disclosure import Policy
 from registry.services.releases import cut_release
 from registry.services.tokens import issue_token
@@ -39,6 +43,7 @@ M = 730  # REGISTRY_MIN_REMISSION_DAYS
 TABULATION = "/api/v1/analyses/survival?origin=trastuzumab_stop"
 LOGRANK = "/api/v1/analyses/survival?by=presentation"
 COX = "/api/v1/analyses/hazard-ratios?covariates=presentation,visceral_disease"
+FIRST_ON_COHORT = "log-rank, new cohort"  # reported without a bar
 # The same interval counts as the tabulation, in plain SQL (integer division on both databases).
 _ENTRY = f"CASE WHEN remission_start_day + {M} > trastuzumab_stop_day " \
          f"THEN remission_start_day + {M} - trastuzumab_stop_day ELSE 0 END"
@@ -94,6 +99,10 @@ def measure(url: str, repeats: int, with_cox: bool = True) -> dict[str, tuple[fl
         with engine.begin() as connection:
             connection.execute(QueryLogEntry.__table__.delete())
 
+    def forget_cohort() -> None:  # ... on a cohort not tallied before either
+        forget()
+        TALLIES.clear()
+
     def raw() -> None:
         with engine.connect() as connection:
             connection.execute(text(RAW_TABULATION)).all()
@@ -114,9 +123,11 @@ def measure(url: str, repeats: int, with_cox: bool = True) -> dict[str, tuple[fl
         fitter = CoxPHFitter().fit(model, "exit", "event")
         proportional_hazard_test(fitter, model, time_transform="rank")
 
-    figures = {"tabulation": _median_pairs(endpoint(TABULATION), raw, repeats, forget),
+    figures = {"tabulation": _median_pairs(endpoint(TABULATION), raw, repeats, forget_cohort),
                "log-rank": _median_pairs(endpoint(LOGRANK), logrank, max(3, repeats // 3),
-                                         forget)}
+                                         forget),
+               FIRST_ON_COHORT: _median_pairs(endpoint(LOGRANK), logrank,
+                                              max(3, repeats // 3), forget_cohort)}
     if with_cox:
         figures["Cox"] = _median_pairs(endpoint(COX), cox, max(3, repeats // 5), forget)
     engine.dispose()
@@ -140,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, (value, baseline) in measured.items():
             bar = TABULATION_BAR if name == "tabulation" else MODEL_BAR
             against = "GROUP BY" if name == "tabulation" else "lifelines in memory"
+            barred = name != FIRST_ON_COHORT
             figures.append(Figure(
-                f"B7 {name}", kind, value, baseline, f"<= {bar}", value / baseline <= bar,
+                f"B7 {name}", kind, value, baseline, f"<= {bar}" if barred else "(none)",
+                value / baseline <= bar or not barred,
                 f"{count:,} records: endpoint {value * 1000:.0f} ms, {against} "
                 f"{baseline * 1000:.0f} ms"))
         print_table(figures[-len(measured):])  # as it goes: the 1,000,000 run takes long

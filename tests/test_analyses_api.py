@@ -18,12 +18,14 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import survival_table_from_events
 from scipy.optimize import linprog
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from registry.db import unit_of_work
-from registry.models import Record, Site
+from registry.models import QueryLogEntry, Record, Site
+from registry.services import analyses
 from registry.services.disclosure import MAX_ADJUSTMENT, Policy
-from registry.services.releases import cut_release
+from registry.services.release_memo import ReleaseMemo
+from registry.services.releases import cut_release, resolve_release
 from registry.services.synthetic import synthetic_rows
 
 API = "/api/v1/analyses"
@@ -342,6 +344,59 @@ def test_contributing_sites_count_the_sites_of_the_analysed_cohort(
         two_sites = client.get(f"{API}/{question}&presentation=recurrent", headers=coordinator)
         assert two_sites.status_code == 200, two_sites.json
         assert two_sites.json["disclosure"]["contributing_sites"] is None
+
+
+def test_a_new_question_on_a_cohort_tallied_before_does_not_scan_again_and_sees_withdrawals(
+        client: FlaskClient, coordinator, site_a, no_noise,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact-day tally of a release's cohort is kept for the next question on that cohort
+    (another number of years): it answers as a fresh scan would, without scanning; a withdrawal
+    changes the release, so the next question counts again, without the patient."""
+    rows = generated_cohort(600, seed=21)
+    scans = []
+    tally = analyses._tally
+    monkeypatch.setattr(analyses, "_tally", lambda *a, **k: scans.append(1) or tally(*a, **k))
+    analyses.TALLIES.clear()
+    first = client.get(f"{API}/survival?by=presentation", headers=coordinator).json
+    again = client.get(f"{API}/survival?by=presentation&years=12", headers=coordinator).json
+    assert len(scans) == 1
+    assert again["logrank"] == first["logrank"]
+    with unit_of_work() as session:  # the same question never asked, on a fresh scan
+        session.execute(delete(QueryLogEntry))
+    analyses.TALLIES.clear()
+    assert client.get(f"{API}/survival?by=presentation&years=12",
+                      headers=coordinator).json == again
+    assert len(scans) == 2
+    with unit_of_work() as session:
+        tor = session.scalar(select(Site.id).where(Site.code == "TOR"))
+    withdrawn = next(r for r in rows if r["site_id"] == tor)
+    assert client.delete(f"/api/v1/records/{withdrawn['subject_id']}",
+                         headers=site_a).status_code == 204
+    after = client.get(f"{API}/survival?by=presentation&years=14", headers=coordinator).json
+    assert len(scans) == 3
+    counts = {g["group"]: g["count"] for g in first["groups"]}
+    counts[withdrawn["presentation"]] -= 1
+    assert {g["group"]: g["count"] for g in after["groups"]} == counts
+
+
+def test_the_tallies_kept_are_bounded_by_their_size(app: Flask) -> None:
+    generated_cohort(30, seed=22)
+    memo = ReleaseMemo(max_size=5)
+    computed = []
+
+    def get(key: str, size: int) -> str:
+        def compute() -> str:
+            computed.append(key)
+            return key
+        with unit_of_work() as session:
+            return memo.get(session, resolve_release(session, None), key, compute,
+                            lambda _: size)
+
+    for key, size in (("a", 2), ("b", 2), ("a", 2), ("c", 2), ("big", 6), ("big", 6)):
+        assert get(key, size) == key
+    assert computed == ["a", "b", "c", "big", "big"]  # "b" was the oldest use, "big" too big
+    assert get("a", 2) == "a" and get("b", 2) == "b"
+    assert computed[-1] == "b"
 
 
 @pytest.mark.parametrize("ratio, harmful", [(2.5, True), (1.0, False)])

@@ -1,0 +1,71 @@
+"""What was computed from a release, kept for the next question on it (privacy.md 2.1: a
+release never changes, so neither does anything computed from its records).
+
+The memo needs no invalidation: its key holds the release as it stands, so a release that
+changes is a different key. The only change a release admits is a withdrawal of consent
+(services/releases.py erase_from_releases), which lowers its record count; the database (its
+URL) and the cut time tell apart releases of the same number in two databases, or cut again
+after a rolled-back one. It is bounded by the size of what it holds (oldest use evicted first)
+and lives in the process: each worker keeps its own. It saves work only: every question is
+still checked against the budget, answered under disclosure control and logged as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from registry.models import Release
+
+Value = TypeVar("Value")
+# Bound on the memo's total size (the callers' own measure: rows of a tally), about 40 bytes
+# each: 2,000,000 rows are some 80 MB per worker at most.
+MAX_SIZE = 2_000_000
+
+
+class ReleaseMemo:
+    """Values computed from a release, by the release as it stands and a key of the caller's."""
+
+    def __init__(self, max_size: int = MAX_SIZE) -> None:
+        self.max_size = max_size
+        self._values: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, release: Release, key: Hashable,
+            compute: Callable[[], Value], size: Callable[[Value], int]) -> Value:
+        """The value of `key` on `release`: kept from an earlier call, or `compute()`d now and
+        kept when its `size` fits the bound (values must never be changed by their users)."""
+        full_key = (_release_identity(session, release), key)
+        with self._lock:
+            kept = self._values.get(full_key)
+            if kept is not None:
+                self._values.move_to_end(full_key)
+                return kept[0]
+        value = compute()
+        weight = size(value)
+        if weight <= self.max_size:
+            with self._lock:
+                if full_key not in self._values:
+                    self._values[full_key] = (value, weight)
+                    self._size += weight
+                while self._size > self.max_size:
+                    _, (_, evicted) = self._values.popitem(last=False)
+                    self._size -= evicted
+        return value
+
+    def clear(self) -> None:
+        """Forget every value (benchmarks measure the first question on a cohort with it)."""
+        with self._lock:
+            self._values.clear()
+            self._size = 0
+
+
+def _release_identity(session: Session, release: Release) -> tuple[Any, ...]:
+    """The release as it stands: its database, number, cut time and what a withdrawal lowers."""
+    url = session.get_bind().engine.url.render_as_string(hide_password=True)
+    return (url, release.id, release.cut_at, release.record_count, release.record_key_sum)
