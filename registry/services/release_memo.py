@@ -40,12 +40,14 @@ class ReleaseMemo:
             compute: Callable[[], Value], size: Callable[[Value], int]) -> Value:
         """The value of `key` on `release`: kept from an earlier call, or `compute()`d now and
         kept when its `size` fits the bound (values must never be changed by their users)."""
-        full_key = (_release_identity(session, release), key)
+        identity = _release_identity(session, release)
+        full_key = (identity, key)
         with self._lock:
             kept = self._values.get(full_key)
             if kept is not None:
                 self._values.move_to_end(full_key)
                 return kept[0]
+            self._forget_older_states(identity)
         value = compute()
         weight = size(value)
         if weight <= self.max_size:
@@ -57,6 +59,15 @@ class ReleaseMemo:
                     _, (_, evicted) = self._values.popitem(last=False)
                     self._size -= evicted
         return value
+
+    def _forget_older_states(self, identity: tuple[Any, ...]) -> None:
+        """Drop what was kept of the same release before it changed (a withdrawal): never used
+        again (its key differs), and a withdrawn patient's share of it need not stay in memory
+        until evicted. Called with the lock held."""
+        stale = [full_key for full_key in self._values
+                 if full_key[0][:2] == identity[:2] and full_key[0] != identity]
+        for full_key in stale:
+            self._size -= self._values.pop(full_key)[1]
 
     def clear(self) -> None:
         """Forget every value (benchmarks measure the first question on a cohort with it)."""
