@@ -12,11 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from registry.core.vocabulary import SOURCES
 from registry.db import transaction, utcnow
-from registry.models import Record, RecordVersion, Tombstone
+from registry.models import AuditEntry, Record, RecordVersion, Tombstone
 from registry.services.site_overview import completeness_fields, site_summary
 from registry.services.tokens import Caller, issue_token, resolve_token
 from test_console import csrf_token, sign_in
@@ -253,6 +253,10 @@ def test_withdrawal_needs_the_confirmation_its_reason_and_the_csrf_token(client,
     with transaction() as connection:
         assert connection.execute(Tombstone.__table__.select().where(
             Tombstone.subject_id == subject)).one().reason == "deleted_at_source"
+        # The audit log says where the withdrawal was made: on the console, not through the API.
+        assert connection.execute(select(AuditEntry.source).where(
+            AuditEntry.subject_id == subject, AuditEntry.action == "withdraw")).one() == (
+            "console",)
     # The same service as the API's DELETE: the subject is refused there now.
     again = client.put(f"/api/v1/records/{subject}", json={},
                        headers={"Authorization": f"Bearer {known_site['tor']}"})

@@ -153,10 +153,15 @@ def test_0005_applies_the_clinical_ruling_to_records_stored_before_it(
                                               (950, None, "none", None)]
 
 
-def test_0006_admits_spreadsheet_as_a_source_and_downgrades_it_to_api(
-        scratch_database_url: str) -> None:
-    """Before 0006 the database refuses a version from a spreadsheet; after it, it keeps one;
-    going back turns it into 'api' so the older constraint holds again."""
+@pytest.mark.parametrize("revision, previous, source", [
+    ("0006", "0005", "spreadsheet"),  # a version or an audit entry from a spreadsheet
+    ("0007", "0006", "console"),  # a withdrawal made on the console's My site page
+])
+def test_a_new_source_is_admitted_by_the_audit_log_and_downgraded_to_api(
+        scratch_database_url: str, revision: str, previous: str, source: str) -> None:
+    """Before the revision the database refuses an audit entry from the new source; after it,
+    it keeps one; going back turns it into 'api' so the older constraint holds again, and the
+    append-only guard survives both ways."""
     from datetime import datetime, timezone
 
     from sqlalchemy import insert
@@ -165,28 +170,28 @@ def test_0006_admits_spreadsheet_as_a_source_and_downgrades_it_to_api(
     from registry.models import AuditEntry, Site
 
     config = alembic_config(scratch_database_url)
-    command.upgrade(config, "0005")
+    command.upgrade(config, previous)
     engine = make_engine(scratch_database_url)
     entry = {"occurred_at": datetime.now(timezone.utc), "subject_id": "TOR-abcdefghijklmnop",
-             "action": "create", "source": "spreadsheet", "version": 1, "changed_fields": []}
+             "action": "create", "source": source, "version": 1, "changed_fields": []}
     with engine.begin() as connection:
         site = connection.execute(insert(Site.__table__).values(code="TOR", name="T")
                                   .returning(Site.__table__.c.id)).scalar_one()
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(insert(AuditEntry.__table__).values(site_id=site, **entry))
     engine.dispose()
-    command.upgrade(config, "0006")
+    command.upgrade(config, revision)
     engine = make_engine(scratch_database_url)
     with engine.begin() as connection:
         connection.execute(insert(AuditEntry.__table__).values(site_id=site, **entry))
-        assert connection.execute(text("SELECT source FROM audit_log")).scalar() == "spreadsheet"
+        assert connection.execute(text("SELECT source FROM audit_log")).scalar() == source
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(insert(AuditEntry.__table__).values(
             site_id=site, **{**entry, "source": "fax"}))
     with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
         connection.execute(text("UPDATE audit_log SET version = 2"))  # the guard survived
     engine.dispose()
-    command.downgrade(config, "0005")
+    command.downgrade(config, previous)
     engine = make_engine(scratch_database_url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT source FROM audit_log")).scalar() == "api"

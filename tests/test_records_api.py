@@ -162,6 +162,16 @@ def test_history_lists_versions_with_changed_fields_and_source(client, site_a, e
     assert history["versions"][0]["source"] == "api"
 
 
+@pytest.mark.parametrize("claimed", ["console", "fax"])
+def test_a_client_names_only_a_source_of_versions(client, site_a, example_record, claimed):
+    """'console' is the audit log's word for the console's own withdrawals: no client claims it."""
+    body = {key: value for key, value in example_record.items() if key != "subject_id"}
+    refused = client.put(f"{URL}/TOR-7f3a9c2e", json=body,
+                         headers={**site_a, "X-Registry-Source": claimed})
+    assert refused.status_code in (400, 422)
+    assert "X-Registry-Source" in str(refused.json) and count(Record) == 0
+
+
 def test_withdrawal_erases_data_and_versions_keeps_tombstone(client, site_a, example_record):
     put(client, site_a, example_record)
     example_record["last_followup_day"] = 3400

@@ -54,8 +54,11 @@ FIRST_MET_DX_YEAR = 1998
 
 # Roles of API tokens (api.md, "Who calls").
 ROLES = ("submitter", "coordinator", "steward")
-# Where a version came from.
+# Where a version came from (a client names it in the header X-Registry-Source).
 SOURCES = ("api", "redcap-sync", "spreadsheet")
+# Where an audited action came from: a version's source, or the console's own action (a
+# withdrawal on My site), which no client can claim.
+AUDIT_SOURCES = (*SOURCES, "console")
 AUDIT_ACTIONS = ("create", "update", "withdraw")
 WITHDRAWAL_REASONS = ("consent_withdrawn", "deleted_at_source", "entered_in_error")
 

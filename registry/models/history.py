@@ -11,15 +11,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db import Base, UtcDateTime, utcnow
-from registry.core.vocabulary import AUDIT_ACTIONS, SOURCES, WITHDRAWAL_REASONS
+from registry.core.vocabulary import AUDIT_ACTIONS, AUDIT_SOURCES, SOURCES, WITHDRAWAL_REASONS
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
-def _source() -> Any:
+def _source(values: tuple[str, ...]) -> Any:
     return mapped_column(
-        Enum(*SOURCES, name="source", native_enum=False, create_constraint=True, length=16)
+        Enum(*values, name="source", native_enum=False, create_constraint=True, length=16)
     )
 
 
@@ -33,7 +33,7 @@ class RecordVersion(Base):
     record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
     version: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
-    source: Mapped[str] = _source()
+    source: Mapped[str] = _source(SOURCES)
     token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
     # Names of the fields that differ from the previous version (all fields for version 1).
     changed_fields: Mapped[list[str]] = mapped_column(JSON)
@@ -72,7 +72,7 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(
         Enum(*AUDIT_ACTIONS, name="action", native_enum=False, create_constraint=True, length=16)
     )
-    source: Mapped[str] = _source()
+    source: Mapped[str] = _source(AUDIT_SOURCES)
     version: Mapped[int | None]
     changed_fields: Mapped[list[str]] = mapped_column(JSON)
 

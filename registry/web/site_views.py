@@ -25,7 +25,8 @@ from registry.web.views import bp
 RECORDS_PER_PAGE = 50
 # How the sources of the vocabulary read on a page; a source added later reads as its code in
 # words until it is named here.
-SOURCE_LABELS = {"api": "API", "redcap-sync": "REDCap sync", "spreadsheet": "Spreadsheet"}
+SOURCE_LABELS = {"api": "API", "redcap-sync": "REDCap sync", "spreadsheet": "Spreadsheet",
+                 "console": "Console"}
 REASON_LABELS = {"consent_withdrawn": "Consent withdrawn",
                  "deleted_at_source": "Deleted at the source (the site's own system)",
                  "entered_in_error": "Entered in error"}
@@ -170,7 +171,7 @@ def withdraw_site_record(subject_id: str) -> Any:
         return _render("console/site_withdraw.html", 400, record=shown["record"],
                        reasons=reasons, history=shown["history"],
                        problem="Choose the reason for the withdrawal, then confirm.")
-    records.withdraw_record(current_caller(), subject_id, reason=reason)
+    records.withdraw_record(current_caller(), subject_id, reason=reason, source="console")
     # The message travels in the cookie until shown: no pseudonym in it. The page opens at its
     # top, where the message is, not at the withdrawals (which would scroll it out of sight).
     flash(f"The record was withdrawn ({reason_label(reason).lower()}). Its values and history "
