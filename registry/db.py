@@ -220,27 +220,37 @@ def single_statement() -> Iterator[Connection]:
         yield connection
 
 
-_COMPILED: dict[tuple[int, str], Any] = {}
+_COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any]]] = {}
+
+
+def _compiled(statement: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
+    """The SQL of `statement` for `dialect` and the bind processor of each of its parameters
+    that has one (its type's, as SQLAlchemy applies it), compiled once."""
+    key = (id(statement), dialect.name)
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=dialect)
+        processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                      for name, bind in compiled.binds.items()}
+        found = _COMPILED[key] = (compiled.string, {name: processor for name, processor
+                                                    in processors.items() if processor})
+    return found
 
 
 def execute_hot(connection: Connection, statement: Any, parameters: dict[str, Any]) -> Any:
     """Execute a Core statement of every request's path (the token lookup, a PUT's row lock and
-    write) on PostgreSQL as driver SQL compiled once from it, with SQLAlchemy's own bind
-    processing: the same SQL and parameters as connection.execute(), without building the
-    statement's cache key and execution context again on every request. Errors are wrapped
-    as for any statement (a lost connection is still a DBAPIError that invalidates the pool).
-    Result rows are not type-processed: the statements given here return only types the
-    driver already converts (integers, text, booleans, timestamps with their zone). Other
+    write) on PostgreSQL as driver SQL compiled once from it, with its types' bind processing:
+    the same SQL and parameters as connection.execute(), without building the statement's
+    cache key and execution context again on every request. Errors are wrapped as for any
+    statement (a lost connection is still a DBAPIError that invalidates the pool). Result
+    rows are not type-processed: the statements given here return only types the driver
+    already converts (integers, text, booleans, JSON, timestamps with their zone). Other
     databases: connection.execute()."""
     dialect = connection.dialect
     if dialect.name != "postgresql":
         return connection.execute(statement, parameters)
-    key = (id(statement), dialect.name)
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        compiled = _COMPILED[key] = statement.compile(dialect=dialect)
-    processors = compiled._bind_processors
-    return connection.exec_driver_sql(compiled.string, {
+    sql, processors = _compiled(statement, dialect)
+    return connection.exec_driver_sql(sql, {
         name: processors[name](value) if name in processors else value
         for name, value in parameters.items()})
 
