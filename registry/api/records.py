@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, current_app
 
 from registry.api import Blueprint, json_body, no_content
 from registry.auth import current_caller, requires
 from registry.api.conditional import version_condition
-from registry.api.plain_dump import PlainDump
 from registry.observability import count_records
 from registry.permissions import Action
 from registry.schemas.api import (
@@ -32,15 +31,6 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-# The answer to a write is the record just validated and stored: dumped without marshmallow's
-# field-by-field work, to the same JSON (registry/api/plain_dump.py).
-_record_out = PlainDump(RecordOutSchema())
-
-
-def _written(record: dict[str, Any], status: int) -> Any:
-    return jsonify(_record_out(record)), status, _etag(record["version"])
-
-
 @blp.route("/<subject_id>", methods=["PUT"])
 @requires(Action.WRITE_RECORDS)
 @blp.arguments(WriteHeadersSchema(), location="headers")
@@ -61,7 +51,7 @@ def put_record(headers: dict[str, Any], subject_id: str) -> Any:
         if_none_match=version_condition("If-None-Match", headers.get("if_none_match")),
         source=headers["source"])
     count_records("put", {outcome: 1})
-    return _written(record, 201 if outcome == "created" else 200)
+    return record, 201 if outcome == "created" else 200, _etag(record["version"])
 
 
 @blp.route("", methods=["POST"])
@@ -74,7 +64,7 @@ def create_record(headers: dict[str, Any]) -> Any:
     """Create a record that does not exist yet (409 if it does)"""
     record = records.create_record(current_caller(), json_body(), source=headers["source"])
     count_records("post", {"created": 1})
-    return _written(record, 201)
+    return record, 201, _etag(record["version"])
 
 
 @blp.route("", methods=["GET"])
