@@ -70,9 +70,10 @@ class Figure:
 
 def print_table(figures: list[Figure]) -> None:
     """Print the figures as an aligned table."""
-    header = f"{'benchmark':<8} {'database':<11} {'ratio':>7} {'bar':<16} {'ok':<4} note"
+    width = max([len("benchmark"), *(len(figure.name) for figure in figures)])
+    header = f"{'benchmark':<{width}} {'database':<11} {'ratio':>7} {'bar':<16} {'ok':<4} note"
     print(header)
     print("-" * len(header))
     for figure in figures:
-        print(f"{figure.name:<8} {figure.database:<11} {figure.ratio:>7.2f} {figure.bar:<16} "
-              f"{'yes' if figure.passed else 'NO':<4} {figure.note}")
+        print(f"{figure.name:<{width}} {figure.database:<11} {figure.ratio:>7.2f} "
+              f"{figure.bar:<16} {'yes' if figure.passed else 'NO':<4} {figure.note}")
