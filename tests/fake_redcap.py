@@ -399,6 +399,29 @@ class ServerThread:
         self.thread.join()
 
 
+def site_values(record: dict[str, Any], day_zero: Any) -> Iterator[tuple[Any, Any]]:
+    """(REDCap field, value) for every field a site's REDCap holds of a registry record: dates
+    as dates (metastatic diagnosis on `day_zero`), a code as the REDCap code, checkboxes as the
+    list of REDCap codes ticked, numbers as they are; fields the record leaves blank left out."""
+    from datetime import timedelta
+
+    from registry.core.redcap_dictionary import redcap_fields
+
+    for spec in redcap_fields():
+        value = record.get(spec.registry_name)
+        if spec.name == "met_dx_date":
+            value = day_zero
+        elif value is None or value == []:
+            continue
+        elif spec.kind == "date":
+            value = day_zero + timedelta(days=value)
+        elif spec.kind == "code":
+            value = {v: c for c, v in spec.codes}[value]
+        elif spec.kind == "codes":
+            value = [{v: c for c, v in spec.codes}[item] for item in value]
+        yield spec, value
+
+
 def site_rows(record: dict[str, Any], day_zero: Any, *, longitudinal: bool = True,
               events: tuple[str, str] = ("baseline_arm_1", "follow_up_arm_1"),
               earlier_visits: int = 1) -> list[dict[str, Any]]:
@@ -406,22 +429,13 @@ def site_rows(record: dict[str, Any], day_zero: Any, *, longitudinal: bool = Tru
     follow-up visits (the last one holding the record's follow-up values)."""
     from datetime import timedelta
 
-    from registry.core.redcap_dictionary import FOLLOW_UP_FORM, redcap_fields
+    from registry.core.redcap_dictionary import FOLLOW_UP_FORM
 
     baseline: dict[str, Any] = {}
     final_visit: dict[str, Any] = {}
-    for spec in redcap_fields():
-        value = record.get(spec.registry_name)
-        if spec.name == "met_dx_date":
-            value = day_zero.isoformat()
-        elif value is None or value == []:
-            continue
-        elif spec.kind == "date":
-            value = (day_zero + timedelta(days=value)).isoformat()
-        elif spec.kind == "code":
-            value = {v: c for c, v in spec.codes}[value]
-        elif spec.kind == "codes":
-            value = [{v: c for c, v in spec.codes}[item] for item in value]
+    for spec, value in site_values(record, day_zero):
+        if spec.kind == "date":
+            value = value.isoformat()
         (final_visit if spec.form == FOLLOW_UP_FORM else baseline)[spec.name] = value
     if longitudinal:
         baseline["redcap_event_name"] = events[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -93,15 +93,17 @@ def new_site(app: Any, code: str) -> str:
     return secret
 
 
-def source_records(count: int, seed: int = 7) -> list[tuple[str, dict[str, Any], date]]:
-    """(REDCap record id, the registry record it must become, its day 0) for `count` patients."""
+def source_records(count: int, seed: int = 7, local_id: Callable[[int], str] = "pt{:05d}".format
+                   ) -> list[tuple[str, dict[str, Any], date]]:
+    """(the site's local record id, the registry record it must become, its day 0) for `count`
+    patients; `local_id` names the n-th patient."""
     rng = random.Random(seed)
     made = []
     for number in range(count):
         record = synthetic_record(rng, "SRC")
         record.pop("subject_id")
         day_zero = date(record["met_dx_year"], rng.randint(1, 12), rng.randint(1, 28))
-        made.append((f"pt{number:05d}", record, day_zero))
+        made.append((local_id(number), record, day_zero))
     return made
 
 

@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,11 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from registry.core.deidentify import subject_id
-from registry.core.redcap_dictionary import checkbox_column, redcap_fields
+from registry.core.redcap_dictionary import checkbox_column
 from registry.db import Base, unit_of_work
 from registry.models import Record, RecordVersion, Site
 from registry.services.record_rows import record_from_row
-from tests.fake_redcap import FakeRedcap, ServerThread
+from tests.fake_redcap import FakeRedcap, ServerThread, site_values
 from tests.redcap_support import load_project, new_site, registry_server, source_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,25 +116,15 @@ def _fill_template(path: Path, patients: list[tuple[str, dict[str, Any], date]],
     columns = {cell.value: cell.column for cell in sheet[1]}
     for row, (local_id, record, day_zero) in enumerate(patients, start=2):
         sheet.cell(row=row, column=columns["record_id"], value=local_id)
-        for spec in redcap_fields():
-            value = record.get(spec.registry_name)
-            if spec.name == "met_dx_date":
-                value = day_zero
-            elif value is None or value == []:
-                continue
-            elif spec.kind == "date":
-                value = day_zero + timedelta(days=value)
+        for spec, value in site_values(record, day_zero):
             if spec.kind == "date":
                 written = value.strftime("%d/%m/%Y") if text_dates else \
                     datetime.combine(value, datetime.min.time())
                 sheet.cell(row=row, column=columns[spec.name], value=written)
             elif spec.kind == "codes":
-                for code, item in spec.codes:
+                for code, _item in spec.codes:
                     sheet.cell(row=row, column=columns[checkbox_column(spec.name, code)],
-                               value=1 if item in value else 0)
-            elif spec.kind == "code":
-                sheet.cell(row=row, column=columns[spec.name],
-                           value={item: code for code, item in spec.codes}[value])
+                               value=1 if code in value else 0)
             else:
                 sheet.cell(row=row, column=columns[spec.name], value=value)
     workbook.save(path)

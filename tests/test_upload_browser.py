@@ -15,10 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import random
 import re
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,14 @@ import pytest
 import requests
 from openpyxl import load_workbook
 
+from fake_redcap import site_values
 from live import entrypoint_server, own_database
+from redcap_support import source_records
 from test_console_browser import (  # noqa: F401 - fixtures and helpers of the console's tests
     CHROMIUM, Console, browser, check_page, page, screenshot, sign_in,
 )
-from registry.core.redcap_dictionary import checkbox_column, redcap_fields
+from registry.core.redcap_dictionary import checkbox_column
 from registry.core.template import template_xlsx
-from registry.services.synthetic import synthetic_record
 from registry.site.submit.cli import main as registry_submit
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -55,14 +55,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 def _patients() -> list[tuple[str, dict[str, Any], date]]:
     """(local record id, the registry record it must become, its day 0)."""
-    rng = random.Random(17)
-    made = []
-    for number in range(PATIENTS):
-        record = synthetic_record(rng, "UPL")
-        record.pop("subject_id")
-        day_zero = date(record["met_dx_year"], rng.randint(1, 12), rng.randint(1, 28))
-        made.append((f"HOSP-{731000 + number * 7}", record, day_zero))
-    return made
+    return source_records(PATIENTS, seed=17, local_id=lambda number: f"HOSP-{731000 + number * 7}")
 
 
 def _row(local_id: str, record: dict[str, Any], day_zero: date, dates: str
@@ -70,14 +63,7 @@ def _row(local_id: str, record: dict[str, Any], day_zero: date, dates: str
     """One patient as a data manager types them into the template. `dates`: how dates are
     written (excel: real date cells; dmy: 03/04/2019; iso; serial: Excel day numbers)."""
     row: dict[str, Any] = {"record_id": local_id}
-    for spec in redcap_fields():
-        value = record.get(spec.registry_name)
-        if spec.name == "met_dx_date":
-            value = day_zero
-        elif value is None or value == []:
-            continue
-        elif spec.kind == "date":
-            value = day_zero + timedelta(days=value)
+    for spec, value in site_values(record, day_zero):
         if spec.kind == "date":
             row[spec.name] = {"excel": lambda d: datetime.combine(d, datetime.min.time()),
                               "dmy": lambda d: d.strftime("%d/%m/%Y"),
@@ -85,10 +71,8 @@ def _row(local_id: str, record: dict[str, Any], day_zero: date, dates: str
                               "serial": lambda d: str((d - date(1899, 12, 30)).days),
                               }[dates](value)
         elif spec.kind == "codes":
-            for code, item in spec.codes:
-                row[checkbox_column(spec.name, code)] = 1 if item in value else 0
-        elif spec.kind == "code":
-            row[spec.name] = {item: code for code, item in spec.codes}[value]
+            for code, _item in spec.codes:
+                row[checkbox_column(spec.name, code)] = 1 if code in value else 0
         else:
             row[spec.name] = value
     return row
