@@ -37,7 +37,8 @@ DEMO_TOKENS ?= instance/demo-tokens.env
 run: install
 	@$(BIN)/registry db upgrade
 	@$(BIN)/registry demo-data --tokens $(DEMO_TOKENS)
-	@REGISTRY_RELEASE_MIN_DAYS=0 $(BIN)/registry releases cut --note "demo data" \
+	@cut=$$(REGISTRY_RELEASE_MIN_DAYS=0 $(BIN)/registry releases cut --note "demo data") \
+	  && echo "$$cut" | head -n 1 \
 	  || echo "(no new release this time, for the reason above: the last one still answers)"
 	@echo
 	@echo "In another terminal, in this folder:   . $(DEMO_TOKENS)"
