@@ -82,6 +82,9 @@ LOG_FORMS: tuple[tuple[str, str, str], ...] = (
      "Logging.php renderLogRow: values fixed from the Data Quality page"),
     ("Update record (DTS) 12", "change", "REDCap source description 'Update record (DTS)'"),
     ("Update record (DDP) 12", "change", "REDCap source description 'Update record (DDP)'"),
+    ("Update record (CDP) 12", "change",
+     "vanderbilt-redcap/redcap_rsvc, feature C.3.31.2500 (values adjudicated from the EHR by "
+     "Clinical Data Pull: 'Update record (CDP) 1')"),
     ("Create Response 12 (Baseline)", "change",
      "issue 13 (a real REDCap, survey entry); Logging.php renderLogRow, INSERT by a survey "
      "respondent (reporting_46)"),
