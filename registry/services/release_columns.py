@@ -36,8 +36,9 @@ DAYS = ("remission_start_day", "progression_day", "last_followup_day", "trastuzu
 NUMBERS = ("record_key", "site_id", *DAYS)
 NULL_DAY = int(np.iinfo(np.int32).min)
 NULL_CODE = -1
-# The columns read by questions, kept per process (bytes of the arrays): a release of 1,000,000
-# records takes some 30 MB for the columns of a survival answer.
+# The columns read by questions, kept per process, bounded by the bytes of their arrays
+# (release_memo.MAX_SIZE): a release of 1,000,000 records takes some 30 MB for the columns of
+# a survival answer.
 COLUMNS = ReleaseMemo()
 
 
