@@ -394,6 +394,28 @@ def test_a_question_reads_the_columns_of_its_release_once_and_sees_withdrawals(
     assert {g["group"]: g["count"] for g in after["groups"]} == counts
 
 
+def test_a_copy_written_at_the_same_time_by_another_question_does_not_fail_the_answer(
+        client: FlaskClient, coordinator, no_noise, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A question on a release without a columnar copy writes it; when another question wrote
+    it first (here: the same rows inserted twice), the insert fails in its savepoint and the
+    answer uses what it built."""
+    generated_cohort(300, seed=23)
+    expected = client.get(f"{API}/survival?by=presentation", headers=coordinator).json
+    with unit_of_work() as session:
+        session.execute(delete(QueryLogEntry))
+        session.execute(delete(models.release_columns))
+    release_columns.COLUMNS.clear()
+    store = release_columns.store
+
+    def twice(*args: Any) -> None:
+        store(*args)
+        store(*args)
+
+    monkeypatch.setattr(release_columns, "store", twice)
+    assert client.get(f"{API}/survival?by=presentation",
+                      headers=coordinator).json == expected
+
+
 def test_the_tallies_kept_are_bounded_by_their_size(app: Flask) -> None:
     generated_cohort(30, seed=22)
     memo = ReleaseMemo(max_size=5)

@@ -744,17 +744,20 @@ def _stored_copy(release: int) -> dict[str, tuple[Any, bytes]]:
 
 
 def test_withdrawal_leaves_no_trace_in_the_columnar_copies_of_releases(
-        client: FlaskClient, coordinator, site_a, budget) -> None:
+        client: FlaskClient, coordinator, make_token, budget) -> None:
     """A patient who withdraws is erased from the columnar copy of every release that held
     them, in the withdrawal's transaction: no stored copy holds their values any more, the
     copies written again by the next questions are byte for byte those of a registry that
     never held them, and so is every analysis answer on every release."""
     from registry.services import release_columns
 
+    remove_rows()  # this module's shared registry, if loaded (rolled back after the test)
     rows = timed_rows(seed=61, size=300)
     changed = [row["subject_id"] for row in rows[:30]]
     releases = _two_releases(rows, changed)
-    tor = next(row["site_id"] for row in rows[:30] if row["site_id"] in _tor())
+    with unit_of_work() as session:
+        tor = session.scalar(select(Site.id).where(Site.code == "TOR"))
+    site_a = make_token("submitter", "TOR")
     withdrawn = next(row for row in rows[:30] if row["site_id"] == tor)
     ask(client, coordinator, "survival?by=presentation&years=5")  # read and kept in memory
     with unit_of_work() as session:
@@ -791,8 +794,3 @@ def test_withdrawal_leaves_no_trace_in_the_columnar_copies_of_releases(
         for question in WITHDRAWAL_QUESTIONS:
             assert without_release(ask(client, coordinator, f"{question}&release={other}")
                                    ) == answers[(release, question)], question
-
-
-def _tor() -> set[int]:
-    with unit_of_work() as session:
-        return set(session.scalars(select(Site.id).where(Site.code == "TOR")))
