@@ -27,7 +27,10 @@ from registry.services.disclosure import Equation, Policy, is_suppressed, protec
 from registry.services.estimators import (
     IntervalCounts, actuarial, logrank, median, significant, year_start,
 )
-from registry.services.release_columns import NULL_DAY, Column
+from registry.services.release_columns import (
+    LAST_FOLLOWUP, MAINTENANCE, NULL_DAY, PROGRESSION, REMISSION_START, RESUME, STOP, VITAL,
+    Column,
+)
 from registry.services.tokens import Caller
 
 ORIGINS = ("remission_start", "trastuzumab_stop", "landmark")
@@ -88,19 +91,19 @@ def design(origin: str, outcome: str, landmark_years: int | None,
 
 
 # Columns every design reads besides the days (services/release_columns.py).
-_ALWAYS = ("record_key", "site_id", "remission_start_day", "progression_day",
-           "last_followup_day")
+_ALWAYS = ("record_key", "site_id", REMISSION_START, PROGRESSION,
+           LAST_FOLLOWUP)
 
 
 def design_columns(plan: Design) -> tuple[str, ...]:
     """The columns of a release a design reads."""
     names = list(_ALWAYS)
     if plan.outcome == "relapse_or_death":
-        names.append("vital_status")
+        names.append(VITAL)
     if plan.origin == "trastuzumab_stop":
-        names += ["maintenance_status", "trastuzumab_stop_day"]
+        names += [MAINTENANCE, STOP]
     elif plan.origin == "landmark":
-        names += ["trastuzumab_stop_day", "trastuzumab_resume_day"]
+        names += [STOP, RESUME]
     return tuple(names)
 
 
@@ -148,29 +151,29 @@ def cohort(columns: dict[str, Column], plan: Design, chosen: np.ndarray) -> Coho
     makes them eligible, so a record whose follow-up ended before then (which validation
     does not admit, but a stored or migrated state might hold) is never at risk and not in
     the cohort."""
-    start, started = _days(columns, "remission_start_day")
-    progression, progressed = _days(columns, "progression_day")
-    last, followed = _days(columns, "last_followup_day")
+    start, started = _days(columns, REMISSION_START)
+    progression, progressed = _days(columns, PROGRESSION)
+    last, followed = _days(columns, LAST_FOLLOWUP)
     end = np.where(progressed, progression, last)
     known = chosen & started & (progressed | followed)
     event = progressed
     if plan.outcome == "relapse_or_death":
-        event = event | columns["vital_status"].equals("dead")
+        event = event | columns[VITAL].equals("dead")
     eligible = start + plan.min_remission_days
     at_landmark = None
     if plan.origin == "remission_start":
         entry = np.full(len(end), plan.min_remission_days, dtype=np.int64)
         exit = end - start
     elif plan.origin == "trastuzumab_stop":
-        stop, stopped = _days(columns, "trastuzumab_stop_day")
-        known &= (columns["maintenance_status"].equals("discontinued") & stopped
+        stop, stopped = _days(columns, STOP)
+        known &= (columns[MAINTENANCE].equals("discontinued") & stopped
                   & (~progressed | (progression > stop)))
         entry = np.where(eligible > stop, eligible - stop, 0)
         exit = end - stop
     else:
         landmark = start + plan.landmark_days
-        stop, stopped = _days(columns, "trastuzumab_stop_day")
-        resume, resumed = _days(columns, "trastuzumab_resume_day")
+        stop, stopped = _days(columns, STOP)
+        resume, resumed = _days(columns, RESUME)
         known &= end > landmark
         entry = np.full(len(end), max(0, plan.min_remission_days - plan.landmark_days),
                         dtype=np.int64)

@@ -31,8 +31,16 @@ from registry.models import Release, in_release, release_columns, release_record
 from registry.services.catalogue import SITE, dimensions
 from registry.services.release_memo import ReleaseMemo
 
-DAYS = ("remission_start_day", "progression_day", "last_followup_day", "trastuzumab_stop_day",
-        "trastuzumab_resume_day")
+_RELEASED = release_records.c
+# The record's columns the analyses' rules read, by the released records' own names.
+REMISSION_START = _RELEASED.remission_start_day.name
+PROGRESSION = _RELEASED.progression_day.name
+LAST_FOLLOWUP = _RELEASED.last_followup_day.name
+STOP = _RELEASED.trastuzumab_stop_day.name
+RESUME = _RELEASED.trastuzumab_resume_day.name
+MAINTENANCE = _RELEASED.maintenance_status.name
+VITAL = _RELEASED.vital_status.name
+DAYS = (REMISSION_START, PROGRESSION, LAST_FOLLOWUP, STOP, RESUME)
 NUMBERS = ("record_key", "site_id", *DAYS)
 NULL_DAY = int(np.iinfo(np.int32).min)
 NULL_CODE = -1
