@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select
 
 from registry.db import unit_of_work
-from registry.models import QueryLogEntry, Record, Release, Site, release_records
+from registry.models import (
+    QueryLogEntry, Record, Release, Site, release_columns, release_records,
+)
 from registry.services.catalogue import dimensions
 from registry.services.disclosure import MIN_CONTRIBUTING_SITES, Policy
 from registry.services.releases import cut_release
@@ -59,8 +61,8 @@ def remove_rows() -> None:
     """Delete every record, release and logged question (for tests that load several random
     record sets in one test)."""
     with unit_of_work() as session:
-        for table in (QueryLogEntry.__table__, release_records, Release.__table__,
-                      Record.__table__):
+        for table in (QueryLogEntry.__table__, release_records, release_columns,
+                      Release.__table__, Record.__table__):
             session.execute(delete(table))
 
 

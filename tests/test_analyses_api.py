@@ -18,11 +18,12 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import survival_table_from_events
 from scipy.optimize import linprog
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
+from registry import models
 from registry.db import unit_of_work
 from registry.models import QueryLogEntry, Record, Site
-from registry.services import analyses
+from registry.services import release_columns
 from registry.services.disclosure import MAX_ADJUSTMENT, Policy
 from registry.services.release_memo import ReleaseMemo
 from registry.services.releases import cut_release, resolve_release
@@ -346,39 +347,73 @@ def test_contributing_sites_count_the_sites_of_the_analysed_cohort(
         assert two_sites.json["disclosure"]["contributing_sites"] is None
 
 
-def test_a_new_question_on_a_cohort_tallied_before_does_not_scan_again_and_sees_withdrawals(
+def test_a_question_reads_the_columns_of_its_release_once_and_sees_withdrawals(
         client: FlaskClient, coordinator, site_a, no_noise,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exact-day tally of a release's cohort is kept for the next question on that cohort
-    (another number of years): it answers as a fresh scan would, without scanning; a withdrawal
-    changes the release, so the next question counts again, without the patient."""
+    """A question reads the columns it needs from the release's columnar copy, written when the
+    release was cut, in one statement, and keeps them in the process: the next question on the
+    release reads nothing from the database and answers as a fresh read would. A withdrawal
+    deletes the copy and changes the release, so the next question writes the copy again,
+    without the patient."""
     rows = generated_cohort(600, seed=21)
-    scans = []
-    tally = analyses._tally
-    monkeypatch.setattr(analyses, "_tally", lambda *a, **k: scans.append(1) or tally(*a, **k))
-    analyses.TALLIES.clear()
+    reads, builds = [], []
+    stored, rebuild = release_columns._stored, release_columns._rebuild
+    monkeypatch.setattr(release_columns, "_stored",
+                        lambda *a, **k: reads.append(a[2]) or stored(*a, **k))
+    monkeypatch.setattr(release_columns, "_rebuild",
+                        lambda *a, **k: builds.append(1) or rebuild(*a, **k))
+    release_columns.COLUMNS.clear()
     first = client.get(f"{API}/survival?by=presentation", headers=coordinator).json
     again = client.get(f"{API}/survival?by=presentation&years=12", headers=coordinator).json
-    assert len(scans) == 1
+    assert len(reads) == 1 and "presentation" in reads[0] and "her2_ihc" not in reads[0]
     assert again["logrank"] == first["logrank"]
-    with unit_of_work() as session:  # the same question never asked, on a fresh scan
+    with unit_of_work() as session:  # the same question never asked, on a fresh read
         session.execute(delete(QueryLogEntry))
-    analyses.TALLIES.clear()
+    release_columns.COLUMNS.clear()
     assert client.get(f"{API}/survival?by=presentation&years=12",
                       headers=coordinator).json == again
-    assert len(scans) == 2
+    assert len(reads) == 2 and not builds
     with unit_of_work() as session:
         tor = session.scalar(select(Site.id).where(Site.code == "TOR"))
+        release = resolve_release(session, None).id
     withdrawn = next(r for r in rows if r["site_id"] == tor)
     assert client.delete(f"/api/v1/records/{withdrawn['subject_id']}",
                          headers=site_a).status_code == 204
+    with unit_of_work() as session:
+        assert not session.scalar(select(func.count()).select_from(
+            models.release_columns).where(models.release_columns.c.release_id == release))
     after = client.get(f"{API}/survival?by=presentation&years=14", headers=coordinator).json
-    assert len(scans) == 3
+    assert len(builds) == 1
+    with unit_of_work() as session:  # written again for the next question and process
+        assert session.scalar(select(func.count()).select_from(
+            models.release_columns).where(models.release_columns.c.release_id == release))
     # What was kept of the release before the withdrawal is dropped, not left until evicted.
-    assert len({identity for identity, _ in analyses.TALLIES._values}) == 1
+    assert len({identity for identity, _ in release_columns.COLUMNS._values}) == 1
     counts = {g["group"]: g["count"] for g in first["groups"]}
     counts[withdrawn["presentation"]] -= 1
     assert {g["group"]: g["count"] for g in after["groups"]} == counts
+
+
+def test_a_copy_written_at_the_same_time_by_another_question_does_not_fail_the_answer(
+        client: FlaskClient, coordinator, no_noise, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A question on a release without a columnar copy writes it; when another question wrote
+    it first (here: the same rows inserted twice), the insert fails in its savepoint and the
+    answer uses what it built."""
+    generated_cohort(300, seed=23)
+    expected = client.get(f"{API}/survival?by=presentation", headers=coordinator).json
+    with unit_of_work() as session:
+        session.execute(delete(QueryLogEntry))
+        session.execute(delete(models.release_columns))
+    release_columns.COLUMNS.clear()
+    store = release_columns.store
+
+    def twice(*args: Any) -> None:
+        store(*args)
+        store(*args)
+
+    monkeypatch.setattr(release_columns, "store", twice)
+    assert client.get(f"{API}/survival?by=presentation",
+                      headers=coordinator).json == expected
 
 
 def test_the_tallies_kept_are_bounded_by_their_size(app: Flask) -> None:

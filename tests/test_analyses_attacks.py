@@ -32,6 +32,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from registry.db import unit_of_work
 from registry.models import Record, Site
+from registry.models import release_columns as release_columns_table
 from registry.services.catalogue import dimensions
 from registry.services.disclosure import MAX_ADJUSTMENT, Policy, is_suppressed, perturb
 from tests.attacker import check_published
@@ -711,3 +712,85 @@ def test_measure_distinct_survival_questions_within_one_release(
               f"{None if exact is None else asked[exact - 1]} (None: not within "
               f"{asked[-1]}); mean of {len(estimates)} estimates "
               f"{float(np.mean(estimates)):.2f}")
+
+
+# --- withdrawal: the columnar copies of releases (privacy.md 2.1) ------------------------------
+
+WITHDRAWAL_QUESTIONS = (
+    "survival?by=presentation", "survival?origin=trastuzumab_stop",
+    "survival?origin=landmark&landmark_years=3",
+    "survival?outcome=relapse_or_death&by=visceral_disease",
+    "hazard-ratios?covariates=presentation")
+
+
+def _two_releases(rows: list[dict[str, Any]], subjects: list[str]) -> list[int]:
+    """Store `rows`, cut a release, change the follow-up of the records of `subjects`, cut
+    another: the ids of the two releases."""
+    with unit_of_work() as session:
+        session.execute(insert(Record), rows)
+    first = cut()["id"]
+    with unit_of_work() as session:
+        session.execute(update(Record).where(Record.subject_id.in_(subjects)).values(
+            last_followup_day=Record.last_followup_day + 40, version=Record.version + 1))
+    return [first, cut()["id"]]
+
+
+def _stored_copy(release: int) -> dict[str, tuple[Any, bytes]]:
+    with unit_of_work() as session:
+        table = release_columns_table
+        return {name: (domain, bytes(data)) for name, domain, data in session.execute(
+            select(table.c.name, table.c.domain, table.c.data).where(
+                table.c.release_id == release))}
+
+
+def test_withdrawal_leaves_no_trace_in_the_columnar_copies_of_releases(
+        client: FlaskClient, coordinator, make_token, budget) -> None:
+    """A patient who withdraws is erased from the columnar copy of every release that held
+    them, in the withdrawal's transaction: no stored copy holds their values any more, the
+    copies written again by the next questions are byte for byte those of a registry that
+    never held them, and so is every analysis answer on every release."""
+    from registry.services import release_columns
+
+    remove_rows()  # this module's shared registry, if loaded (rolled back after the test)
+    rows = timed_rows(seed=61, size=300)
+    changed = [row["subject_id"] for row in rows[:30]]
+    releases = _two_releases(rows, changed)
+    with unit_of_work() as session:
+        tor = session.scalar(select(Site.id).where(Site.code == "TOR"))
+    site_a = make_token("submitter", "TOR")
+    withdrawn = next(row for row in rows[:30] if row["site_id"] == tor)
+    ask(client, coordinator, "survival?by=presentation&years=5")  # read and kept in memory
+    with unit_of_work() as session:
+        record_id = session.scalar(select(Record.id).where(
+            Record.subject_id == withdrawn["subject_id"]))
+    assert client.delete(f"/api/v1/records/{withdrawn['subject_id']}",
+                         headers=site_a).status_code == 204
+    for release in releases:  # deleted with the withdrawal
+        assert _stored_copy(release) == {}
+    answers = {(release, question): without_release(ask(
+        client, coordinator, f"{question}&release={release}"))
+        for release in releases for question in WITHDRAWAL_QUESTIONS}
+    copies = {release: _stored_copy(release) for release in releases}
+    for release, copy in copies.items():  # written again, without the patient
+        assert copy and set(copy) >= {"record_key", "site_id", *release_columns.DAYS}
+        numbers = {name: np.frombuffer(copy[name][1], dtype=np.int32)
+                   for name in ("record_key", "site_id", *release_columns.DAYS)}
+        assert all(len(values) == len(rows) - 1 for values in numbers.values())
+        records = set(zip(*(values.tolist() for values in numbers.values())))
+        for version in (0, 40):  # the patient's state in either release
+            state = (withdrawn["cell_key"], withdrawn["site_id"],
+                     *(withdrawn[day] + (version if day == "last_followup_day" else 0)
+                       if withdrawn[day] is not None else release_columns.NULL_DAY
+                       for day in release_columns.DAYS))
+            assert state not in records
+    assert record_id is not None
+
+    # The same history on a registry that never held the patient.
+    remove_rows()
+    release_columns.COLUMNS.clear()
+    others = _two_releases([row for row in rows if row is not withdrawn], changed)
+    for release, other in zip(releases, others):
+        assert _stored_copy(other) == copies[release]
+        for question in WITHDRAWAL_QUESTIONS:
+            assert without_release(ask(client, coordinator, f"{question}&release={other}")
+                                   ) == answers[(release, question)], question

@@ -7,6 +7,13 @@ release that first held it) up to, not including, `valid_until` (the first relea
 newer state, or none: still current). Cutting a release writes only the records created or
 changed since the previous one, and closes the ranges of their old states; a release is the set
 of states whose range covers it. Withdrawal erases every state of the record.
+
+That is not the whole of what a release stores: each release also keeps a columnar copy of the
+states it holds (`release_columns`, written when it is cut: one row per column the analyses
+read, its values as a numpy array's bytes in record order), so that a survival curve, a
+log-rank test or a Cox model reads a few arrays instead of scanning and grouping the release
+(docs/quality.md B7). Withdrawal deletes the copies of every release that held the record
+(services/release_columns.py), and the next question writes them again without it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Enum, ForeignKey, Index, Integer, String, Table, and_, or_,
+    BigInteger, Boolean, Column, Enum, ForeignKey, Index, Integer, LargeBinary, String, Table,
+    Text, and_, or_,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
@@ -76,6 +84,19 @@ release_records = Table(
     Column("valid_until", ForeignKey("releases.id"), nullable=True),
     *_released_columns(),
     Index("ix_release_records_valid_until_record_id", "valid_until", "record_id"),
+)
+
+
+# The columnar copy of a release: per column the analyses read, the values of every record state
+# the release holds, ordered by record_id, as the bytes of a numpy array (services/
+# release_columns.py says which columns and how they are coded).
+release_columns = Table(
+    "release_columns", Base.metadata,
+    Column("release_id", ForeignKey("releases.id"), primary_key=True),
+    Column("name", String(40), primary_key=True),
+    # A coded column's stored values, as JSON, by code (None: not a coded column).
+    Column("domain", Text, nullable=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 

@@ -3,9 +3,11 @@ the log-rank test, and Cox hazard ratios, all under the disclosure control of pr
 section 2 (counts protected by services/disclosure.py; every estimate derived from the
 protected counts; models only on large enough levels, rounded).
 
-Records are read from one selectable (`source`: the released records, of one release chosen
-by in_release), so the analyses never depend on where the rows come from. The cohorts,
-the time scales and the estimators are described in docs/methods.md.
+Records are read from the columnar copy of a release (services/release_columns.py): the
+columns a question needs, as arrays, kept in the process once read; the cohort rules of a
+design, its filters and groupings are numpy over them, written once here (cohort()) for the
+survival curves, the log-rank test and the Cox model (services/hazards.py). The cohorts, the
+time scales and the estimators are described in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -15,21 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    BigInteger, BindParameter, ColumnElement, and_, case, cast, func, literal, or_, select, text,
-    tuple_,
-)
 from sqlalchemy.orm import Session
 
-from registry.models import Release, Site, in_release
+from registry.models import Release
 from registry.permissions import Action, authorize
-from registry.services import aggregates
-from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
+from registry.services import aggregates, release_columns
+from registry.services.catalogue import SITE, Dimension, dimensions
 from registry.services.disclosure import Equation, Policy, is_suppressed, protect
 from registry.services.estimators import (
     IntervalCounts, actuarial, logrank, median, significant, year_start,
 )
-from registry.services.release_memo import ReleaseMemo
+from registry.services.release_columns import (
+    LAST_FOLLOWUP, MAINTENANCE, NULL_DAY, PROGRESSION, REMISSION_START, RESUME, STOP, VITAL,
+    Column,
+)
 from registry.services.tokens import Caller
 
 ORIGINS = ("remission_start", "trastuzumab_stop", "landmark")
@@ -37,11 +38,6 @@ OUTCOMES = ("relapse", "relapse_or_death")
 DEFAULT_YEARS, MAX_YEARS = 10, 20
 MAX_LANDMARK_YEARS = 15
 MAX_COVARIATES = 4
-# PostgreSQL's work_mem for the tally on exact days (see _tally).
-EXACT_TALLY_WORK_MEM = "32MB"
-# The tallies of releases already scanned: a new question on the same cohort (another number
-# of years, or after the log was emptied) reads it again instead of scanning the release.
-TALLIES = ReleaseMemo()
 # The landmark design's grouping: trastuzumab stopped by the landmark, or not.
 AT_LANDMARK = "trastuzumab_at_landmark"
 AT_LANDMARK_CATEGORIES = ("continuing", "stopped")
@@ -94,79 +90,152 @@ def design(origin: str, outcome: str, landmark_years: int | None,
     return Design(origin, outcome, min_remission_days, landmark_years)
 
 
+# Columns every design reads besides the days (services/release_columns.py).
+_ALWAYS = ("record_key", "site_id", REMISSION_START, PROGRESSION,
+           LAST_FOLLOWUP)
+
+
+def design_columns(plan: Design) -> tuple[str, ...]:
+    """The columns of a release a design reads."""
+    names = list(_ALWAYS)
+    if plan.outcome == "relapse_or_death":
+        names.append(VITAL)
+    if plan.origin == "trastuzumab_stop":
+        names += [MAINTENANCE, STOP]
+    elif plan.origin == "landmark":
+        names += [STOP, RESUME]
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class Cohort:
-    """SQL of a design over a source: who is in it, when they enter the risk set, when they
-    leave it and whether by the outcome (days from the origin)."""
+    """The records of a design in a release, as arrays: which records of the release are in it
+    (`chosen`), and for each of them when it enters the risk set, when it leaves it and whether
+    by the outcome (days from the origin), its key, its site, and for the landmark design
+    whether trastuzumab had been stopped by then (0 continuing, 1 stopped)."""
 
-    conditions: list[ColumnElement[bool]]
-    entry: Any
-    exit: Any
-    event: Any
-    at_landmark: Any = None  # the landmark's grouping expression (stopped by then)
+    chosen: np.ndarray
+    entry: np.ndarray
+    exit: np.ndarray
+    event: np.ndarray
+    key: np.ndarray
+    site: np.ndarray
+    at_landmark: np.ndarray | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Records and the sum of their keys."""
+        return len(self.exit), int(self.key.sum())
+
+    @property
+    def sites(self) -> int:
+        """Sites with records in the cohort."""
+        return len(np.unique(self.site))
 
 
-def cohort(source: Any, plan: Design) -> Cohort:
-    """The cohort of a design in `source`. Delayed entry: nobody is at risk before the day the
-    inclusion rule (remission of at least min_remission_days) makes them eligible, so a record
-    whose follow-up ended before then (which validation does not admit, but a stored or
-    migrated state might hold) is never at risk and not in the cohort."""
-    rows = _design_cohort(source, plan)
-    return Cohort([*rows.conditions, rows.exit >= rows.entry], rows.entry, rows.exit,
-                  rows.event, rows.at_landmark)
+def _days(columns: dict[str, Column], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A day column as int64 and whether each value is recorded (not NULL)."""
+    values = columns[name].values
+    return values.astype(np.int64), values != NULL_DAY
 
 
-def _design_cohort(source: Any, plan: Design) -> Cohort:
-    """Time zero, entry, exit and outcome of a design's records."""
-    c = source.c
-    end = func.coalesce(c.progression_day, c.last_followup_day)
-    event: Any = c.progression_day.is_not(None)
+def cohort(columns: dict[str, Column], plan: Design, chosen: np.ndarray) -> Cohort:
+    """The cohort of a design among the `chosen` records (the filters' mask) of a release.
+
+    The rules, as SQL would apply them to the release's rows (a comparison with an empty
+    value is not true): time zero is remission start, the stop of trastuzumab or the landmark;
+    the end is progression, else the last follow-up; the outcome is progression (or death,
+    for relapse_or_death). The trastuzumab_stop origin holds only records that discontinued
+    in remission (record.md: off_trastuzumab_days is empty otherwise). Delayed entry: nobody
+    is at risk before the day the inclusion rule (remission of at least min_remission_days)
+    makes them eligible, so a record whose follow-up ended before then (which validation
+    does not admit, but a stored or migrated state might hold) is never at risk and not in
+    the cohort."""
+    start, started = _days(columns, REMISSION_START)
+    progression, progressed = _days(columns, PROGRESSION)
+    last, followed = _days(columns, LAST_FOLLOWUP)
+    end = np.where(progressed, progression, last)
+    known = chosen & started & (progressed | followed)
+    event = progressed
     if plan.outcome == "relapse_or_death":
-        event = or_(event, c.vital_status == "dead")
-    eligible = c.remission_start_day + plan.min_remission_days
+        event = event | columns[VITAL].equals("dead")
+    eligible = start + plan.min_remission_days
+    at_landmark = None
     if plan.origin == "remission_start":
-        return Cohort([], literal(plan.min_remission_days), end - c.remission_start_day, event)
-    if plan.origin == "trastuzumab_stop":
-        # Discontinued in remission only (record.md: off_trastuzumab_days is empty otherwise).
-        stop = c.trastuzumab_stop_day
-        conditions = [c.maintenance_status == "discontinued", stop.is_not(None),
-                      or_(c.progression_day.is_(None), c.progression_day > stop)]
-        entry = case((eligible > stop, eligible - stop), else_=0)
-        return Cohort(conditions, entry, end - stop, event)
-    landmark = c.remission_start_day + plan.landmark_days
-    stopped = and_(c.trastuzumab_stop_day.is_not(None), c.trastuzumab_stop_day <= landmark,
-                   or_(c.trastuzumab_resume_day.is_(None), c.trastuzumab_resume_day > landmark))
-    entry = literal(max(0, plan.min_remission_days - plan.landmark_days))
-    return Cohort([end > landmark], entry, end - landmark, event,
-                  case((stopped, AT_LANDMARK_CATEGORIES[1]), else_=AT_LANDMARK_CATEGORIES[0]))
+        entry = np.full(len(end), plan.min_remission_days, dtype=np.int64)
+        exit = end - start
+    elif plan.origin == "trastuzumab_stop":
+        stop, stopped = _days(columns, STOP)
+        known &= (columns[MAINTENANCE].equals("discontinued") & stopped
+                  & (~progressed | (progression > stop)))
+        entry = np.where(eligible > stop, eligible - stop, 0)
+        exit = end - stop
+    else:
+        landmark = start + plan.landmark_days
+        stop, stopped = _days(columns, STOP)
+        resume, resumed = _days(columns, RESUME)
+        known &= end > landmark
+        entry = np.full(len(end), max(0, plan.min_remission_days - plan.landmark_days),
+                        dtype=np.int64)
+        exit = end - landmark
+        at_landmark = (stopped & (stop <= landmark) & (~resumed | (resume > landmark))
+                       ).astype(np.int64)
+    chosen = known & (exit >= entry)
+    return Cohort(chosen, entry[chosen], exit[chosen], event[chosen],
+                  columns["record_key"].values[chosen].astype(np.int64),
+                  columns["site_id"].values[chosen],
+                  None if at_landmark is None else at_landmark[chosen])
 
 
 @dataclass(frozen=True)
 class Grouping:
-    """What an answer is grouped by: its name, categories, SQL expression and labelling."""
+    """What an answer is grouped by: its name, categories and the dimension it codes (none for
+    the landmark's grouping and for one group)."""
 
     name: str | None
     categories: tuple[str, ...]
-    expression: Any
     dimension: Dimension | None = None
 
-    def label(self, value: Any) -> str:
-        """The category of a selected value."""
-        return self.dimension.label(value) if self.dimension else str(value)
+    def codes(self, columns: dict[str, Column], rows: Cohort) -> np.ndarray:
+        """Per record of the cohort, the index of its category (len(categories) for a value
+        outside them)."""
+        if self.dimension is not None:
+            column = columns[self.dimension.name]
+            return column.codes_of(self.categories, self.dimension.label)[rows.chosen]
+        if self.name == AT_LANDMARK:
+            assert rows.at_landmark is not None
+            return rows.at_landmark
+        return np.zeros(len(rows.exit), dtype=np.int64)
 
 
-ALL = Grouping(None, ("all",), literal("all"))
+ALL = Grouping(None, ("all",))
+LANDMARK = Grouping(AT_LANDMARK, AT_LANDMARK_CATEGORIES)
 
 
-def landmark_grouping(rows: Cohort) -> Grouping:
-    """The landmark design's comparison: stopped by the landmark, or continuing."""
-    return Grouping(AT_LANDMARK, AT_LANDMARK_CATEGORIES, rows.at_landmark)
+@dataclass(frozen=True)
+class Filters:
+    """The filters of a question: (dimension, category) pairs."""
+
+    chosen: tuple[tuple[Dimension, str], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dimension.name for dimension, _ in self.chosen)
+
+    def mask(self, columns: dict[str, Column]) -> np.ndarray:
+        """The records of the release that every filter selects."""
+        size = len(columns["record_key"].values)
+        selected = np.ones(size, dtype=bool)
+        for dimension, category in self.chosen:
+            codes = columns[dimension.name].codes_of(dimension.categories, dimension.label)
+            selected &= codes == dimension.categories.index(category)
+        return selected
 
 
-def checked_question(source: Any, by: Sequence[str], filters: dict[str, str],
-                     field: str = "by") -> tuple[list[Dimension], list[ColumnElement[bool]]]:
-    """The catalogue dimensions an analysis groups or adjusts by, and its filter conditions
-    over `source` (400 naming what is allowed). The site is never crossed with an analysis."""
+def checked_question(by: Sequence[str], filters: dict[str, str], field: str = "by"
+                     ) -> tuple[list[Dimension], Filters]:
+    """The catalogue dimensions an analysis groups or adjusts by, and its filters (400 naming
+    what is allowed). The site is never crossed with an analysis."""
     catalogue = {name: d for name, d in dimensions().items() if name != SITE}
     if SITE in by or SITE in filters:
         raise aggregates._invalid(SITE, "site_not_allowed",
@@ -178,7 +247,7 @@ def checked_question(source: Any, by: Sequence[str], filters: dict[str, str],
         raise aggregates._invalid("(query)", "too_many_filters",
                                   f"at most {aggregates.MAX_FILTERS} filters "
                                   "(dimension=category) per query")
-    conditions = []
+    selected = []
     for name, category in sorted(filters.items()):
         dimension = aggregates._dimension(catalogue, name, name)
         if name in by:
@@ -187,21 +256,27 @@ def checked_question(source: Any, by: Sequence[str], filters: dict[str, str],
         if category not in dimension.categories:
             raise aggregates._invalid(name, "unknown_category",
                                       "must be one of: " + ", ".join(dimension.categories))
-        conditions.append(dimension.condition(category, source))
-    return chosen, conditions
+        selected.append((dimension, category))
+    return chosen, Filters(tuple(selected))
 
 
-def _contributing_sites(session: Session, source: Any, conditions: Sequence[Any]) -> int:
-    """Sites with at least one record in the cohort."""
-    match = select(source.c.site_id).where(source.c.site_id == Site.id, *conditions).exists()
-    return session.scalar(select(func.count()).select_from(Site).where(match)) or 0
+def read_cohort(session: Session, release: Release, plan: Design, filters: Filters,
+                groupings: Sequence[Grouping]) -> tuple[Cohort, list[np.ndarray]]:
+    """The cohort of a question on a release and its records' category codes per grouping,
+    from the columns it needs of the release's columnar copy (one statement, or none when this
+    process has read them before)."""
+    names = (*design_columns(plan), *filters.names,
+             *(g.dimension.name for g in groupings if g.dimension is not None))
+    columns = release_columns.read(session, release, tuple(dict.fromkeys(names)))
+    rows = cohort(columns, plan, filters.mask(columns))
+    return rows, [grouping.codes(columns, rows) for grouping in groupings]
 
 
 # --- survival ----------------------------------------------------------------------------------
 
 def survival(caller: Caller, plan: Design, by: str | None, years: int,
-             filters: dict[str, str], policy: Policy, release_id: int | None = None,
-             source: Any = RECORDS) -> dict[str, Any]:
+             filters: dict[str, str], policy: Policy, release_id: int | None = None
+             ) -> dict[str, Any]:
     """Actuarial survival in fixed yearly intervals with delayed entry, per group, with
     medians and the log-rank test, of a release (default: the newest), disclosure-controlled."""
     authorize(caller.role, Action.QUERY_AGGREGATES)
@@ -210,37 +285,29 @@ def survival(caller: Caller, plan: Design, by: str | None, years: int,
     if by and plan.origin == "landmark":
         raise aggregates._invalid("by", "not_allowed_here", "the landmark design compares "
                                   "stopped and continuing; narrow the cohort with filters")
-    dims, conditions = checked_question(source, [by] if by else [], filters)
-    rows = cohort(source, plan)
+    dims, chosen = checked_question([by] if by else [], filters)
     if plan.origin == "landmark":
-        grouping = landmark_grouping(rows)
+        grouping = LANDMARK
     elif dims:
-        grouping = Grouping(by, dims[0].categories, dims[0].column_in(source), dims[0])
+        grouping = Grouping(by, dims[0].categories, dims[0])
     else:
         grouping = ALL
     query = aggregates.question_key("survival", {**plan.params(), "by": by,
                                                  "years": str(years)}, filters)
 
     def compute(session: Session, release: Release) -> dict[str, Any]:
-        where = [in_release(release.id), *conditions, *rows.conditions]
-        compared = len(grouping.categories) > 1
-        cohort_key = (source, plan, grouping.name, tuple(sorted(filters.items())), compared)
-        tally = TALLIES.get(
-            session, release, cohort_key,
-            lambda: _tally(session, source, rows, grouping, where, exact=compared),
-            lambda kept: len(kept.count))
-        cohort_size = (int(tally.count.sum()), int(tally.keys.sum()))
-        aggregates.refuse_small_cohort(cohort_size, policy)
-        tables = _intervals(tally, years)
+        rows, (group,) = read_cohort(session, release, plan, chosen, [grouping])
+        aggregates.refuse_small_cohort(rows.size, policy)
+        tables = _intervals(rows, group, grouping, years)
         groups = [_protected_group(name, tables.get(name), years, policy)
                   for name in grouping.categories]
-        test = _logrank(tally, grouping, policy) if compared else None
-        sites = tally.sites
+        compared = len(grouping.categories) > 1
+        test = _logrank(rows, group, grouping, policy) if compared else None
         return {**plan.params(), "by": grouping.name, "years": years,
                 "filters": dict(sorted(filters.items())),
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome],
                 "entry_day": _entry_note(plan), "groups": groups, "logrank": test,
-                "disclosure": aggregates.disclosure_block(policy, release.id, sites)}
+                "disclosure": aggregates.disclosure_block(policy, release.id, rows.sites)}
 
     return aggregates.answer_question(caller, release_id, query, policy, compute)
 
@@ -258,117 +325,29 @@ def _entry_note(plan: Design) -> str:
             "(remission day " f"{plan.min_remission_days} at the earliest)")
 
 
-@dataclass(frozen=True)
-class Tally:
-    """What one GROUP BY returns, as arrays: per row its group, when its records entered and
-    left (days, or interval codes when `bucketed`), the outcome, the count and the key sum."""
-
-    labels: tuple[str, ...]
-    entry: np.ndarray
-    exit: np.ndarray
-    event: np.ndarray
-    count: np.ndarray
-    keys: np.ndarray
-    bucketed: bool
-    sites: int  # sites with records in the cohort
-
-
-def _tally(session: Session, source: Any, rows: Cohort, grouping: Grouping,
-           where: Sequence[Any], exact: bool) -> Tally:
-    """One GROUP BY over the cohort: on exact days when a log-rank test needs them, else on
-    the yearly intervals (entry: -1 at time zero, else the interval it enters in, right-closed;
-    exit: (4 days + 3) // 1461, integer division in SQL). On PostgreSQL the same scan finds
-    the sites with records in the cohort (it would run their semi-join as a second full
-    scan): on the intervals the groups are by site too (a few rows more); on exact days, where
-    that would multiply thousands of rows, the sites are a grouping set of their own. SQLite,
-    which sorts to group and stops each site's semi-join at its first match, asks apart.
-    Fewer keys to sort or hash (a fifth less CPU on SQLite, a little on PostgreSQL): the exit
-    and the outcome are one (2 exit + outcome), and a constant of the design (the entry day
-    from remission start or a landmark, the one group of an ungrouped answer) is selected, not
-    grouped by."""
-    entry, exit = rows.entry, rows.exit
-    if not exact:
-        entry = case((rows.entry == 0, -1), else_=(rows.entry * 4 - 1) // 1461)
-        exit = (rows.exit * 4 + 3) // 1461
-    exit_and_event = cast(exit, BigInteger) * 2 + case((rows.event, 1), else_=0)
-    keys = [grouping.expression, entry, exit_and_event]
-    grouped = [key for key in keys if not isinstance(key, BindParameter)]
-    site = source.c.site_id
-    measures = [func.count(), func.coalesce(func.sum(source.c.record_key), 0)]
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    if not postgresql:
-        statement = select(*keys, *measures).group_by(*grouped)
-    elif exact:  # grouping(site_id) is 0 on the rows of the sites' own grouping set
-        statement = select(*keys, site, func.grouping(site), *measures).group_by(
-            func.grouping_sets(tuple_(*grouped), tuple_(site)))
-        # Room to hash both sets: with the default 4 MB the planner sorts the whole cohort
-        # twice on disk instead (1,000,000 records: 15 s against 3.5 s), for an estimate of
-        # 200,000 groups (11,000 in fact, 8 MB of hash). For this transaction only.
-        session.execute(text(f"SET LOCAL work_mem = '{EXACT_TALLY_WORK_MEM}'"))
-    else:
-        statement = select(*keys, site, *measures).group_by(*grouped, site)
-    result = _driver_rows(session, statement.where(*where))
-    if not postgresql:
-        sites = _contributing_sites(session, source, where)
-    elif exact:
-        sites = len({row[3] for row in result if not row[4]})
-        result = [row for row in result if row[4]]
-    else:
-        sites = len({row[3] for row in result})
-    # Column by column, straight into arrays: thousands of rows on exact days.
-    columns: list[Any] = list(zip(*result)) or [()] * 5
-    names: dict[Any, str] = {}
-    labels = [names[value] if value in names else names.setdefault(value, grouping.label(value))
-              for value in columns[0]]
-    packed = np.array(columns[2], dtype=np.int64)  # 2 exit + outcome
-    arrays = [np.array(columns[1], dtype=np.int64), packed >> 1, (packed & 1).astype(bool),
-              np.array(columns[-2], dtype=np.int64), np.array(columns[-1], dtype=np.int64)]
-    for array in arrays:  # kept for later questions (TALLIES): never changed by a reader
-        array.flags.writeable = False
-    return Tally(tuple(labels), *arrays, not exact, sites)
-
-
-def _driver_rows(session: Session, statement: Any) -> list[tuple[Any, ...]]:
-    """The rows of a statement as the driver returns them (plain tuples): a tally on exact days
-    runs to thousands of rows, which SQLAlchemy's row objects and type processing would make
-    several times slower to read than the database takes to count them."""
-    connection = session.connection()
-    compiled = statement.compile(dialect=connection.dialect)
-    params: Any = compiled.params
-    if compiled.positional:
-        params = tuple(params[name] for name in compiled.positiontup or ())
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(str(compiled), params)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
-def _intervals(tally: Tally, years: int) -> dict[str, dict[str, list[list[int]]]]:
+def _intervals(rows: Cohort, group: np.ndarray, grouping: Grouping, years: int
+               ) -> dict[str, dict[str, list[list[int]]]]:
     """True counts and key sums per group in the fixed intervals: for each group, `at_risk`
     (at the start), `entered` (after the start), `events`, `censored`, each a list over
-    intervals 0..years (the last open) of [count, key sum]."""
-    if tally.bucketed:
-        entered, left = tally.entry, tally.exit
-    else:
-        entered = np.where(tally.entry == 0, -1, (tally.entry * 4 - 1) // 1461)
-        left = (tally.exit * 4 + 3) // 1461
+    intervals 0..years (the last open) of [count, key sum]. A record enters at time zero
+    (entry 0) or in the interval of its entry day, right-closed; it leaves in the interval of
+    its exit day ((4 days + 3) // 1461)."""
+    entered = np.where(rows.entry == 0, -1, (rows.entry * 4 - 1) // 1461)
+    left = (rows.exit * 4 + 3) // 1461
     width = years + 1
     entered = np.minimum(entered, years) + 1  # 0: at risk at time zero
     left = np.minimum(left, years)
-    labels = np.array(tally.labels, dtype=object)
+    keys = rows.key.astype(float)
     tables: dict[str, dict[str, list[list[int]]]] = {}
-    for name in dict.fromkeys(tally.labels):
-        mine = labels == name
-        sums = {}
-        events, censored = mine & tally.event, mine & ~tally.event
-        for part, values in (("count", tally.count), ("keys", tally.keys)):
-            weights = values.astype(float)
-            sums[part] = (
-                np.bincount(entered[mine], weights[mine], minlength=width + 1),
-                np.bincount(left[events], weights[events], minlength=width),
-                np.bincount(left[censored], weights[censored], minlength=width))
+    for number in np.unique(group).tolist():
+        if number >= len(grouping.categories):
+            continue  # a value outside the dimension's categories: never published
+        mine = group == number
+        events, censored = mine & rows.event, mine & ~rows.event
+        sums = {part: (np.bincount(entered[mine], weights[mine], minlength=width + 1),
+                       np.bincount(left[events], weights[events], minlength=width),
+                       np.bincount(left[censored], weights[censored], minlength=width))
+                for part, weights in (("count", np.ones(len(keys))), ("keys", keys))}
         table = {part: [[0, 0] for _ in range(width)] for part in _PUBLISHED}
         for year in range(width):
             for slot, part in enumerate(("count", "keys")):
@@ -379,7 +358,7 @@ def _intervals(tally: Tally, years: int) -> dict[str, dict[str, list[list[int]]]
                 table["at_risk"][year][slot] = int(into[0]) if year == 0 else (
                     table["at_risk"][year - 1][slot] + table["entered"][year - 1][slot]
                     - table["events"][year - 1][slot] - table["censored"][year - 1][slot])
-        tables[name] = table
+        tables[grouping.categories[number]] = table
     return tables
 
 
@@ -441,19 +420,20 @@ def _protected_group(name: str, table: dict[str, list[list[int]]] | None, years:
             "median": median(estimates)}
 
 
-def _logrank(tally: Tally, grouping: Grouping, policy: Policy) -> dict[str, Any]:
+def _logrank(rows: Cohort, group: np.ndarray, grouping: Grouping, policy: Policy
+             ) -> dict[str, Any]:
     """The log-rank test between the groups that hold records, refused when one holds fewer
-    than k; on the counts per group, entry, exit and outcome (exact days). "Fewer than k" is
-    the test that withholds the group's size in the same answer (privacy.md 2.2 item 3), so
-    an answered test never tells that a withheld group size is in fact k or more."""
-    sizes: dict[str, int] = {}
-    keys: dict[str, int] = {}
-    for label, count, key in zip(tally.labels, tally.count.tolist(), tally.keys.tolist()):
-        sizes[label] = sizes.get(label, 0) + count
-        keys[label] = keys.get(label, 0) + key
-    compared = [name for name in grouping.categories if sizes.get(name)]
+    than k; on the records' tally per group, entry, exit and outcome (exact days: np.unique
+    on one packed key). "Fewer than k" is the test that withholds the group's size in the
+    same answer (privacy.md 2.2 item 3), so an answered test never tells that a withheld
+    group size is in fact k or more."""
+    width = len(grouping.categories) + 1
+    sizes = np.bincount(group, minlength=width).tolist()
+    keys = np.bincount(group, rows.key.astype(float), minlength=width).tolist()
+    compared = [name for number, name in enumerate(grouping.categories) if sizes[number]]
     k = policy.min_cell_count
-    if any(is_suppressed(sizes[name], keys[name], policy) for name in compared):
+    if any(is_suppressed(sizes[number], int(keys[number]), policy)
+           for number, name in enumerate(grouping.categories) if sizes[number]):
         return {"refused": True, "rule": "min_group_size", "groups": compared,
                 "message": f"a group holds fewer than {k} records; group by a coarser "
                            "dimension or widen the filters so that every group holds at least "
@@ -461,9 +441,18 @@ def _logrank(tally: Tally, grouping: Grouping, policy: Policy) -> dict[str, Any]
     if len(compared) < 2:
         return {"refused": True, "rule": "two_groups", "groups": compared,
                 "message": "fewer than two groups hold records: there is nothing to compare"}
-    code = {name: number for number, name in enumerate(compared)}
-    groups = np.array([code[label] for label in tally.labels])
-    test = logrank(groups, tally.entry, tally.exit, tally.event, tally.count.astype(float))
+    # One integer per record (group, entry, exit, outcome): its distinct values and their
+    # counts are the tally the test needs, a few thousand rows instead of every record.
+    entry_bits = max(int(rows.entry.max()).bit_length(), 1)
+    exit_bits = max(int(rows.exit.max()).bit_length(), 1)
+    packed = (((group << entry_bits | rows.entry) << exit_bits | rows.exit) << 1
+              | rows.event)
+    tally, count = np.unique(packed, return_counts=True)
+    event = (tally & 1).astype(bool)
+    exit = (tally >> 1) & ((1 << exit_bits) - 1)
+    entry = (tally >> (1 + exit_bits)) & ((1 << entry_bits) - 1)
+    test = logrank(tally >> (1 + exit_bits + entry_bits), entry, exit, event,
+                   count.astype(float))
     return {"refused": False, "groups": compared, "chi_square": round(test.statistic, 1),
             "degrees_of_freedom": test.degrees_of_freedom,
             "p_value": significant(test.p_value)}

@@ -10,19 +10,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.errors import QueryRefused
-from registry.models import Release, in_release
+from registry.models import Release
 from registry.permissions import Action, authorize
 from registry.services import aggregates
 from registry.services.analyses import (
-    MAX_COVARIATES, OUTCOME_MEANING, Design, Grouping, checked_question,
-    cohort, landmark_grouping,
+    LANDMARK, MAX_COVARIATES, OUTCOME_MEANING, Design, Grouping, checked_question, read_cohort,
 )
-from registry.services.catalogue import RECORDS
 from registry.services.disclosure import Equation, Policy, is_suppressed, protect
 from registry.services.estimators import Z95, cox, significant
 from registry.services.tokens import Caller
@@ -36,8 +34,7 @@ def _refused(rule: str, message: str) -> QueryRefused:
 
 
 def hazard_ratios(caller: Caller, plan: Design, covariates: list[str], filters: dict[str, str],
-                  policy: Policy, release_id: int | None = None,
-                  source: Any = RECORDS) -> dict[str, Any]:
+                  policy: Policy, release_id: int | None = None) -> dict[str, Any]:
     """A Cox model of the outcome on the chosen covariates, of a release (default: the newest),
     disclosure-controlled."""
     authorize(caller.role, Action.QUERY_AGGREGATES)
@@ -51,31 +48,28 @@ def hazard_ratios(caller: Caller, plan: Design, covariates: list[str], filters: 
     # One order is computed (covariates in name order) and shown as asked, so that every
     # order of the same covariates is one question with one answer (privacy.md 2.2 item 8).
     covariates = sorted(covariates)
-    dims, conditions = checked_question(source, covariates, filters, field="covariates")
-    rows = cohort(source, plan)
-    groupings = [Grouping(d.name, d.categories, d.column_in(source), d) for d in dims]
+    dims, chosen = checked_question(covariates, filters, field="covariates")
+    groupings = [Grouping(d.name, d.categories, d) for d in dims]
     if plan.origin == "landmark":
-        groupings.insert(0, landmark_grouping(rows))
+        groupings.insert(0, LANDMARK)
     query = aggregates.question_key("hazard-ratios", {**plan.params(),
                                                       "covariates": ",".join(covariates)},
                                     filters)
 
     def compute(session: Session, release: Release) -> dict[str, Any]:
-        where = [in_release(release.id), *conditions, *rows.conditions]
-        columns = [g.expression for g in groupings]
-        statement = select(*columns, rows.entry, rows.exit, rows.event,
-                           source.c.record_key, source.c.site_id).where(*where)
+        rows, codes = read_cohort(session, release, plan, chosen, groupings)
         names = [g.name for g in groupings]
-        frame = pd.DataFrame(session.execute(statement).all(),
-                             columns=[*names, "entry", "exit", "event", "key", "site"])
-        for grouping in groupings:
-            frame[grouping.name] = [grouping.label(v) for v in frame[grouping.name]]
-        frame["event"] = frame["event"].astype(bool)
+        frame = pd.DataFrame({"entry": rows.entry, "exit": rows.exit, "event": rows.event,
+                              "key": rows.key})
+        for grouping, code in zip(groupings, codes):
+            # A value outside the categories would be coded len(categories): none is stored.
+            labels = np.array([*grouping.categories, "(other)"], dtype=object)
+            frame[grouping.name] = labels[code]
         aggregates.refuse_small_cohort((len(frame), int(frame["key"].sum())), policy)
         levels = _levels(frame, groupings, policy)
         fit = _fit(frame, groupings, levels)
         body = _protected_levels(frame, groupings, levels, fit, policy)
-        sites = int(frame["site"].nunique())  # from the rows read: no second scan
+        sites = rows.sites
         return {**plan.params(), "covariates": names,
                 "filters": dict(sorted(filters.items())),
                 "outcome_meaning": OUTCOME_MEANING[plan.outcome], **body,

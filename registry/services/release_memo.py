@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from registry.models import Release
 
 Value = TypeVar("Value")
-# Bound on the memo's total size (the callers' own measure: rows of a tally), about 40 bytes
-# each: 2,000,000 rows are some 80 MB per worker at most.
-MAX_SIZE = 2_000_000
+# Bound on the memo's total size, in the callers' own measure (bytes, for the columns of
+# services/release_columns.py).
+MAX_SIZE = 256 * 2**20
 
 
 class ReleaseMemo:
@@ -40,6 +40,15 @@ class ReleaseMemo:
             compute: Callable[[], Value], size: Callable[[Value], int]) -> Value:
         """The value of `key` on `release`: kept from an earlier call, or `compute()`d now and
         kept when its `size` fits the bound (values must never be changed by their users)."""
+        kept = self.peek(session, release, key)
+        if kept is not None:
+            return kept
+        value = compute()
+        self.keep(session, release, key, value, size(value))
+        return value
+
+    def peek(self, session: Session, release: Release, key: Hashable) -> Any:
+        """The value kept for `key` on `release`, or None."""
         identity = _release_identity(session, release)
         full_key = (identity, key)
         with self._lock:
@@ -48,17 +57,22 @@ class ReleaseMemo:
                 self._values.move_to_end(full_key)
                 return kept[0]
             self._forget_older_states(identity)
-        value = compute()
-        weight = size(value)
-        if weight <= self.max_size:
-            with self._lock:
-                if full_key not in self._values:
-                    self._values[full_key] = (value, weight)
-                    self._size += weight
-                while self._size > self.max_size:
-                    _, (_, evicted) = self._values.popitem(last=False)
-                    self._size -= evicted
-        return value
+        return None
+
+    def keep(self, session: Session, release: Release, key: Hashable, value: Any,
+             weight: int) -> None:
+        """Keep `value` for `key` on `release` when its `weight` fits the bound, the oldest
+        uses evicted to make room."""
+        if weight > self.max_size:
+            return
+        full_key = (_release_identity(session, release), key)
+        with self._lock:
+            if full_key not in self._values:
+                self._values[full_key] = (value, weight)
+                self._size += weight
+            while self._size > self.max_size:
+                _, (_, evicted) = self._values.popitem(last=False)
+                self._size -= evicted
 
     def _forget_older_states(self, identity: tuple[Any, ...]) -> None:
         """Drop what was kept of the same release before it changed (a withdrawal): never used

@@ -23,6 +23,7 @@ from registry.models import (
     AuditEntry, Record, Release, Tombstone, in_release, release_records,
 )
 from registry.permissions import Action, allowed, authorize
+from registry.services import release_columns
 from registry.services.disclosure import Policy, protect
 from registry.services.tokens import Caller
 
@@ -175,6 +176,9 @@ def cut_release(caller: Caller | None, note: str | None, policy: Policy) -> dict
         session.add(release)
         session.flush()
         _freeze(session, release.id)
+        # The columnar copy the analyses read (services/release_columns.py), in the same
+        # transaction: a release never exists without it, unless a withdrawal deleted it.
+        release_columns.store(session, release.id, release_columns.build(session, release.id))
         count, keys = session.execute(
             select(func.count(), func.coalesce(func.sum(RELEASED.c.record_key), 0))
             .where(in_release(release.id))).one()
@@ -214,19 +218,23 @@ def _freeze(session: Session, release_id: int) -> None:
 
 
 def erase_from_releases(session: Session, record_id: int) -> None:
-    """Withdrawal of consent: erase every released state of the record, and lower the record
-    count of each release that held it (the law wins over reproducibility; the audit log
-    shows the withdrawal)."""
+    """Withdrawal of consent: erase every released state of the record, lower the record count
+    of each release that held it, and delete those releases' columnar copies (the next
+    question on one writes it again without the record; the law wins over reproducibility;
+    the audit log shows the withdrawal)."""
     states = session.execute(select(RELEASED.c.valid_from, RELEASED.c.valid_until,
                                     RELEASED.c.record_key).where(
         RELEASED.c.record_id == record_id)).all()
+    holding: list[int] = []
     for valid_from, valid_until, key in states:
         held = Release.id >= valid_from
         if valid_until is not None:
             held = and_(held, Release.id < valid_until)
-        session.execute(update(Release).where(held).values(
-            record_count=Release.record_count - 1, record_key_sum=Release.record_key_sum - key))
+        holding += session.scalars(update(Release).where(held).values(
+            record_count=Release.record_count - 1, record_key_sum=Release.record_key_sum - key)
+            .returning(Release.id)).all()
     session.execute(RELEASED.delete().where(RELEASED.c.record_id == record_id))
+    release_columns.erase(session, holding)
 
 
 def release_outlook(policy: Policy) -> dict[str, Any]:
