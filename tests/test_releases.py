@@ -12,7 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
 from registry.db import unit_of_work
-from registry.models import Record, release_records
+from registry.models import Record, release_columns, release_records
+from registry.services import release_columns as release_columns_service
+from registry.services.records import withdraw_record
+from registry.services.release_columns import coded_names
+from registry.services.tokens import resolve_token
 from registry.services.synthetic import synthetic_record
 from tests.test_aggregates_api import K, insert_rows
 
@@ -145,6 +149,39 @@ def test_a_release_stores_only_what_changed(client: FlaskClient, steward) -> Non
     change_records(K)
     client.post(RELEASES, json={}, headers=steward)
     assert states() == 300 + K  # not 600: unchanged records are shared by both releases
+
+
+def copy_lengths(release_id: int) -> set[int]:
+    """The number of records in each stored column of a release's columnar copy."""
+    with unit_of_work() as session:
+        rows = session.execute(select(release_columns.c.name, release_columns.c.data).where(
+            release_columns.c.release_id == release_id)).all()
+    return {len(data) // (1 if name in coded_names() else 4) for name, data in rows}
+
+
+def test_a_cut_writes_the_release_copy_and_a_withdrawal_meanwhile_leaves_none(
+        client: FlaskClient, steward, site_a, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    subjects = [put(client, site_a, rng, n) for n in range(2 * K)]
+    first = client.post(RELEASES, json={}, headers=steward).json["id"]
+    assert copy_lengths(first) == {2 * K}  # after the cut's commit, every column
+
+    # A patient withdraws while the copy of the next release is being built: the copy read
+    # before the withdrawal must not be written (it would hold the withdrawn patient).
+    for n in range(2 * K, 3 * K):
+        put(client, site_a, rng, n)
+    build = release_columns_service.build
+
+    def build_then_withdraw(session: Any, release_id: int) -> Any:
+        columns = build(session, release_id)
+        withdraw_record(resolve_token(site_a["Authorization"].split()[1]), subjects[0])
+        return columns
+
+    monkeypatch.setattr(release_columns_service, "build", build_then_withdraw)
+    second = client.post(RELEASES, json={}, headers=steward).json["id"]
+    monkeypatch.undo()
+    assert copy_lengths(second) == set()  # left to the next question, which builds it anew
+    assert copy_lengths(first) == set()  # the withdrawal deleted the first release's copy
 
 
 def test_withdrawal_erases_the_patient_from_every_release(
