@@ -12,7 +12,8 @@ B6: the worker's memory before and after one 1,000-record batch: growth <= 50 MB
     limit answers 413 before it is read.
 
     python -m benchmarks.load [--database postgresql|sqlite|both] [--seconds 30] [--clients 16]
-                              [--workers N] [--threads N] [--worker-connections N] [--reuse-port]
+                              [--workers N] [--threads N] [--spread-connections]
+                              [--worker-connections N] [--reuse-port]
 
 Each wrk phase also prints how its connections were spread over the gunicorn workers (sampled
 every half second, the spread seen most often): a gthread worker keeps a keep-alive connection
@@ -570,15 +571,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="B3: gunicorn workers (default: the "
                         "shipped config's)")
     parser.add_argument("--threads", type=int, help="B3: threads per gunicorn worker")
+    parser.add_argument("--spread-connections", action="store_true", help="B3: "
+                        "REGISTRY_SPREAD_CONNECTIONS=on (a worker holds at most --threads "
+                        "connections, keep-alive kept)")
     parser.add_argument("--worker-connections", type=int, help="B3: gunicorn's "
                         "worker_connections (default 1000): the most connections a worker "
-                        "holds; at --threads, 16 clients spread evenly over 4 workers")
+                        "holds; gthread keeps alive at most this minus --threads of them")
     parser.add_argument("--reuse-port", action="store_true", help="B3: gunicorn's reuse_port: "
                         "a listening socket per worker, the kernel spreading connections")
     options = parser.parse_args(argv)
     settings = {name: str(value) for name, value in (("REGISTRY_WORKERS", options.workers),
                                                      ("REGISTRY_THREADS", options.threads))
                 if value is not None}
+    if options.spread_connections:
+        settings["REGISTRY_SPREAD_CONNECTIONS"] = "on"
     arguments = ((f"--worker-connections={options.worker_connections}",)
                  if options.worker_connections else ()) \
         + (("--reuse-port",) if options.reuse_port else ())
