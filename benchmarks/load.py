@@ -12,7 +12,8 @@ B6: the worker's memory before and after one 1,000-record batch: growth <= 50 MB
     limit answers 413 before it is read.
 
     python -m benchmarks.load [--database postgresql|sqlite|both] [--seconds 30] [--clients 16]
-                              [--workers N] [--threads N] [--spread-connections]
+                              [--workers N] [--threads N] [--sqlite-writer-queue]
+                              [--spread-connections]
                               [--worker-connections N] [--reuse-port]
 
 Each wrk phase also prints how its connections were spread over the gunicorn workers (sampled
@@ -571,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="B3: gunicorn workers (default: the "
                         "shipped config's)")
     parser.add_argument("--threads", type=int, help="B3: threads per gunicorn worker")
+    parser.add_argument("--sqlite-writer-queue", action="store_true", help="B3: "
+                        "REGISTRY_SQLITE_WRITER_QUEUE=on (writers wait on a file lock)")
     parser.add_argument("--spread-connections", action="store_true", help="B3: "
                         "REGISTRY_SPREAD_CONNECTIONS=on (a worker holds at most --threads "
                         "connections, keep-alive kept)")
@@ -585,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
                 if value is not None}
     if options.spread_connections:
         settings["REGISTRY_SPREAD_CONNECTIONS"] = "on"
+    if options.sqlite_writer_queue:
+        settings["REGISTRY_SQLITE_WRITER_QUEUE"] = "on"
     arguments = ((f"--worker-connections={options.worker_connections}",)
                  if options.worker_connections else ()) \
         + (("--reuse-port",) if options.reuse_port else ())
