@@ -12,7 +12,13 @@ B6: the worker's memory before and after one 1,000-record batch: growth <= 50 MB
     limit answers 413 before it is read.
 
     python -m benchmarks.load [--database postgresql|sqlite|both] [--seconds 30] [--clients 16]
-                              [--workers N] [--threads N]
+                              [--workers N] [--threads N] [--sqlite-writer-queue]
+                              [--spread-connections]
+                              [--worker-connections N] [--reuse-port]
+
+Each wrk phase also prints how its connections were spread over the gunicorn workers (sampled
+every half second, the spread seen most often): a gthread worker keeps a keep-alive connection
+for good, so an uneven spread puts more requests on one worker than it has threads.
 
 PostgreSQL: a fresh database on the server of REGISTRY_BENCH_POSTGRES_URL (default the local
 server), dropped afterwards; SQLite: a file in a temporary folder. Rate limiting is switched off
@@ -34,11 +40,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import fresh_database
 
@@ -73,15 +81,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def gunicorn(url: str, **settings: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """gunicorn with the shipped config on a free loopback port; yields (host:port, process)."""
+def gunicorn(url: str, arguments: tuple[str, ...] = (), **settings: str
+             ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """gunicorn with the shipped config on a free loopback port, `arguments` on its command line
+    (which override the config file); yields (host:port, process)."""
     bind = f"127.0.0.1:{_free_port()}"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("REGISTRY_", "PROMETHEUS_"))}
     env.update({"DATABASE_URL": url, "REGISTRY_BIND": bind, "REGISTRY_RATE_LIMIT": "off",
                 "REGISTRY_LOG_LEVEL": "WARNING", **settings})
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG),
+        [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONFIG), *arguments,
          "registry:create_app()"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
@@ -257,15 +267,70 @@ def run_pgbench(url: str, seconds: float, clients: int, script: str,
     return figures
 
 
+def _connections_per_worker(master: int, port: int) -> tuple[int, ...]:
+    """How many established connections to `port` each worker of `master` holds, most first."""
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            established.add(f"socket:[{fields[9]}]")
+    counts = []
+    for worker in _workers_of(master):
+        try:
+            descriptors = list(Path(f"/proc/{worker}/fd").iterdir())
+        except OSError:
+            continue
+        held = 0
+        for descriptor in descriptors:
+            try:
+                held += os.readlink(descriptor) in established
+            except OSError:
+                pass
+        counts.append(held)
+    return tuple(sorted(counts, reverse=True))
+
+
+@contextmanager
+def connection_spread(master: int, port: int) -> Iterator[dict[str, str]]:
+    """Sample _connections_per_worker every half second while the block runs; the dict it
+    yields gets "spread": the spread seen most often, e.g. "8/7/1/0"."""
+    samples: list[tuple[int, ...]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            spread = _connections_per_worker(master, port)
+            if sum(spread):
+                samples.append(spread)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    result: dict[str, str] = {}
+    sampler.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        if samples:
+            most = max(set(samples), key=samples.count)
+            result["spread"] = "/".join(map(str, most))
+
+
 def measure(postmaster: int | None, seconds: float, run: Callable[[], dict[str, float]],
-            gunicorn_pid: int | None = None) -> dict[str, float]:
+            gunicorn_pid: int | None = None, bind: str | None = None) -> dict[str, float]:
     """`run` (wrk or pgbench), plus the CPU each request cost in the gunicorn workers, in
-    PostgreSQL and in the load generator (ms), how busy the machine was and its load."""
+    PostgreSQL and in the load generator (ms), how busy the machine was and its load, and (with
+    gunicorn's `bind`) how the connections were spread over its workers."""
     load = os.getloadavg()[0]
     app_before = _tree_cpu(gunicorn_pid) if gunicorn_pid else 0.0
     db_before = _tree_cpu(postmaster) if postmaster else 0.0
     busy_before, all_before = _machine_busy()
-    figures = run()
+    if gunicorn_pid and bind:
+        with connection_spread(gunicorn_pid, int(bind.rsplit(":", 1)[1])) as spread:
+            figures: dict[str, Any] = run()
+        figures.update(spread)
+    else:
+        figures = run()
     busy_after, all_after = _machine_busy()
     requests = figures["rate"] * seconds
     figures["app_ms"] = ((_tree_cpu(gunicorn_pid) - app_before) / requests * 1000
@@ -320,17 +385,18 @@ def _pgbench_put(url: str, token: str, before: dict, after: dict, clients: int
         subjects_per_client=WRK_THREADS * SUBJECTS_PER_THREAD // clients, now=utcnow())
 
 
-def _cpu_cell(figures: dict[str, float], app: str = "workers") -> str:
+def _cpu_cell(figures: dict[str, Any], app: str = "workers") -> str:
     parts = []
     if figures["app_ms"] == figures["app_ms"]:
         parts.append(f"{app} {figures['app_ms']:.2f}")
     if figures["db_ms"] == figures["db_ms"]:
         parts.append(f"PostgreSQL {figures['db_ms']:.2f}")
+    spread = f"; connections per worker {figures['spread']}" if "spread" in figures else ""
     return (f"CPU/request ms: {', '.join(parts)}, load generator {figures['wrk_ms']:.2f}; "
-            f"machine {figures['busy']:.0%} busy, load {figures['load']:.1f}")
+            f"machine {figures['busy']:.0%} busy, load {figures['load']:.1f}{spread}")
 
 
-def _phase_rows(name: str, figures: dict[str, float]) -> list[tuple]:
+def _phase_rows(name: str, figures: dict[str, Any]) -> list[tuple]:
     return [(name, f"{figures['rate']:.0f}/s", f"p50 {figures['p50']:.1f} ms, p99 "
              f"{figures['p99']:.1f} ms, {figures['failed']:.0f} failed", "",
              figures["failed"] == 0),
@@ -338,7 +404,7 @@ def _phase_rows(name: str, figures: dict[str, float]) -> list[tuple]:
 
 
 def benchmark_b3(url: str, token: str, seconds: float, clients: int,
-                 **settings: str) -> list[tuple]:
+                 arguments: tuple[str, ...] = (), **settings: str) -> list[tuple]:
     """B3 rows. PostgreSQL: pgbench running the statements of a PUT and PUT through gunicorn,
     interleaved A-B-B-A; the PUT/pgbench throughput ratio is the bar. Both databases: p99 of a
     PUT; GET /healthz beside it for context."""
@@ -371,10 +437,10 @@ def benchmark_b3(url: str, token: str, seconds: float, clients: int,
                                              "first": FIRST_SUBJECT})
         healthz_script = Path(folder, "healthz.lua")
         healthz_script.write_text('wrk.path = "/healthz"\n')
-        with gunicorn(url, **settings) as (bind, process):
+        with gunicorn(url, arguments, **settings) as (bind, process):
             run_wrk(bind, 2, clients, healthz_script)  # warm-up
             health = measure(postmaster, seconds, lambda: run_wrk(
-                bind, seconds, clients, healthz_script), process.pid)
+                bind, seconds, clients, healthz_script), process.pid, bind)
             # A-B-B-A on PostgreSQL (B-B on SQLite): the machine's load drifts, and the
             # interleaving spreads the drift over both.
             for phase in ("pgbench", "put", "put", "pgbench") if on_postgres else ("put", "put"):
@@ -384,7 +450,7 @@ def benchmark_b3(url: str, token: str, seconds: float, clients: int,
                 else:
                     _reset_subjects(url, token, [triple[0] for triple in versions])
                     figures = measure(postmaster, seconds, lambda: run_wrk(
-                        bind, seconds, clients, put_script), process.pid)
+                        bind, seconds, clients, put_script), process.pid, bind)
                 phases[phase].append(figures)
                 sequence.append((phase, figures))
     puts = phases["put"]
@@ -506,20 +572,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="B3: gunicorn workers (default: the "
                         "shipped config's)")
     parser.add_argument("--threads", type=int, help="B3: threads per gunicorn worker")
+    parser.add_argument("--sqlite-writer-queue", action="store_true", help="B3: "
+                        "REGISTRY_SQLITE_WRITER_QUEUE=on (writers wait on a file lock)")
+    parser.add_argument("--spread-connections", action="store_true", help="B3: "
+                        "REGISTRY_SPREAD_CONNECTIONS=on (a worker holds at most --threads "
+                        "connections, keep-alive kept)")
+    parser.add_argument("--worker-connections", type=int, help="B3: gunicorn's "
+                        "worker_connections (default 1000): the most connections a worker "
+                        "holds; gthread keeps alive at most this minus --threads of them")
+    parser.add_argument("--reuse-port", action="store_true", help="B3: gunicorn's reuse_port: "
+                        "a listening socket per worker, the kernel spreading connections")
     options = parser.parse_args(argv)
     settings = {name: str(value) for name, value in (("REGISTRY_WORKERS", options.workers),
                                                      ("REGISTRY_THREADS", options.threads))
                 if value is not None}
+    if options.spread_connections:
+        settings["REGISTRY_SPREAD_CONNECTIONS"] = "on"
+    if options.sqlite_writer_queue:
+        settings["REGISTRY_SQLITE_WRITER_QUEUE"] = "on"
+    arguments = ((f"--worker-connections={options.worker_connections}",)
+                 if options.worker_connections else ()) \
+        + (("--reuse-port",) if options.reuse_port else ())
     kinds = ["postgresql", "sqlite"] if options.database == "both" else [options.database]
     met = True
     for kind in kinds:
         print(f"\n{kind}: {options.clients} clients, {options.seconds:.0f} s per phase, gunicorn "
               f"with deploy/{GUNICORN_CONFIG.name}"
-              f"{''.join(f', {name}={value}' for name, value in settings.items())}, load average "
+              f"{''.join(f', {name}={value}' for name, value in settings.items())}"
+              f"{''.join(f', {argument}' for argument in arguments)}, load average "
               f"{os.getloadavg()[0]:.1f} before")
         with fresh_database(kind) as url:
             token = prepare_database(url)
-            rows = benchmark_b3(url, token, options.seconds, options.clients, **settings)
+            rows = benchmark_b3(url, token, options.seconds, options.clients, arguments,
+                                **settings)
             rows += benchmark_b6(url, token)
         print_table(rows)
         met = met and all(row[4] is not False for row in rows)

@@ -26,6 +26,9 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
      "base of the problem type URIs in error bodies"),
     ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
     ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
+    ("REGISTRY_SQLITE_WRITER_QUEUE", "off",
+     "SQLite: 'on': writers wait for each other on a file lock beside the database instead of "
+     "asking for SQLite's write lock every few ms (docs/quality.md, B3)"),
     ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
     ("REGISTRY_CONSOLE_IDLE_MINUTES", 30,
      "web console: a session unused this long ends (sign in again)"),
@@ -52,6 +55,10 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("REGISTRY_BIND", "0.0.0.0:8000", "gunicorn: address and port to listen on"),
     ("REGISTRY_WORKERS", None, "gunicorn: worker processes; default: 2 per CPU core"),
     ("REGISTRY_THREADS", 4, "gunicorn: threads per worker"),
+    ("REGISTRY_SPREAD_CONNECTIONS", "off",
+     "gunicorn: 'on': a worker holds at most as many connections as it has threads, so "
+     "keep-alive clients spread over the workers, and at most workers x threads are served at "
+     "once (docs/quality.md, B3)"),
     ("REGISTRY_WORKER_TIMEOUT", 60, "gunicorn: seconds before a silent worker is restarted"),
     ("REGISTRY_MAX_REQUESTS", 20000, "gunicorn: requests after which a worker is recycled"),
     ("REGISTRY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1",
@@ -109,6 +116,8 @@ def check_settings(values: dict[str, Any]) -> None:
         raise SystemExit("REGISTRY_MIN_CELL_COUNT may not be below 5 (privacy.md section 2)")
     if values["REGISTRY_PERTURBATION"] not in ("on", "off"):
         raise SystemExit("REGISTRY_PERTURBATION must be 'on' or 'off'")
+    if values["REGISTRY_SQLITE_WRITER_QUEUE"] not in ("on", "off"):
+        raise SystemExit("REGISTRY_SQLITE_WRITER_QUEUE must be 'on' or 'off'")
     if values["REGISTRY_QUESTION_BUDGET"] < 1 or values["REGISTRY_RELEASE_MIN_DAYS"] < 0:
         raise SystemExit("REGISTRY_QUESTION_BUDGET must be at least 1 and "
                          "REGISTRY_RELEASE_MIN_DAYS at least 0")

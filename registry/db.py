@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -58,6 +60,9 @@ def utcnow() -> datetime:
 # Execution option of the SQLite engine for one-statement work: its transaction starts with a
 # plain (deferred) BEGIN, which takes no lock before its statement does.
 SQLITE_DEFERRED = "registry_sqlite_deferred"
+# Execution option of the PostgreSQL engine for one-statement work: no BEGIN at all, the
+# statement commits by itself (see _prepare_postgresql).
+POSTGRES_NO_TRANSACTION = "registry_postgres_no_transaction"
 # How long a statement waits for a lock another connection holds (the busy timeout), and the
 # first and longest pause of a writer between two asks for the write lock.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -89,6 +94,47 @@ def _begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
+# Key of a pooled SQLite connection's info: its descriptor of the writers' lock file, and
+# whether it holds that lock now.
+_WRITERS_LOCK, _WRITERS_LOCK_HELD = "registry_writers_lock", "registry_writers_lock_held"
+
+
+def _queue_writers(engine: Engine) -> None:
+    """REGISTRY_SQLITE_WRITER_QUEUE=on: a write transaction first takes a lock on a file beside
+    the database (`<database>-writers`, flock, one descriptor per pooled connection, so it
+    also excludes threads of one process) and holds it until its connection returns to the
+    pool. Writers then wait blocked in the kernel, without the GIL, and start the moment the
+    lock is free, instead of asking for SQLite's write lock every 1 to 4 ms (quality.md, B3).
+    The wait has no limit among the registry's own processes (SQLite's 30 s applies to any
+    other writer); off by default."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+
+    @event.listens_for(engine, "begin")
+    def _take(connection: Any) -> None:
+        if connection.get_execution_options().get(SQLITE_DEFERRED, False):
+            return
+        info = connection.connection.info
+        if info.get(_WRITERS_LOCK_HELD):
+            return
+        if _WRITERS_LOCK not in info:
+            info[_WRITERS_LOCK] = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(info[_WRITERS_LOCK], fcntl.LOCK_EX)
+        info[_WRITERS_LOCK_HELD] = True
+
+    @event.listens_for(engine, "checkin")
+    def _release(_dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop(_WRITERS_LOCK_HELD, False):
+            fcntl.flock(record.info[_WRITERS_LOCK], fcntl.LOCK_UN)
+
+    @event.listens_for(engine, "close")
+    def _close(_dbapi_connection: Any, record: Any) -> None:
+        record.info.pop(_WRITERS_LOCK_HELD, None)
+        if _WRITERS_LOCK in record.info:
+            os.close(record.info.pop(_WRITERS_LOCK))
+
+
 def _prepare_sqlite(engine: Engine) -> None:
     """Make SQLite transactional in the way the registry relies on.
 
@@ -118,20 +164,49 @@ def _prepare_sqlite(engine: Engine) -> None:
             _begin_immediate(connection)
 
 
-def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) -> Engine:
-    """Create the engine for `url`: parameters never appear in error messages or logs."""
+def _prepare_postgresql(engine: Engine) -> None:
+    """Let one-statement work (the token check of every request) run in the driver's
+    autocommit mode without SQLAlchemy's isolation-level switch and reset.
+
+    A connection begun with POSTGRES_NO_TRANSACTION is put in psycopg's autocommit mode (an
+    attribute of the driver's connection, with no round trip: the transaction has sent nothing
+    yet), so its statement commits by itself and no BEGIN or COMMIT is sent; it leaves
+    autocommit when it returns to the pool. Every other transaction is psycopg's own, as
+    before (its implicit BEGIN is part of the first statement's execution, so an error there is
+    wrapped and a lost connection invalidates the pool as for any statement). SQLAlchemy's
+    isolation_level="AUTOCOMMIT" did the same with about 0.04 ms more CPU per request
+    (quality.md, "Where a PUT's CPU goes")."""
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(POSTGRES_NO_TRANSACTION, False):
+            connection.connection.driver_connection.autocommit = True
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None and not dbapi_connection.closed \
+                and dbapi_connection.autocommit:
+            dbapi_connection.autocommit = False
+
+
+def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5,
+                sqlite_writer_queue: bool = False) -> Engine:
+    """Create the engine for `url`: parameters never appear in error messages or logs.
+    sqlite_writer_queue: see _queue_writers."""
     parsed = make_url(url)
     options: dict[str, Any] = {"hide_parameters": True, "future": True}
     if parsed.get_backend_name() == "sqlite":
         options["connect_args"] = {"check_same_thread": False,
                                    "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = create_engine(parsed, **options)
+        if sqlite_writer_queue:  # first: listeners run in order, the lock before BEGIN IMMEDIATE
+            _queue_writers(engine)
         _prepare_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     if statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
-    return create_engine(
+    engine = create_engine(
         parsed,
         # psycopg's own executemany (pipeline mode) beats one giant multi-row INSERT, whose
         # text psycopg would parse again for every batch.
@@ -145,6 +220,8 @@ def make_engine(url: str, *, statement_timeout_ms: int = 0, pool_size: int = 5) 
         connect_args=connect_args,
         **options,
     )
+    _prepare_postgresql(engine)
+    return engine
 
 
 class Database:
@@ -153,11 +230,12 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session_factory = sessionmaker(bind=engine, expire_on_commit=False)
-        # Work of one statement needs no transaction around it: on PostgreSQL it runs in
-        # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps a transaction
-        # (no round trip there), deferred so that a read takes no write lock. Anything with
-        # begin() yielding a Connection will do (the tests join their own transaction).
-        self.autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT") \
+        # Work of one statement needs no transaction around it: on PostgreSQL it sends no
+        # BEGIN (the connection is in the driver's autocommit), which saves the BEGIN and
+        # COMMIT round trips. SQLite keeps a transaction (no round trip there), deferred so
+        # that a read takes no write lock. Anything with begin() yielding a Connection will do
+        # (the tests join their own transaction).
+        self.autocommit: Any = engine.execution_options(**{POSTGRES_NO_TRANSACTION: True}) \
             if engine.dialect.name == "postgresql" else \
             engine.execution_options(**{SQLITE_DEFERRED: True})
         self.transactions: Any = engine
@@ -175,6 +253,7 @@ def init_app(app: Flask) -> Database:
             app.config["DATABASE_URL"],
             statement_timeout_ms=app.config["REGISTRY_STATEMENT_TIMEOUT_MS"],
             pool_size=app.config["REGISTRY_DB_POOL_SIZE"],
+            sqlite_writer_queue=app.config.get("REGISTRY_SQLITE_WRITER_QUEUE") == "on",
         )
     )
     app.extensions["registry_db"] = database

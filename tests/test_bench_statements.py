@@ -149,3 +149,31 @@ def test_pgbench_running_the_script_writes_as_a_put_does(bench_app, tmp_path: Pa
     assert after[1] - before[1] == 10
     assert after[2] - before[2] == 10
     assert after[3] >= 2
+
+
+def test_the_token_lookup_commits_alone_and_leaves_its_connection_transactional(bench_app):
+    # The token lookup runs in the driver's autocommit mode (no BEGIN, no COMMIT); the same
+    # pooled connection then serves a real transaction: BEGIN is sent and ROLLBACK undoes it.
+    from psycopg.pq import TransactionStatus
+
+    from registry.db import Database, make_engine
+
+    url = bench_app[2]
+    database = Database(make_engine(url, pool_size=1))
+    try:
+        with database.autocommit.begin() as connection:
+            driver = connection.connection.driver_connection
+            connection.exec_driver_sql("SELECT 1")
+            assert driver.autocommit
+            assert driver.info.transaction_status == TransactionStatus.IDLE
+        with database.transactions.connect() as connection:
+            assert connection.connection.driver_connection is driver
+            assert not driver.autocommit
+            with connection.begin() as outer:
+                connection.exec_driver_sql("CREATE TEMPORARY TABLE probe (n int)")
+                assert driver.info.transaction_status == TransactionStatus.INTRANS
+                outer.rollback()
+            assert connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'probe'").scalar() == 0
+    finally:
+        database.engine.dispose()

@@ -296,6 +296,41 @@ def test_on_sqlite_a_writer_keeps_asking_for_the_write_lock_then_writes(tmp_path
     get_database_of(app).engine.dispose()
 
 
+def test_on_sqlite_the_writer_queue_makes_writers_wait_for_each_other(tmp_path) -> None:
+    # REGISTRY_SQLITE_WRITER_QUEUE=on: a write transaction holds the lock file beside the
+    # database until its connection is back in the pool; another writer (another engine, as
+    # another worker would be) waits on it, then writes. Reads do not take it.
+    from registry.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    first, second = (make_engine(url, sqlite_writer_queue=True) for _ in range(2))
+    with first.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE probe (n INTEGER)")
+    done = threading.Event()
+
+    def write() -> None:
+        with second.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO probe VALUES (2)")
+        done.set()
+
+    try:
+        with first.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO probe VALUES (1)")
+            writer = threading.Thread(target=write)
+            writer.start()
+            assert not done.wait(0.3)  # queued behind the open transaction
+            with second.execution_options(**{db.SQLITE_DEFERRED: True}).begin() as reader:
+                assert reader.exec_driver_sql("SELECT count(*) FROM probe").scalar() == 0
+        writer.join(5)
+        assert done.is_set()
+        with first.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM probe").scalar() == 2
+        assert (tmp_path / "queue.db-writers").exists()
+    finally:
+        first.dispose()
+        second.dispose()
+
+
 def test_on_sqlite_a_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch) -> None:
     # The wait for the write lock ends as a wait for any unavailable database: 503, Retry-After.
     app = _sqlite_app(tmp_path / "held.db")
