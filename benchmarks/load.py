@@ -13,7 +13,6 @@ B6: the worker's memory before and after one 1,000-record batch: growth <= 50 MB
 
     python -m benchmarks.load [--database postgresql|sqlite|both] [--seconds 30] [--clients 16]
                               [--workers N] [--threads N] [--sqlite-writer-queue]
-                              [--spread-connections]
                               [--worker-connections N] [--reuse-port]
 
 Each wrk phase also prints how its connections were spread over the gunicorn workers (sampled
@@ -574,9 +573,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="B3: threads per gunicorn worker")
     parser.add_argument("--sqlite-writer-queue", action="store_true", help="B3: "
                         "REGISTRY_SQLITE_WRITER_QUEUE=on (writers wait on a file lock)")
-    parser.add_argument("--spread-connections", action="store_true", help="B3: "
-                        "REGISTRY_SPREAD_CONNECTIONS=on (a worker holds at most --threads "
-                        "connections, keep-alive kept)")
     parser.add_argument("--worker-connections", type=int, help="B3: gunicorn's "
                         "worker_connections (default 1000): the most connections a worker "
                         "holds; gthread keeps alive at most this minus --threads of them")
@@ -586,8 +582,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = {name: str(value) for name, value in (("REGISTRY_WORKERS", options.workers),
                                                      ("REGISTRY_THREADS", options.threads))
                 if value is not None}
-    if options.spread_connections:
-        settings["REGISTRY_SPREAD_CONNECTIONS"] = "on"
     if options.sqlite_writer_queue:
         settings["REGISTRY_SQLITE_WRITER_QUEUE"] = "on"
     arguments = ((f"--worker-connections={options.worker_connections}",)

@@ -42,30 +42,7 @@ class QuietWorker(ThreadWorker):
             super().handle_error(None, client, addr, quiet)
 
 
-class SpreadingWorker(QuietWorker):
-    """QuietWorker that holds at most as many connections as it has threads, keep-alive kept.
-    gthread keeps a keep-alive connection on the worker that accepted it, and the first worker
-    to wake accepts a burst of clients: 16 clients sat 8/1/7/0 to 16/0/0/0 on 4 workers of 4
-    threads, one worker queueing twice as many requests as it has threads while others idled.
-    The cost: workers x threads connections at most, so a client beyond them waits for one to
-    close (an idle keep-alive connection holds its place for up to `keepalive` seconds). gthread
-    keeps alive at most worker_connections - threads connections, counted from the setting,
-    which this leaves as it is. Off unless REGISTRY_SPREAD_CONNECTIONS=on: on a shared machine
-    the even spread did not shorten B3's tail (docs/quality.md)."""
-
-    @property
-    def worker_connections(self) -> int:  # read by gthread's loop before each accept
-        return min(self._most_connections, self.cfg.threads)
-
-    @worker_connections.setter
-    def worker_connections(self, value: int) -> None:
-        self._most_connections = value
-
-
-if _settings["REGISTRY_SPREAD_CONNECTIONS"] not in ("on", "off"):
-    raise SystemExit("REGISTRY_SPREAD_CONNECTIONS must be 'on' or 'off'")
-worker_class = SpreadingWorker if _settings["REGISTRY_SPREAD_CONNECTIONS"] == "on" \
-    else QuietWorker
+worker_class = QuietWorker
 timeout = _settings["REGISTRY_WORKER_TIMEOUT"]
 graceful_timeout = 30
 keepalive = 5

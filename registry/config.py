@@ -55,10 +55,6 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("REGISTRY_BIND", "0.0.0.0:8000", "gunicorn: address and port to listen on"),
     ("REGISTRY_WORKERS", None, "gunicorn: worker processes; default: 2 per CPU core"),
     ("REGISTRY_THREADS", 4, "gunicorn: threads per worker"),
-    ("REGISTRY_SPREAD_CONNECTIONS", "off",
-     "gunicorn: 'on': a worker holds at most as many connections as it has threads, so "
-     "keep-alive clients spread over the workers, and at most workers x threads are served at "
-     "once (docs/quality.md, B3)"),
     ("REGISTRY_WORKER_TIMEOUT", 60, "gunicorn: seconds before a silent worker is restarted"),
     ("REGISTRY_MAX_REQUESTS", 20000, "gunicorn: requests after which a worker is recycled"),
     ("REGISTRY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1",

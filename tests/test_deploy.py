@@ -149,31 +149,6 @@ def test_shipped_gunicorn_logger_builds_no_access_lines(tmp_path: Path) -> None:
     assert done.stdout.strip() == "stock logger builds the line"
 
 
-def test_spreading_worker_accepts_only_with_a_thread_free(tmp_path: Path) -> None:
-    # REGISTRY_SPREAD_CONNECTIONS=on: gthread's loop accepts while its connections are below
-    # worker_connections, which is then the worker's threads; keep-alive stays on (gthread
-    # counts its keep-alive allowance from the setting, not from this attribute).
-    probe = (
-        "import inspect, runpy; from collections import deque; from types import SimpleNamespace\n"
-        "from gunicorn.workers.gthread import ThreadWorker\n"
-        "assert 'self.nr_conns < self.worker_connections' in inspect.getsource(ThreadWorker.run)\n"
-        "assert 'self.cfg.worker_connections - self.cfg.threads' in "
-        "inspect.getsource(ThreadWorker.__init__)\n"
-        "worker_class = runpy.run_path('deploy/gunicorn.conf.py')['worker_class']\n"
-        "worker = worker_class.__new__(worker_class)\n"
-        "worker.cfg = SimpleNamespace(threads=4); worker.worker_connections = 1000\n"
-        "worker.keepalived_conns, worker.pending_conns = deque([1, 2]), deque([3])\n"
-        "print(worker_class.__name__, worker.worker_connections)\n")
-    for setting, expected in (("on", "SpreadingWorker 4"), ("off", "QuietWorker 1000")):
-        done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60,
-                              env={**server_environment("sqlite://"),
-                                   "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-                                   "REGISTRY_SPREAD_CONNECTIONS": setting})
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.strip() == expected
-
-
 def test_compose_file_runs_the_app_on_a_healthy_postgresql() -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     db, app = compose["services"]["db"], compose["services"]["app"]
