@@ -1,7 +1,8 @@
 """The columnar copy of a release (models/release.py `release_columns`): what the analyses read.
 
-When a release is cut, every column the survival analyses and Cox models read is written once,
-for every record state the release holds, in record order, as the bytes of a numpy array:
+After a release is cut (prepare()), every column the survival analyses and Cox models read is
+written once, for every record state the release holds, in record order, as the bytes of a
+numpy array:
 
 - `record_key`, `site_id` and the day columns (DAYS) as 32-bit integers, NULL as NULL_DAY;
 - every catalogue dimension (services/catalogue.py, the site apart) coded as an 8-bit integer:

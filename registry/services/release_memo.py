@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from collections.abc import Hashable
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from registry.models import Release
 
-Value = TypeVar("Value")
 # Bound on the memo's total size, in the callers' own measure (bytes, for the columns of
 # services/release_columns.py).
 MAX_SIZE = 256 * 2**20
@@ -35,17 +34,6 @@ class ReleaseMemo:
         self._values: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
-
-    def get(self, session: Session, release: Release, key: Hashable,
-            compute: Callable[[], Value], size: Callable[[Value], int]) -> Value:
-        """The value of `key` on `release`: kept from an earlier call, or `compute()`d now and
-        kept when its `size` fits the bound (values must never be changed by their users)."""
-        kept = self.peek(session, release, key)
-        if kept is not None:
-            return kept
-        value = compute()
-        self.keep(session, release, key, value, size(value))
-        return value
 
     def peek(self, session: Session, release: Release, key: Hashable) -> Any:
         """The value kept for `key` on `release`, or None."""
