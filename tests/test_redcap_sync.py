@@ -29,7 +29,10 @@ from tests.redcap_support import (
 )
 
 DATE_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}")
-FAST = {"pause_seconds": 0, "backoff_seconds": 0.01, "timeout_seconds": 1, "retries": 2,
+# No pauses, quick retries; the timeout is the tests' patience, not a fault: a fault test that
+# needs a client giving up sets its own (under a loaded CI machine a push of 10 records can
+# outlast 1 s, be retried, and come back "unchanged").
+FAST = {"pause_seconds": 0, "backoff_seconds": 0.01, "timeout_seconds": 10, "retries": 2,
         "batch_size": 7, "push_batch_size": 10}
 
 
@@ -166,7 +169,7 @@ def test_dry_run_writes_nothing_and_keeps_the_watermark(site):
     (Fault("500", content="metadata", times=-1), "metadata export"),
 ])
 def test_a_fault_fails_cleanly_and_the_next_good_run_completes(site, fault, expected_words):
-    site.fake.slow_seconds = 1.5
+    site.config.timeout_seconds, site.fake.slow_seconds = 1, 1.5
     site.fake.faults.append(fault)
     report = site.sync()
     assert report.exit_code == 2 and expected_words in report.failure
@@ -174,6 +177,7 @@ def test_a_fault_fails_cleanly_and_the_next_good_run_completes(site, fault, expe
     assert site.stored() == {}
     assert not (site.config.state_dir / "state.json").exists()
     site.fake.faults.clear()
+    site.config.timeout_seconds = FAST["timeout_seconds"]
     good = site.sync()
     assert good.exit_code == 0 and good.counts["created"] == len(site.records)
 
