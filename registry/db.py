@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,10 +76,14 @@ def _begin_immediate(connection: Connection) -> None:
     SQLite's own busy handler sleeps longer and longer between tries (up to 100 ms), so under
     steady writes a writer that lost a few times sleeps through the moments the lock is free and
     waits a second while later ones go first (B3 on SQLite: p99 1,040 ms; with this, 145 ms).
-    Its busy handler is off for this statement only; the wait ends in the same error."""
+    Its busy handler is off for this statement only; the wait ends in the same error. The
+    wait gives up at the deadline the writers' queue set (its wait and this one share the
+    busy timeout), or after the busy timeout."""
+    give_up = connection.connection.info.pop(_WRITE_DEADLINE, None)
+    if give_up is None:
+        give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     connection.exec_driver_sql("PRAGMA busy_timeout = 0")
     try:
-        give_up = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
         pause = SQLITE_WRITE_RETRY_S[0]
         while True:
             try:
@@ -94,19 +99,64 @@ def _begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
-# Key of a pooled SQLite connection's info: its descriptor of the writers' lock file, and
-# whether it holds that lock now.
+# Keys of a pooled SQLite connection's info: its descriptor of the writers' lock file, whether
+# it holds that lock now, and when its write transaction's wait for locks gives up.
 _WRITERS_LOCK, _WRITERS_LOCK_HELD = "registry_writers_lock", "registry_writers_lock_held"
+_WRITE_DEADLINE = "registry_write_deadline"
+
+
+class _LockWait:
+    """A blocking flock on a descriptor, taken in a thread of its own so that the writer can
+    stop waiting at its deadline: a waiting writer then hands the descriptor over, and this
+    thread unlocks and closes it if it ever gets the lock (the mutex orders the two)."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.done = threading.Event()
+        self.mutex = threading.Lock()
+        self.abandoned = False
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        """Wait for the lock, then tell the writer, or let go of it if the writer left."""
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX)
+        except OSError as error:
+            self.error = error
+        with self.mutex:
+            if self.abandoned:
+                os.close(self.descriptor)  # also unlocks: nobody else holds this descriptor
+            self.done.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Whether the lock is held by the time `seconds` have passed; if not, the descriptor
+        is this thread's from now on."""
+        threading.Thread(target=self.run, name="registry-writers-lock", daemon=True).start()
+        self.done.wait(max(seconds, 0))
+        with self.mutex:
+            if self.error is not None:
+                raise self.error
+            self.abandoned = not self.done.is_set()
+            return not self.abandoned
+
+
+def _database_is_locked() -> OperationalError:
+    """The error SQLite gives a writer whose busy timeout ran out (503 + Retry-After)."""
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode, busy.sqlite_errorname = sqlite3.SQLITE_BUSY, "SQLITE_BUSY"
+    return OperationalError("BEGIN IMMEDIATE", None, busy)
 
 
 def _queue_writers(engine: Engine) -> None:
-    """REGISTRY_SQLITE_WRITER_QUEUE=on: a write transaction first takes a lock on a file beside
-    the database (`<database>-writers`, flock, one descriptor per pooled connection, so it
-    also excludes threads of one process) and holds it until its connection returns to the
-    pool. Writers then wait blocked in the kernel, without the GIL, and start the moment the
-    lock is free, instead of asking for SQLite's write lock every 1 to 4 ms (quality.md, B3).
-    The wait has no limit among the registry's own processes (SQLite's 30 s applies to any
-    other writer); off by default."""
+    """REGISTRY_SQLITE_WRITER_QUEUE=on (the default): a write transaction first takes a lock on
+    a file beside the database (`<database>-writers`, flock, one descriptor per pooled
+    connection, so it also excludes threads of one process) and holds it until its connection
+    returns to the pool. Writers then wait blocked in the kernel, without the GIL, and start
+    the moment the lock is free, instead of asking for SQLite's write lock every 1 to 4 ms
+    (quality.md, B3). The wait for it and for SQLite's write lock together give up after the
+    busy timeout with SQLite's own error: a free lock is taken at once, a held one is waited
+    for in a thread (_LockWait), and a writer that gives up leaves its descriptor to that
+    thread and opens another next time. The kernel releases the lock of a process that dies."""
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
@@ -118,13 +168,20 @@ def _queue_writers(engine: Engine) -> None:
         info = connection.connection.info
         if info.get(_WRITERS_LOCK_HELD):
             return
+        info[_WRITE_DEADLINE] = deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
         if _WRITERS_LOCK not in info:
             info[_WRITERS_LOCK] = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(info[_WRITERS_LOCK], fcntl.LOCK_EX)
+        try:
+            fcntl.flock(info[_WRITERS_LOCK], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not _LockWait(info[_WRITERS_LOCK]).wait(deadline - time.monotonic()):
+                del info[_WRITERS_LOCK], info[_WRITE_DEADLINE]
+                raise _database_is_locked() from None
         info[_WRITERS_LOCK_HELD] = True
 
     @event.listens_for(engine, "checkin")
     def _release(_dbapi_connection: Any, record: Any) -> None:
+        record.info.pop(_WRITE_DEADLINE, None)
         if record.info.pop(_WRITERS_LOCK_HELD, False):
             fcntl.flock(record.info[_WRITERS_LOCK], fcntl.LOCK_UN)
 
