@@ -383,8 +383,9 @@ def _lock_is_free(path) -> bool:  # noqa: ANN001
         os.close(descriptor)
 
 
-def _join_lock_waiters() -> None:
-    for thread in threading.enumerate():
+def _join_lock_waiters(before: set[threading.Thread]) -> None:
+    """Wait for the threads that waited on the writers' lock since `before` to end."""
+    for thread in set(threading.enumerate()) - before:
         if thread.name == "registry-writers-lock":
             thread.join(10)
 
@@ -393,9 +394,9 @@ def _join_lock_waiters() -> None:
 def test_on_sqlite_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch):
     # With the writers' queue on, another registry writer (another engine, as another worker
     # would be) holds the queue's lock in an open transaction: a PUT waits for it no longer
-    # than the busy timeout, answers 503 with Retry-After and writes nothing; once the holder
-    # is done, the lock is free again (the writer that gave up left no lock and, once its
-    # waiting thread is done, no descriptor) and the next PUT writes.
+    # than the busy timeout, answers 503 with Retry-After and writes nothing; the lock is then
+    # free again once the holder is done (the writer that gave up left no lock), a PUT that
+    # waits while the holder finishes writes, and in the end no descriptor or thread is left.
     from registry.db import make_engine
 
     path = tmp_path / "queued.db"
@@ -408,23 +409,38 @@ def test_on_sqlite_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path, mon
     subject_id, record = without_subject(EXAMPLE_RECORD)
     holder = make_engine(f"sqlite:///{path}", sqlite_writer_queue=True)
     answers: list[Any] = []
+    before = set(threading.enumerate())
+
+    def put() -> None:
+        answers.append(client.put(f"/api/v1/records/{subject_id}", json=record, headers=bearer))
+
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
     try:
         with holder.begin() as connection:
             connection.exec_driver_sql("UPDATE sites SET name = name")
-            writer = threading.Thread(target=lambda: answers.append(
-                client.put(f"/api/v1/records/{subject_id}", json=record, headers=bearer)))
+            writer = threading.Thread(target=put)
             writer.start()
             writer.join(20)
             assert not writer.is_alive(), "the writer waited for the queue without limit"
-        monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 30_000)
-        [answer] = answers
-        assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
-        assert int(answer.headers["Retry-After"]) > 0
-        _join_lock_waiters()
+        [refused] = answers
+        assert refused.status_code == 503 and refused.mimetype == "application/problem+json"
+        assert int(refused.headers["Retry-After"]) > 0
+        _join_lock_waiters(before)  # the one that was left the descriptor lets go of it
         assert _lock_is_free(f"{path}-writers")
-        assert client.put(f"/api/v1/records/{subject_id}", json=record,
-                          headers=bearer).status_code == 201
+
+        monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 30_000)
+        waiting = set(threading.enumerate())
+        with holder.begin() as connection:
+            connection.exec_driver_sql("UPDATE sites SET name = name")
+            writer = threading.Thread(target=put)
+            writer.start()
+            for _ in range(1000):  # until the writer waits in its connection's thread
+                if any(thread.name == "registry-writers-lock"
+                       for thread in set(threading.enumerate()) - waiting):
+                    break
+                writer.join(0.01)
+        writer.join(20)
+        assert answers[1].status_code == 201
         assert _lock_is_free(f"{path}-writers")  # released when its connection was back
         with app.app_context():
             with unit_of_work() as session:
@@ -432,7 +448,9 @@ def test_on_sqlite_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path, mon
     finally:
         holder.dispose()
         get_database_of(app).engine.dispose()
-    _join_lock_waiters()
+    _join_lock_waiters(before)
+    assert not [thread for thread in set(threading.enumerate()) - before
+                if thread.name == "registry-writers-lock"]
     assert _descriptors_of(f"{path}-writers") == 0
 
 
