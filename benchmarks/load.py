@@ -571,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="B3: gunicorn workers (default: the "
                         "shipped config's)")
     parser.add_argument("--threads", type=int, help="B3: threads per gunicorn worker")
-    parser.add_argument("--sqlite-writer-queue", action="store_true", help="B3: "
-                        "REGISTRY_SQLITE_WRITER_QUEUE=on (writers wait on a file lock)")
+    parser.add_argument("--sqlite-writer-queue", action=argparse.BooleanOptionalAction,
+                        help="B3: REGISTRY_SQLITE_WRITER_QUEUE on or off (writers wait on a "
+                        "file lock; default: the setting's default)")
     parser.add_argument("--worker-connections", type=int, help="B3: gunicorn's "
                         "worker_connections (default 1000): the most connections a worker "
                         "holds; gthread keeps alive at most this minus --threads of them")
@@ -582,8 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {name: str(value) for name, value in (("REGISTRY_WORKERS", options.workers),
                                                      ("REGISTRY_THREADS", options.threads))
                 if value is not None}
-    if options.sqlite_writer_queue:
-        settings["REGISTRY_SQLITE_WRITER_QUEUE"] = "on"
+    if options.sqlite_writer_queue is not None:
+        settings["REGISTRY_SQLITE_WRITER_QUEUE"] = "on" if options.sqlite_writer_queue else "off"
     arguments = ((f"--worker-connections={options.worker_connections}",)
                  if options.worker_connections else ()) \
         + (("--reuse-port",) if options.reuse_port else ())

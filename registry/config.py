@@ -26,9 +26,10 @@ SETTINGS: tuple[tuple[str, Any, str], ...] = (
      "base of the problem type URIs in error bodies"),
     ("REGISTRY_STATEMENT_TIMEOUT_MS", 15000, "PostgreSQL statement timeout for each request"),
     ("REGISTRY_DB_POOL_SIZE", 5, "database connections kept open per worker (PostgreSQL)"),
-    ("REGISTRY_SQLITE_WRITER_QUEUE", "off",
-     "SQLite: 'on': writers wait for each other on a file lock beside the database instead of "
-     "asking for SQLite's write lock every few ms (docs/quality.md, B3)"),
+    ("REGISTRY_SQLITE_WRITER_QUEUE", "on",
+     "SQLite: writers wait for each other on a file lock beside the database (up to the busy "
+     "timeout, then 503) instead of asking for SQLite's write lock every few ms; 'off' to "
+     "disable (docs/quality.md, B3)"),
     ("REGISTRY_LOG_LEVEL", "INFO", "log level of the registry's JSON logs"),
     ("REGISTRY_CONSOLE_IDLE_MINUTES", 30,
      "web console: a session unused this long ends (sign in again)"),

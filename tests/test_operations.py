@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -229,10 +231,10 @@ def test_instances_sharing_redis_share_one_limit(app_with, site_a):
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
 
 
-def _sqlite_app(path) -> Flask:  # noqa: ANN001
+def _sqlite_app(path, **settings: Any) -> Flask:  # noqa: ANN001
     """An app on a migrated SQLite file of its own (outside the test's joined transaction)."""
     migrate(f"sqlite:///{path}")
-    return create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True})
+    return create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True, **settings})
 
 
 def test_on_sqlite_reads_never_wait_for_a_writer(tmp_path) -> None:
@@ -331,9 +333,11 @@ def test_on_sqlite_the_writer_queue_makes_writers_wait_for_each_other(tmp_path) 
         second.dispose()
 
 
-def test_on_sqlite_a_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("queue", ["on", "off"])
+def test_on_sqlite_a_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch, queue) -> None:
     # The wait for the write lock ends as a wait for any unavailable database: 503, Retry-After.
-    app = _sqlite_app(tmp_path / "held.db")
+    # (With the writers' queue on, the queue is free here: another program holds the lock.)
+    app = _sqlite_app(tmp_path / "held.db", REGISTRY_SQLITE_WRITER_QUEUE=queue)
     with app.app_context():
         add_site("TOR", "Toronto")
         secret = issue_token("submitter", "TOR")[1]
@@ -354,3 +358,117 @@ def test_on_sqlite_a_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatc
         with unit_of_work() as session:
             assert session.scalar(select(func.count()).select_from(Record)) == 0
         get_database_of(app).engine.dispose()
+
+
+def _descriptors_of(path) -> int:  # noqa: ANN001
+    """How many descriptors of this process are open on `path`."""
+    found = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found += os.readlink(f"/proc/self/fd/{name}") == str(path)
+        except OSError:  # the descriptor listdir itself used, closed since
+            pass
+    return found
+
+
+def _lock_is_free(path) -> bool:  # noqa: ANN001
+    """Whether nobody holds the flock on `path`."""
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def _join_lock_waiters(before: set[threading.Thread]) -> None:
+    """Wait for the threads that waited on the writers' lock since `before` to end."""
+    for thread in set(threading.enumerate()) - before:
+        if thread.name == "registry-writers-lock":
+            thread.join(10)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_on_sqlite_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatch):
+    # With the writers' queue on, another registry writer (another engine, as another worker
+    # would be) holds the queue's lock in an open transaction: a PUT waits for it no longer
+    # than the busy timeout, answers 503 with Retry-After and writes nothing; the lock is then
+    # free again once the holder is done (the writer that gave up left no lock), a PUT that
+    # waits while the holder finishes writes, and in the end no descriptor or thread is left.
+    from registry.db import make_engine
+
+    path = tmp_path / "queued.db"
+    app = _sqlite_app(path, REGISTRY_SQLITE_WRITER_QUEUE="on")
+    with app.app_context():
+        add_site("TOR", "Toronto")
+        secret = issue_token("submitter", "TOR")[1]
+        resolve_token(secret)
+    client, bearer = app.test_client(), {"Authorization": f"Bearer {secret}"}
+    subject_id, record = without_subject(EXAMPLE_RECORD)
+    holder = make_engine(f"sqlite:///{path}", sqlite_writer_queue=True)
+    answers: list[Any] = []
+    before = set(threading.enumerate())
+
+    def put() -> None:
+        answers.append(client.put(f"/api/v1/records/{subject_id}", json=record, headers=bearer))
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    try:
+        with holder.begin() as connection:
+            connection.exec_driver_sql("UPDATE sites SET name = name")
+            writer = threading.Thread(target=put)
+            writer.start()
+            writer.join(20)
+            assert not writer.is_alive(), "the writer waited for the queue without limit"
+        [refused] = answers
+        assert refused.status_code == 503 and refused.mimetype == "application/problem+json"
+        assert int(refused.headers["Retry-After"]) > 0
+        _join_lock_waiters(before)  # the one that was left the descriptor lets go of it
+        assert _lock_is_free(f"{path}-writers")
+
+        monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 30_000)
+        waiting = set(threading.enumerate())
+        with holder.begin() as connection:
+            connection.exec_driver_sql("UPDATE sites SET name = name")
+            writer = threading.Thread(target=put)
+            writer.start()
+            for _ in range(1000):  # until the writer waits in its connection's thread
+                if any(thread.name == "registry-writers-lock"
+                       for thread in set(threading.enumerate()) - waiting):
+                    break
+                writer.join(0.01)
+        writer.join(20)
+        assert answers[1].status_code == 201
+        assert _lock_is_free(f"{path}-writers")  # released when its connection was back
+        with app.app_context():
+            with unit_of_work() as session:
+                assert session.scalar(select(func.count()).select_from(Record)) == 1
+    finally:
+        holder.dispose()
+        get_database_of(app).engine.dispose()
+    _join_lock_waiters(before)
+    assert not [thread for thread in set(threading.enumerate()) - before
+                if thread.name == "registry-writers-lock"]
+    assert _descriptors_of(f"{path}-writers") == 0
+
+
+@pytest.mark.parametrize("ending", ["returned", "invalidated"])
+def test_on_sqlite_a_writer_connection_lets_go_of_the_queue(tmp_path, ending) -> None:
+    # A connection holding the writers' lock releases it when it returns to the pool, and
+    # when it is invalidated (a lost database): the next writer never waits for it.
+    from registry.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'ended.db'}"
+    engine = make_engine(url, sqlite_writer_queue=True)
+    try:
+        connection = engine.connect()
+        connection.begin()
+        assert not _lock_is_free(f"{tmp_path / 'ended.db'}-writers")
+        if ending == "invalidated":
+            connection.invalidate()
+        connection.close()
+        assert _lock_is_free(f"{tmp_path / 'ended.db'}-writers")
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ let go once the resend is seen waiting for its lock.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
@@ -64,13 +66,15 @@ class HeldCommit:
 
 class LockWatch:
     """Tells whether a request waits for a lock the held withdrawal keeps: on PostgreSQL as the
-    server sees it, on SQLite when the app's engine is told the database is busy (a writer then
-    asks again for the write lock)."""
+    server sees it; on SQLite when the app's engine is told the database is busy (a writer then
+    asks again for the write lock), or, with the writers' queue, when a request for the queue's
+    flock is blocked (Linux's /proc/locks)."""
 
     def __init__(self, app: Flask, url: str) -> None:
         self.busy = threading.Event()
         self.engine = get_database_of(app).engine
         self.probe = create_engine(url) if on_postgres() else None
+        self.queue = f"{make_url(url).database}-writers"
         if self.probe is None:
             event.listen(self.engine, "handle_error", self._told_busy)
 
@@ -78,10 +82,18 @@ class LockWatch:
         if threading.current_thread().name != HELD and "locked" in str(context.original_exception):
             self.busy.set()
 
+    def _queued(self) -> bool:
+        if not (os.path.exists(self.queue) and os.path.exists("/proc/locks")):
+            return False
+        inode = f":{os.stat(self.queue).st_ino}"
+        with open("/proc/locks") as locks:
+            return any("->" in line and any(field.endswith(inode) for field in line.split())
+                       for line in locks)
+
     def waiting(self) -> bool:
         """Whether someone waits for the withdrawal's lock now (or did, on SQLite)."""
         if self.probe is None:
-            return self.busy.is_set()
+            return self.busy.is_set() or self._queued()
         with self.probe.connect() as connection:
             return bool(connection.scalar(text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -126,12 +138,12 @@ def _race(app: Flask, headers: dict, url: str, subject_id: str, send: str) -> An
         deadline = time.monotonic() + 10
         while resend.is_alive() and not watch.waiting() and time.monotonic() < deadline:
             time.sleep(0.005)
-        watch.close()
     finally:
         held.release.set()
         withdrawal.join()
         held.close()
     resend.join()
+    watch.close()  # not before: the resend may still be inside the engine's listeners
     assert answers["withdrawal"].status_code == 204
     return answers["resend"]
 
