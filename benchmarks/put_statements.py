@@ -10,8 +10,8 @@ tests/test_bench_statements.py captures the statements of a real PUT and compare
 pgbench runs the script in prepared mode, as psycopg does after a statement's fifth execution
 on a connection. pgbench cannot build text, so one statement is added that the PUT does not send:
 after the row lock, it builds the row's JSON with the next version number (the Python of a PUT
-does that) and the subject of the client's next transaction. It makes the baseline slightly
-slower than the PUT's own statements, which favours the PUT in the ratio.
+does that), and names the subject of this transaction and that of the client's next. It makes
+the baseline slightly slower than the PUT's own statements, which favours the PUT in the ratio.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 # A placeholder of a compiled statement -> the pgbench variable that holds its value.
 _VARIABLE_PARAMETERS = {
     "lock": {"subject_id": "subject_next"},
-    # p_*: the columns of the locked row (\gset p_); row: built by the helper statement.
-    "write": {"record_id": "p_id", "number": "next_version", "subject": "p_subject_id",
+    # p_*: the columns of the locked row (\gset p_); row, subject_now: by the helper statement.
+    "write": {"record_id": "p_id", "number": "next_version", "subject": "subject_now",
               "row": "row"},
 }
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -104,9 +104,11 @@ def pgbench_script(*, public_id: str, site_id: int, token_id: int, record: dict[
     lock, lock_constants = to_pgbench(compiled_sql(statements["lock"]),
                                       _VARIABLE_PARAMETERS["lock"])
     write_line, write_constants = to_pgbench(compiled_sql(write), _VARIABLE_PARAMETERS["write"])
-    # Not sent by a PUT: the row's JSON with the next version, and the next subject.
+    # Not sent by a PUT: the row's JSON with the next version, this transaction's subject
+    # (which the row lock names but does not return), and the next transaction's.
     helper = ("SELECT CAST(jsonb_set(CAST(:row_base AS jsonb), '{version}', "
               "to_jsonb(CAST(:next_version AS integer))) AS text) AS row, "
+              "CAST(:subject_next AS text) AS subject_now, "
               f"'{subject_prefix}' || CAST(:next_subject AS integer) AS subject_next;")
     script = "\n".join([
         f"\\set next_subject {first_subject} + :client_id * {subjects_per_client} "

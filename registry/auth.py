@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Request, current_app, g, request
 
 from registry.errors import Forbidden, Unauthenticated
 from registry.permissions import Action, authorize
@@ -45,8 +45,8 @@ def current_caller() -> Caller:
     return g.caller
 
 
-def _bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
+def _bearer_token(current: Request) -> str:
+    header = current.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send the header Authorization: Bearer <token>")
@@ -55,13 +55,14 @@ def _bearer_token() -> str:
 
 def authenticate_request() -> None:
     """before_request: resolve the token and check the endpoint's roles."""
-    if not request.path.startswith(API_PREFIX) or request.endpoint is None \
-            or request.blueprint in PUBLIC_BLUEPRINTS:
+    current = request._get_current_object()  # once: each use of the proxy looks it up again
+    if not current.path.startswith(API_PREFIX) or current.endpoint is None \
+            or current.blueprint in PUBLIC_BLUEPRINTS:
         return
-    view = current_app.view_functions.get(request.endpoint)
+    view = current_app.view_functions.get(current.endpoint)
     if getattr(view, "_registry_public", False):
         return
-    caller = resolve_token(_bearer_token())
+    caller = resolve_token(_bearer_token(current))
     g.caller = caller
     action = getattr(view, "_registry_action", None)
     if action is None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, create_engine, event, insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -64,6 +64,8 @@ SQLITE_DEFERRED = "registry_sqlite_deferred"
 # Execution option of the PostgreSQL engine for one-statement work: no BEGIN at all, the
 # statement commits by itself (see _prepare_postgresql).
 POSTGRES_NO_TRANSACTION = "registry_postgres_no_transaction"
+# Key of a pooled PostgreSQL connection's info: it was put in autocommit for such work.
+_IN_AUTOCOMMIT = "registry_in_autocommit"
 # How long a statement waits for a lock another connection holds (the busy timeout), and the
 # first and longest pause of a writer between two asks for the write lock.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -251,7 +253,8 @@ def _prepare_postgresql(engine: Engine) -> None:
     A connection begun with POSTGRES_NO_TRANSACTION is put in psycopg's autocommit mode (an
     attribute of the driver's connection, with no round trip: the transaction has sent nothing
     yet), so its statement commits by itself and no BEGIN or COMMIT is sent; it leaves
-    autocommit when it returns to the pool. Every other transaction is psycopg's own, as
+    autocommit when its next transaction begins or when it returns to the pool. Every other
+    transaction is psycopg's own, as
     before (its implicit BEGIN is part of the first statement's execution, so an error there is
     wrapped and a lost connection invalidates the pool as for any statement). SQLAlchemy's
     isolation_level="AUTOCOMMIT" did the same with about 0.04 ms more CPU per request
@@ -259,11 +262,19 @@ def _prepare_postgresql(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        pooled = connection.connection
         if connection.get_execution_options().get(POSTGRES_NO_TRANSACTION, False):
-            connection.connection.driver_connection.autocommit = True
+            pooled.driver_connection.autocommit = True
+            pooled.info[_IN_AUTOCOMMIT] = True
+        elif pooled.info.pop(_IN_AUTOCOMMIT, False):
+            # A request's connection serves one-statement work, then a transaction, before it
+            # returns to the pool (request_connection). Only autocommit set here is undone:
+            # isolation_level="AUTOCOMMIT" (e.g. CREATE DATABASE) stays SQLAlchemy's own.
+            pooled.driver_connection.autocommit = False
 
     @event.listens_for(engine.pool, "checkin")
-    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info.pop(_IN_AUTOCOMMIT, None)
         if dbapi_connection is not None and not dbapi_connection.closed \
                 and dbapi_connection.autocommit:
             dbapi_connection.autocommit = False
@@ -337,6 +348,7 @@ def init_app(app: Flask) -> Database:
         )
     )
     app.extensions["registry_db"] = database
+    app.teardown_request(release_request_connection)
     return database
 
 
@@ -362,11 +374,48 @@ def unit_of_work(*, read_only: bool = False) -> Iterator[Session]:
         session.close()
 
 
+# Key in flask.g of the connection that serves the current request (request_connection).
+_REQUEST_CONNECTION = "registry_connection"
+
+
+def request_connection(database: Database, source: Any) -> Connection | None:
+    """PostgreSQL: the pooled connection that serves all the Core work of the current request
+    (the token lookup, then the service's transaction), checked out at its first use and
+    returned to the pool when the request ends (release_request_connection): one checkout per
+    request instead of one per block of work. None outside a request, on SQLite, when `source`
+    is not this database's own engine (a test's joined transaction), or while the connection
+    is in a transaction (work begun inside another's block gets a connection of its own)."""
+    if database.dialect != "postgresql" or not isinstance(source, Engine) \
+            or not has_request_context():
+        return None
+    state = g._get_current_object()
+    connection = state.get(_REQUEST_CONNECTION)
+    if connection is None or connection.invalidated:
+        if connection is not None:
+            connection.close()
+        connection = database.engine.connect()
+        setattr(state, _REQUEST_CONNECTION, connection)
+    return None if connection.in_transaction() else connection
+
+
+def release_request_connection(_error: BaseException | None = None) -> None:
+    """teardown_request: the request's connection, if it took one, goes back to the pool."""
+    connection = g.pop(_REQUEST_CONNECTION, None)
+    if connection is not None:
+        connection.close()
+
+
 @contextmanager
 def transaction() -> Iterator[Connection]:
     """unit_of_work() for Core statements, without a Session around them: one transaction on
     one connection, committed when the block ends, rolled back on any error."""
-    with get_database().transactions.begin() as connection:
+    database = get_database()
+    connection = request_connection(database, database.transactions)
+    if connection is None:
+        with database.transactions.begin() as connection:
+            yield connection
+        return
+    with connection.begin():
         yield connection
 
 
@@ -375,8 +424,18 @@ def single_statement() -> Iterator[Connection]:
     """A connection for one statement, atomic on its own (a read, or a write that needs nothing
     else): on PostgreSQL it commits by itself. Not a read followed by a write: SQLite, which
     begins this deferred, may refuse a write after a read when another writer came between."""
-    with get_database().autocommit.begin() as connection:
-        yield connection
+    database = get_database()
+    connection = request_connection(database, database.autocommit)
+    if connection is None:
+        with database.autocommit.begin() as connection:
+            yield connection
+        return
+    connection.execution_options(**{POSTGRES_NO_TRANSACTION: True})
+    try:
+        with connection.begin():
+            yield connection
+    finally:
+        connection.execution_options(**{POSTGRES_NO_TRANSACTION: False})
 
 
 _COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any]]] = {}

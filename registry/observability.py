@@ -19,7 +19,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Request, Response, g, has_request_context, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest,
     multiprocess,
@@ -112,51 +112,52 @@ def accepted_request_id(sent: str | None) -> str | None:
     return None
 
 
-def _request_id() -> str:
-    return accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
-
-
 def start_request() -> None:
     """before_request (first of all): the request id and the start time."""
+    state = g._get_current_object()  # once: each use of a proxy looks it up again
     # Under the test client several requests share one app context, hence one `g`.
-    g.pop("caller", None)
-    g.request_id = _request_id()
-    g.request_started = time.perf_counter()
+    state.pop("caller", None)
+    state.request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER)) \
+        or new_request_id()
+    state.request_started = time.perf_counter()
 
 
-def route_template() -> str:
+def route_template(current: Request) -> str:
     """The URL rule that matched (e.g. /api/v1/records/<subject_id>), never the raw path."""
-    return request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+    rule = current.url_rule
+    return rule.rule if rule is not None else "(unmatched)"
 
 
 def finish_request(response: Response) -> Response:
     """after_request: echo the request id, count and time the request, log one line."""
-    request_id = g.get("request_id") or new_request_id()
+    state, current = g._get_current_object(), request._get_current_object()
+    request_id = state.get("request_id") or new_request_id()
     response.headers[REQUEST_ID_HEADER] = request_id
-    _drop_sent_host(response)
-    duration = time.perf_counter() - g.get("request_started", time.perf_counter())
-    method = request.method if request.method in _METHODS else "OTHER"
-    route = route_template()
+    _drop_sent_host(response, current)
+    duration = time.perf_counter() - state.get("request_started", time.perf_counter())
+    method = current.method if current.method in _METHODS else "OTHER"
+    route = route_template(current)
     HTTP_REQUESTS.labels(method=method, route=route, status=str(response.status_code)).inc()
     HTTP_LATENCY.labels(method=method, route=route).observe(duration)
-    caller = g.get("caller")
-    fields: dict[str, Any] = {
-        "request_id": request_id, "method": method, "route": route,
-        "status": response.status_code, "duration_ms": round(duration * 1000, 2),
-        "token": getattr(caller, "public_id", None), "role": getattr(caller, "role", None),
-    }
-    log.info("request", extra=fields)
+    if log.isEnabledFor(logging.INFO):  # the line's fields are built only to be logged
+        caller = state.get("caller")
+        fields: dict[str, Any] = {
+            "request_id": request_id, "method": method, "route": route,
+            "status": response.status_code, "duration_ms": round(duration * 1000, 2),
+            "token": getattr(caller, "public_id", None), "role": getattr(caller, "role", None),
+        }
+        log.info("request", extra=fields)
     return response
 
 
-def _drop_sent_host(response: Response) -> None:
+def _drop_sent_host(response: Response, current: Request) -> None:
     """A redirect to this server names a path only: Werkzeug's own (a missing final slash) names
     the Host header, which the client chose."""
     location = response.headers.get("Location")
     if location is None:
         return
     target = urlsplit(location)
-    if target.netloc and target.netloc == request.host:
+    if target.netloc and target.netloc == current.host:
         path = urlunsplit(("", "", target.path or "/", target.query, target.fragment))
         response.headers["Location"] = path
         if response.mimetype == "text/html":  # Werkzeug's page links to the target too

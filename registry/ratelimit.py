@@ -196,23 +196,25 @@ def init_app(app: Flask) -> RateLimiter | None:
     authentication), and init_token_limit after it."""
     per_token = parse_limit(app.config["REGISTRY_RATE_LIMIT"])
     per_address = parse_limit(app.config["REGISTRY_ADDRESS_RATE_LIMIT"])
-    app.before_request(_forget_standing)
     if not per_token and app.config["REGISTRY_RATE_LIMIT"].strip().lower() == "off":
-        return None  # 'off' switches every limit off
+        return None  # 'off' switches every limit off, and with them every hook of this module
     uri = app.config["REGISTRY_RATE_LIMIT_STORAGE"] or "memory://"
     prefix = app.config["REGISTRY_RATE_LIMIT_PREFIX"]
     # In a shared Redis every key of this registry starts with its prefix.
     options = {"key_prefix": prefix} if uri.startswith("redis") else {}
     limiter = RateLimiter(storage_from_string(uri, **options), prefix, per_token, per_address)
     app.extensions["registry_limiter"] = limiter
+    app.before_request(_forget_standing)
     app.before_request(before_authentication)
     app.after_request(after_response)
     return limiter
 
 
 def init_token_limit(app: Flask) -> None:
-    """Count verified tokens: call after auth.init_app."""
-    app.before_request(after_authentication)
+    """Count verified tokens: call after auth.init_app (and after init_app, which decides
+    whether there is a limiter)."""
+    if "registry_limiter" in app.extensions:
+        app.before_request(after_authentication)
 
 
 def refuse_spent_address() -> None:

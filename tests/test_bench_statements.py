@@ -177,3 +177,42 @@ def test_the_token_lookup_commits_alone_and_leaves_its_connection_transactional(
                 "SELECT count(*) FROM pg_tables WHERE tablename = 'probe'").scalar() == 0
     finally:
         database.engine.dispose()
+
+
+def test_a_request_takes_one_pooled_connection_and_gives_it_back(bench_app):
+    # The token lookup (autocommit) and the PUT's transaction share the request's one pooled
+    # connection, which is back in the pool, out of autocommit, when the answer is out; also
+    # after a refused request. A token revoked between two requests fails the second.
+    from registry.services.tokens import revoke_token
+
+    app, _, _ = bench_app
+    engine = get_database_of(app).engine
+    with app.app_context():
+        token = issue_token("submitter", "TOR")[1]
+    checkouts: list[Any] = []
+
+    def checkout(dbapi_connection, _record, _proxy) -> None:  # noqa: ANN001
+        checkouts.append(dbapi_connection)
+
+    event.listen(engine.pool, "checkout", checkout)
+    try:
+        client = app.test_client()
+
+        def put() -> int:
+            return client.put(f"/api/v1/records/{SUBJECTS[1]}", json=SECOND,
+                              headers={"Authorization": f"Bearer {token}"}).status_code
+
+        assert put() == 200
+        assert len(checkouts) == 1 and engine.pool.checkedout() == 0
+        assert not checkouts[0].autocommit
+        with app.app_context():
+            revoke_token(token.split("_")[1])
+        assert put() == 401
+        assert len(checkouts) == 3 and engine.pool.checkedout() == 0  # the revocation's own
+        assert not checkouts[2].autocommit
+    finally:
+        event.remove(engine.pool, "checkout", checkout)
+    # SQLAlchemy's own autocommit (isolation_level) is left alone by the registry's.
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        assert connection.connection.driver_connection.autocommit

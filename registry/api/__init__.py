@@ -174,8 +174,9 @@ def no_content() -> Response:
 
 def require_json_body() -> None:
     """before_request: a body sent to the API must be application/json (415 otherwise)."""
-    if request.method in JSON_METHODS and request.path.startswith(API_PREFIX) \
-            and not core.is_json(request.mimetype):
+    current = request._get_current_object()  # once: each use of the proxy looks it up again
+    if current.method in JSON_METHODS and current.path.startswith(API_PREFIX) \
+            and not core.is_json(current.mimetype):
         raise UnsupportedMediaType("send the body as application/json")
 
 

@@ -118,10 +118,11 @@ def set_question_budget(public_id: str, budget: int | None) -> ApiToken:
         return token
 
 
-# Everything a request needs to know about its token, in one statement.
+# Everything a request needs to know about its token, in one statement (but the public id,
+# which it names).
 _TOKENS, _SITES = ApiToken.__table__, Site.__table__
 _TOKEN_BY_PUBLIC_ID = (
-    select(_TOKENS.c.id, _TOKENS.c.public_id, _TOKENS.c.secret_sha256, _TOKENS.c.role,
+    select(_TOKENS.c.id, _TOKENS.c.secret_sha256, _TOKENS.c.role,
            _TOKENS.c.site_id, _TOKENS.c.last_used_at, _TOKENS.c.revoked_at,
            _SITES.c.code.label("site_code"))
     .select_from(_TOKENS.outerjoin(_SITES, _SITES.c.id == _TOKENS.c.site_id))
@@ -152,4 +153,4 @@ def resolve_token(raw: str) -> Caller:
         with single_statement() as connection:
             connection.execute(_TOKEN_USED, {"token_id": token.id, "now": now})
     return Caller(token_id=token.id, role=token.role, site_id=token.site_id,
-                  site_code=token.site_code, public_id=token.public_id)
+                  site_code=token.site_code, public_id=public_id)

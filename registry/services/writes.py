@@ -164,8 +164,9 @@ def _json_build_array(element: _JsonArray, compiler: Any, **kw: Any) -> str:
 # A single write reads its stored record, locked, with the submitted fields as one JSON array
 # (in SUBMITTED_COLUMNS' order) instead of 51 columns, which the driver and SQLAlchemy would
 # otherwise describe again on every PUT. Neither database takes more than 100 arguments.
-_ONE_STORED_HEAD = ("id", "subject_id", "version", "created_at", "updated_at",
-                    "submission_digest")
+# Of the other columns only what a plan and the answer read: not the subject (the statement
+# names it), nor the digest (only a resend, which a single write never is, compares it).
+_ONE_STORED_HEAD = ("id", "version", "created_at", "updated_at")
 assert len(SUBMITTED_COLUMNS) < 100, "read the submitted fields in two arrays"
 _ONE_STORED_FOR_UPDATE = select(
     *(RECORDS.c[name] for name in _ONE_STORED_HEAD),
