@@ -20,7 +20,8 @@ PACKAGE = ROOT / "registry"
 # Rank of each part of the package: a module may import its own rank and lower ones only.
 RANKS = {
     "registry.core": 0,
-    "registry.db": 1, "registry.config": 1, "registry.errors": 1, "registry.models": 1,
+    "registry.db": 1, "registry.db_sqlite": 1, "registry.config": 1, "registry.errors": 1,
+    "registry.models": 1,
     "registry.services": 2,
     "registry.schemas": 3, "registry.auth": 3, "registry.permissions": 2,
     "registry.observability": 3, "registry.ratelimit": 3, "registry.api": 3,

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
 from live import needs_postgres
-from registry import create_app, db
+from registry import create_app, db, db_sqlite
 from registry.db import unit_of_work
 from registry.models import ApiToken, Record, Site
 from registry.services.tokens import add_site, issue_token, resolve_token
@@ -342,7 +342,7 @@ def test_on_sqlite_a_writer_gives_up_after_the_busy_timeout(tmp_path, monkeypatc
         add_site("TOR", "Toronto")
         secret = issue_token("submitter", "TOR")[1]
         resolve_token(secret)
-    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(db_sqlite, "SQLITE_BUSY_TIMEOUT_MS", 200)
     subject_id, record = without_subject(EXAMPLE_RECORD)
     holder = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -414,7 +414,7 @@ def test_on_sqlite_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path, mon
     def put() -> None:
         answers.append(client.put(f"/api/v1/records/{subject_id}", json=record, headers=bearer))
 
-    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(db_sqlite, "SQLITE_BUSY_TIMEOUT_MS", 200)
     try:
         with holder.begin() as connection:
             connection.exec_driver_sql("UPDATE sites SET name = name")
@@ -428,7 +428,7 @@ def test_on_sqlite_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path, mon
         _join_lock_waiters(before)  # the one that was left the descriptor lets go of it
         assert _lock_is_free(f"{path}-writers")
 
-        monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 30_000)
+        monkeypatch.setattr(db_sqlite, "SQLITE_BUSY_TIMEOUT_MS", 30_000)
         waiting = set(threading.enumerate())
         with holder.begin() as connection:
             connection.exec_driver_sql("UPDATE sites SET name = name")
