@@ -223,13 +223,7 @@ def release_request_connection(_error: BaseException | None = None) -> None:
 def transaction() -> Iterator[Connection]:
     """unit_of_work() for Core statements, without a Session around them: one transaction on
     one connection, committed when the block ends, rolled back on any error."""
-    database = get_database()
-    connection = request_connection(database, database.transactions)
-    if connection is None:
-        with database.transactions.begin() as connection:
-            yield connection
-        return
-    with connection.begin():
+    with _begun(get_database().transactions, {}) as connection:
         yield connection
 
 
@@ -238,18 +232,26 @@ def single_statement() -> Iterator[Connection]:
     """A connection for one statement, atomic on its own (a read, or a write that needs nothing
     else): on PostgreSQL it commits by itself. Not a read followed by a write: SQLite, which
     begins this deferred, may refuse a write after a read when another writer came between."""
-    database = get_database()
-    connection = request_connection(database, database.autocommit)
+    with _begun(get_database().autocommit, {POSTGRES_NO_TRANSACTION: True}) as connection:
+        yield connection
+
+
+@contextmanager
+def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
+    """A transaction begun on the request's connection (request_connection) with the
+    execution options `flags` for its length, which `source` carries too; without one, on a
+    connection of `source` itself."""
+    connection = request_connection(get_database(), source)
     if connection is None:
-        with database.autocommit.begin() as connection:
+        with source.begin() as connection:
             yield connection
         return
-    connection.execution_options(**{POSTGRES_NO_TRANSACTION: True})
+    connection.execution_options(**flags)
     try:
         with connection.begin():
             yield connection
     finally:
-        connection.execution_options(**{POSTGRES_NO_TRANSACTION: False})
+        connection.execution_options(**{name: not value for name, value in flags.items()})
 
 
 _COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any]]] = {}
