@@ -9,9 +9,11 @@ tests/test_bench_statements.py captures the statements of a real PUT and compare
 
 pgbench runs the script in prepared mode, as psycopg does after a statement's fifth execution
 on a connection. pgbench cannot build text, so one statement is added that the PUT does not send:
-after the row lock, it builds the row's JSON with the next version number (the Python of a PUT
-does that), and names the subject of this transaction and that of the client's next. It makes
-the baseline slightly slower than the PUT's own statements, which favours the PUT in the ratio.
+after the row lock, it builds the row's JSON with the next version number and the transaction's
+time (the Python of a PUT does that), and names the subject of this transaction and that of the
+client's next. It makes the baseline slightly slower than the PUT's own statements, which
+favours the PUT in the ratio. Each transaction writes its own time, as each PUT does: the
+indexed updated_at then changes, and PostgreSQL updates the row's indexes as for a PUT.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 # A placeholder of a compiled statement -> the pgbench variable that holds its value.
 _VARIABLE_PARAMETERS = {
     "lock": {"subject_id": "subject_next"},
-    # p_*: the columns of the locked row (\gset p_); row, subject_now: by the helper statement.
+    # p_*: the columns of the locked row (\gset p_); row, now, subject_now: by the helper
+    # statement.
     "write": {"record_id": "p_id", "number": "next_version", "subject": "subject_now",
-              "row": "row"},
+              "row": "row", "now": "now"},
 }
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -104,10 +107,15 @@ def pgbench_script(*, public_id: str, site_id: int, token_id: int, record: dict[
     lock, lock_constants = to_pgbench(compiled_sql(statements["lock"]),
                                       _VARIABLE_PARAMETERS["lock"])
     write_line, write_constants = to_pgbench(compiled_sql(write), _VARIABLE_PARAMETERS["write"])
-    # Not sent by a PUT: the row's JSON with the next version, this transaction's subject
-    # (which the row lock names but does not return), and the next transaction's.
-    helper = ("SELECT CAST(jsonb_set(CAST(:row_base AS jsonb), '{version}', "
-              "to_jsonb(CAST(:next_version AS integer))) AS text) AS row, "
+    # Not sent by a PUT: the row's JSON with the next version and this transaction's time,
+    # that time (ISO 8601, as a PUT sends it), this transaction's subject (which the row lock
+    # names but does not return), and the next transaction's. Each transaction has a time of
+    # its own, as each PUT has: with one time for all, updated_at (indexed) would never change
+    # and PostgreSQL would update the row in place without touching its indexes (a HOT update),
+    # work a PUT cannot skip.
+    helper = ("SELECT CAST(jsonb_set(jsonb_set(CAST(:row_base AS jsonb), '{version}', "
+              "to_jsonb(CAST(:next_version AS integer))), '{updated_at}', to_jsonb(now())) "
+              "AS text) AS row, to_jsonb(now()) #>> '{}' AS now, "
               "CAST(:subject_next AS text) AS subject_now, "
               f"'{subject_prefix}' || CAST(:next_subject AS integer) AS subject_next;")
     script = "\n".join([

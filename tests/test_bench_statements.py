@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def _generated(app: Flask, token: str) -> tuple[str, dict[str, str]]:
 def test_pgbench_running_the_script_writes_as_a_put_does(bench_app, tmp_path: Path):
     app, token, url = bench_app
 
-    def state() -> tuple[int, int, int, int]:
+    def state() -> tuple[int, int, int, int, set[datetime]]:
         with app.app_context(), unit_of_work(read_only=True) as session:
             versions = session.scalar(select(func.sum(Record.version)).where(
                 Record.subject_id.in_(SUBJECTS)))
@@ -126,7 +127,8 @@ def test_pgbench_running_the_script_writes_as_a_put_does(bench_app, tmp_path: Pa
                     session.scalar(select(func.count(AuditEntry.id)).where(
                         AuditEntry.action == "update")),
                     session.scalar(select(func.count(Record.id)).where(
-                        Record.last_followup_day == SECOND["last_followup_day"])))
+                        Record.last_followup_day == SECOND["last_followup_day"])),
+                    set(session.scalars(select(RecordVersion.created_at))))
 
     before = state()
     script, constants = _generated(app, token)
@@ -149,6 +151,14 @@ def test_pgbench_running_the_script_writes_as_a_put_does(bench_app, tmp_path: Pa
     assert after[1] - before[1] == 10
     assert after[2] - before[2] == 10
     assert after[3] >= 2
+    # Each transaction writes a time of its own, as each PUT does, and the record's updated_at
+    # (indexed) moves with it: with one time for all, PostgreSQL would update the row in place
+    # without its indexes, which a PUT cannot do.
+    written = after[4] - before[4]
+    assert len(written) == 10
+    with app.app_context(), unit_of_work(read_only=True) as session:
+        assert set(session.scalars(select(Record.updated_at).where(
+            Record.subject_id.in_(SUBJECTS)))) & written
 
 
 def test_the_token_lookup_commits_alone_and_leaves_its_connection_transactional(bench_app):
