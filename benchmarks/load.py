@@ -315,6 +315,16 @@ def connection_spread(master: int, port: int) -> Iterator[dict[str, str]]:
             result["spread"] = "/".join(map(str, most))
 
 
+def _backends_gone(postmaster: int, before: set[int], patience: float = 5.0) -> None:
+    """Wait (at most `patience` seconds) until the PostgreSQL processes that began during a
+    phase have ended and been reaped: pgbench's backends end just after pgbench, and a backend
+    caught while it ends is in neither the live processes nor the server's ended children, which
+    understated pgbench's CPU by up to half."""
+    deadline = time.monotonic() + patience
+    while set(_workers_of(postmaster)) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def measure(postmaster: int | None, seconds: float, run: Callable[[], dict[str, float]],
             gunicorn_pid: int | None = None, bind: str | None = None) -> dict[str, float]:
     """`run` (wrk or pgbench), plus the CPU each request cost in the gunicorn workers, in
@@ -323,6 +333,7 @@ def measure(postmaster: int | None, seconds: float, run: Callable[[], dict[str, 
     load = os.getloadavg()[0]
     app_before = _tree_cpu(gunicorn_pid) if gunicorn_pid else 0.0
     db_before = _tree_cpu(postmaster) if postmaster else 0.0
+    backends_before = set(_workers_of(postmaster)) if postmaster and not gunicorn_pid else set()
     busy_before, all_before = _machine_busy()
     if gunicorn_pid and bind:
         with connection_spread(gunicorn_pid, int(bind.rsplit(":", 1)[1])) as spread:
@@ -331,6 +342,8 @@ def measure(postmaster: int | None, seconds: float, run: Callable[[], dict[str, 
     else:
         figures = run()
     busy_after, all_after = _machine_busy()
+    if postmaster and not gunicorn_pid:  # pgbench's own backends
+        _backends_gone(postmaster, backends_before)
     requests = figures["rate"] * seconds
     figures["app_ms"] = ((_tree_cpu(gunicorn_pid) - app_before) / requests * 1000
                          if gunicorn_pid else float("nan"))
