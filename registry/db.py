@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -188,8 +189,10 @@ def unit_of_work(*, read_only: bool = False) -> Iterator[Session]:
         session.close()
 
 
-# Key in flask.g of the connection that serves the current request (request_connection).
+# Keys in flask.g of the connection that serves the current request (request_connection), and
+# of whether a block of work holds it (_begun: its transaction may be the driver's alone).
 _REQUEST_CONNECTION = "registry_connection"
+_REQUEST_CONNECTION_HELD = "registry_connection_held"
 
 
 def request_connection(database: Database, source: Any) -> Connection | None:
@@ -197,8 +200,8 @@ def request_connection(database: Database, source: Any) -> Connection | None:
     (the token lookup, then the service's transaction), checked out at its first use and
     returned to the pool when the request ends (release_request_connection): one checkout per
     request instead of one per block of work. None outside a request, on SQLite, when `source`
-    is not this database's own engine (a test's joined transaction), or while the connection
-    is in a transaction (work begun inside another's block gets a connection of its own)."""
+    is not this database's own engine (a test's joined transaction), or while a block of work
+    holds the connection (work begun inside another's block gets a connection of its own)."""
     if database.dialect != "postgresql" or not isinstance(source, Engine) \
             or not has_request_context():
         return None
@@ -209,7 +212,9 @@ def request_connection(database: Database, source: Any) -> Connection | None:
             connection.close()
         connection = database.engine.connect()
         setattr(state, _REQUEST_CONNECTION, connection)
-    return None if connection.in_transaction() else connection
+    if state.get(_REQUEST_CONNECTION_HELD) or connection.in_transaction():
+        return None
+    return connection
 
 
 def release_request_connection(_error: BaseException | None = None) -> None:
@@ -238,55 +243,116 @@ def single_statement() -> Iterator[Connection]:
 
 @contextmanager
 def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
-    """A transaction begun on the request's connection (request_connection) with the
-    execution options `flags` for its length, which `source` carries too; without one, on a
-    connection of `source` itself."""
+    """A transaction on the request's connection (request_connection); without one, begun on a
+    connection of `source` itself, which carries the execution options `flags`.
+
+    On the request's connection the transaction is psycopg's own, begun by the driver with the
+    first statement, as SQLAlchemy's would be (psycopg's BEGIN is implicit), but without
+    SQLAlchemy's transaction object, its begin event and its execution options: the statements
+    of execute_hot() go straight to the driver's cursor (_run_hot), and the block ends with
+    the Connection's own COMMIT or ROLLBACK, which fire the engine's events and wrap errors as
+    any statement's. A Core statement executed in the block begins SQLAlchemy's transaction
+    on the same driver transaction (autobegin), and the block then ends it. With
+    POSTGRES_NO_TRANSACTION the connection is in autocommit (_prepare_postgresql): each
+    statement commits by itself, and nothing is left to commit."""
     connection = request_connection(get_database(), source)
     if connection is None:
         with source.begin() as connection:
             yield connection
         return
-    connection.execution_options(**flags)
+    state = g._get_current_object()
+    pooled = connection.connection
+    autocommit = bool(flags)
+    if autocommit:
+        # A Core statement in the block begins SQLAlchemy's transaction: the option keeps
+        # it in autocommit (_on_begin).
+        connection.execution_options(**flags)
+        if not pooled.info.get(_IN_AUTOCOMMIT):
+            pooled.driver_connection.autocommit = True
+            pooled.info[_IN_AUTOCOMMIT] = True
+    elif pooled.info.pop(_IN_AUTOCOMMIT, False):
+        pooled.driver_connection.autocommit = False
+    setattr(state, _REQUEST_CONNECTION_HELD, True)
     try:
-        with connection.begin():
+        try:
             yield connection
+        except BaseException:
+            begun = connection.get_transaction()
+            if begun is not None:
+                begun.rollback()
+            elif not autocommit:
+                connection._rollback_impl()  # SQLAlchemy's ROLLBACK: events, wrapped errors
+            raise
+        begun = connection.get_transaction()
+        if begun is not None:
+            begun.commit()
+        elif not autocommit:
+            connection._commit_impl()  # SQLAlchemy's COMMIT: events, wrapped errors
     finally:
-        connection.execution_options(**{name: not value for name, value in flags.items()})
+        state.pop(_REQUEST_CONNECTION_HELD, None)
+        if autocommit:
+            connection.execution_options(**{name: not value for name, value in flags.items()})
 
 
-_COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any]]] = {}
+_COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any], type]] = {}
 
 
-def _compiled(statement: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
-    """The SQL of `statement` for `dialect` and the bind processor of each of its parameters
-    that has one (its type's, as SQLAlchemy applies it), compiled once."""
+def _compiled(statement: Any, dialect: Any) -> tuple[str, dict[str, Any], type]:
+    """The SQL of `statement` for `dialect`, the bind processor of each of its parameters that
+    has one (its type's, as SQLAlchemy applies it), and a named tuple of its result columns,
+    compiled once."""
     key = (id(statement), dialect.name)
     found = _COMPILED.get(key)
     if found is None:
         compiled = statement.compile(dialect=dialect)
         processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
                       for name, bind in compiled.binds.items()}
-        found = _COMPILED[key] = (compiled.string, {name: processor for name, processor
-                                                    in processors.items() if processor})
+        found = _COMPILED[key] = (
+            compiled.string,
+            {name: processor for name, processor in processors.items() if processor},
+            namedtuple("HotRow", statement.exported_columns.keys()))
     return found
 
 
-def execute_hot(connection: Connection, statement: Any, parameters: dict[str, Any]) -> Any:
-    """Execute a Core statement of every request's path (the token lookup, a PUT's row lock and
-    write) on PostgreSQL as driver SQL compiled once from it, with its types' bind processing:
-    the same SQL and parameters as connection.execute(), without building the statement's
-    cache key and execution context again on every request. Errors are wrapped as for any
-    statement (a lost connection is still a DBAPIError that invalidates the pool). Result
-    rows are not type-processed: the statements given here return only types the driver
-    already converts (integers, text, booleans, JSON, timestamps with their zone). Other
-    databases: connection.execute()."""
-    dialect = connection.dialect
-    if dialect.name != "postgresql":
-        return connection.execute(statement, parameters)
-    sql, processors = _compiled(statement, dialect)
-    return connection.exec_driver_sql(sql, {
+def _run_hot(connection: Connection, statement: Any, parameters: dict[str, Any]
+             ) -> tuple[Any, type]:
+    """PostgreSQL: run a Core statement compiled once (_compiled), with its types' bind
+    processing, on a cursor of the connection's driver connection; (the cursor, the named
+    tuple of its rows). SQLAlchemy's Connection runs it as it runs its dialect's own
+    statements (_cursor_execute): the engine's before_cursor_execute and after_cursor_execute
+    events see it, and a driver error is wrapped as for any statement (hide_parameters
+    honoured), a lost connection invalidating the connection and the pool (_handle_dbapi_
+    exception); no execution context, result object or cache key is built."""
+    sql, processors, row = _compiled(statement, connection.dialect)
+    cursor = connection.connection.driver_connection.cursor()
+    connection._cursor_execute(cursor, sql, {
         name: processors[name](value) if name in processors else value
         for name, value in parameters.items()})
+    return cursor, row
+
+
+def execute_hot(connection: Connection, statement: Any, parameters: dict[str, Any]) -> None:
+    """Execute a Core statement of every request's path that returns no rows (a PUT's write):
+    on PostgreSQL on the driver's cursor (_run_hot), the same SQL and parameters as
+    connection.execute(); other databases: connection.execute()."""
+    if connection.dialect.name != "postgresql":
+        connection.execute(statement, parameters)
+        return
+    _run_hot(connection, statement, parameters)[0].close()
+
+
+def first_hot(connection: Connection, statement: Any, parameters: dict[str, Any]) -> Any:
+    """The first row of a Core statement of every request's path (the token lookup, a PUT's
+    row lock), or None: on PostgreSQL a named tuple of its columns read from the driver's
+    cursor (_run_hot), not type-processed: the statements given here return only types the
+    driver already converts (integers, text, booleans, JSON, timestamps with their zone).
+    Other databases: connection.execute(...).first()."""
+    if connection.dialect.name != "postgresql":
+        return connection.execute(statement, parameters).first()
+    cursor, row = _run_hot(connection, statement, parameters)
+    found = cursor.fetchone()
+    cursor.close()
+    return None if found is None else row._make(found)
 
 
 # From this many rows on, PostgreSQL inserts go through COPY, an order of magnitude faster than

@@ -15,15 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
+from benchmarks.put_statements import compiled_sql, put_statements
 from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
 from live import TcpProxy, needs_postgres, own_database
 from registry import create_app
-from registry.db import unit_of_work
+from registry.db import first_hot, transaction, unit_of_work
 from registry.models import Record
 from registry.services.tokens import add_site, issue_token
 
@@ -177,3 +180,86 @@ def test_database_connections_killed_under_load(proxied_app):
     finally:
         admin.dispose()
     _assert_survived(app, outcomes)
+
+
+# A PUT's token lookup, row lock and write go to psycopg's cursor without SQLAlchemy's execution
+# context (registry.db.first_hot, execute_hot), and its transaction is psycopg's own: their
+# errors must still be wrapped and invalidate the pool as SQLAlchemy's own statements do.
+
+def test_a_driver_error_on_a_put_s_own_path_is_wrapped_and_rolled_back(proxied_app):
+    app, _, _, _ = proxied_app
+    lock = put_statements()["lock"]
+    with app.test_request_context():
+        with pytest.raises(DBAPIError) as caught:
+            with transaction() as connection:
+                assert first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"}) is None
+                first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-\x00-secret"})
+        assert isinstance(caught.value.orig, psycopg.DataError)
+        assert not caught.value.connection_invalidated
+        assert "parameters hidden" in str(caught.value) and "secret" not in str(caught.value)
+        # The request's connection is usable again: its transaction was rolled back.
+        driver = connection.connection.driver_connection
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with transaction() as connection:
+            assert first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"}) is None
+
+
+def test_a_connection_lost_in_a_put_s_transaction_answers_503_and_invalidates_the_pool(
+        proxied_app):
+    app, headers, _, url = proxied_app
+    client = app.test_client()
+    path = "/api/v1/records/TOR-lost-0001"
+    assert client.put(path, json=BODY, headers=headers).status_code == 201
+    engine = get_database_of(app).engine
+
+    def pooled_backends() -> set[int]:
+        with engine.connect() as one, engine.connect() as two:
+            return {connection.connection.driver_connection.info.backend_pid
+                    for connection in (one, two)}
+
+    before = pooled_backends()
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    lock_sql = compiled_sql(put_statements()["lock"])
+
+    def kill_before_the_row_lock(_conn, cursor, statement, *_args) -> None:  # noqa: ANN001
+        if statement == lock_sql:
+            with admin.connect() as connection:
+                connection.execute(text("SELECT pg_terminate_backend(:pid, 5000)"),
+                                   {"pid": cursor.connection.info.backend_pid})
+
+    event.listen(engine, "before_cursor_execute", kill_before_the_row_lock)
+    try:
+        answer = client.put(path, json={**BODY, "last_followup_day": 4000}, headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", kill_before_the_row_lock)
+        admin.dispose()
+    # 503, not 500: the driver's error was wrapped (an OperationalError of SQLAlchemy's).
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    # Every connection opened before the loss is replaced, not only the lost one.
+    assert not pooled_backends() & before
+    assert client.put(path, json={**BODY, "last_followup_day": 4001},
+                      headers=headers).status_code == 200
+
+
+def test_a_connection_lost_at_the_token_lookup_is_wrapped_and_the_next_request_reconnects(
+        proxied_app):
+    app, headers, _, url = proxied_app
+    client = app.test_client()
+    assert client.get("/api/v1/records", headers=headers).status_code == 200
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": make_url(url).database})
+    finally:
+        admin.dispose()
+    errors: list[BaseException] = []
+    event.listen(get_database_of(app).engine, "handle_error",
+                 lambda context: errors.append(context.sqlalchemy_exception))
+    answer = client.get("/api/v1/records", headers=headers)
+    assert answer.status_code == 503
+    assert len(errors) == 1 and isinstance(errors[0], OperationalError)
+    assert errors[0].connection_invalidated
+    assert client.get("/api/v1/records", headers=headers).status_code == 200

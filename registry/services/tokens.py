@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, select, update
 
-from registry.db import execute_hot, single_statement, unit_of_work, utcnow
+from registry.db import first_hot, single_statement, unit_of_work, utcnow
 from registry.errors import BadRequest, Conflict, NotFound, RecordInvalid, Unauthenticated
 from registry.models import ApiToken, Site
 from registry.core.vocabulary import ROLES
@@ -141,7 +141,7 @@ def resolve_token(raw: str) -> Caller:
         raise Unauthenticated("the bearer token is malformed")
     public_id, secret = shape.groups()
     with single_statement() as connection:
-        token = execute_hot(connection, _TOKEN_BY_PUBLIC_ID, {"public_id": public_id}).first()
+        token = first_hot(connection, _TOKEN_BY_PUBLIC_ID, {"public_id": public_id})
     # Compare hashes in constant time; an unknown id still costs one comparison.
     stored = token.secret_sha256 if token is not None else "0" * 64
     if not hmac.compare_digest(stored, _sha256(secret)) or token is None:

@@ -29,7 +29,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from registry.core.derived import derive
 from registry.core.record import DICTIONARY_VERSION, SUBMITTED_FIELDS, remission_threshold
-from registry.db import UtcDateTime, bulk_insert, execute_hot, utcnow
+from registry.db import UtcDateTime, bulk_insert, execute_hot, first_hot, utcnow
 from registry.errors import Conflict
 from registry.models import AuditEntry, RecordVersion, Tombstone
 from registry.models.record import CELL_KEY_MODULUS
@@ -175,7 +175,7 @@ _ONE_STORED_FOR_UPDATE = select(
     RECORDS.c.subject_id == bindparam("subject_id")).with_for_update()
 
 
-def _one_stored(row: Row | None) -> SimpleNamespace | None:
+def _one_stored(row: Any) -> SimpleNamespace | None:
     """The stored record read by _ONE_STORED_FOR_UPDATE, its columns as attributes (what
     record_from_row and a plan read)."""
     if row is None:
@@ -246,10 +246,10 @@ def plan_write(connection: Connection, site_id: int, subject_id: str, record: di
     looked up again. Holding at most that row lock while waiting, a single write never waits
     crosswise with a batch, which takes its advisory locks before its row locks."""
     where = {"site_id": site_id, "subject_id": subject_id}
-    stored = _one_stored(execute_hot(connection, _ONE_STORED_FOR_UPDATE, where).first())
+    stored = _one_stored(first_hot(connection, _ONE_STORED_FOR_UPDATE, where))
     if stored is None and connection.dialect.name == "postgresql":
         _lock_subjects(connection, site_id, [subject_id])
-        stored = _one_stored(execute_hot(connection, _ONE_STORED_FOR_UPDATE, where).first())
+        stored = _one_stored(first_hot(connection, _ONE_STORED_FOR_UPDATE, where))
     withdrawn = stored is None and bool(_withdrawn(connection, site_id, [subject_id]))
     return _plan(0, subject_id, record, None, stored, withdrawn)
 
