@@ -57,11 +57,17 @@ def _day(minimum: int = -MAX_DAY, maximum: int = MAX_DAY, **kwargs: Any) -> Whol
     return WholeNumber(minimum, maximum, metadata=metadata, **kwargs)
 
 
+# The hooks RecordFieldsSchema.load_record knows: it does their work itself (check_rules, and
+# any unknown key sent to load()). A schema class with any other hook is read through load().
+_SHORTCUT_HOOKS = {"validates_schema": ["check_record_rules", "reject_unknown_fields"]}
+
+
 @cache
 def _hooks_of(schema_class: type[Schema]) -> dict[str, list[str]]:
     """The names of a schema class's hooks by kind (marshmallow's public resolve_hooks)."""
+    hooks = schema_class.resolve_hooks()  # type: ignore[attr-defined]
     return {tag: sorted(name for name, _many, _kwargs in found)
-            for tag, found in schema_class.resolve_hooks().items() if found}  # type: ignore[attr-defined]
+            for tag, found in hooks.items() if found}
 
 
 def _optional(field_class: type, *args: Any, **kwargs: Any) -> Any:
@@ -186,15 +192,11 @@ class RecordFieldsSchema(Schema):
     cause_of_death = _optional(Code, v.CAUSE_OF_DEATH, metadata={
         "description": "cause of death", "dimension": True})
 
-    # The hooks load_record knows: it runs these two itself (through check_rules, and by
-    # sending any unknown key to load()). A schema with any other hook reads through load().
-    _HOOKS_OF_THE_SHORTCUT = {"validates_schema": ["check_record_rules", "reject_unknown_fields"]}
-
     def __init__(self, *args: Any, min_remission_days: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.min_remission_days = min_remission_days
         plain = not (self.many or self.partial or self.only or self.exclude) and \
-            _hooks_of(type(self)) == self._HOOKS_OF_THE_SHORTCUT
+            _hooks_of(type(self)) == _SHORTCUT_HOOKS
         # (key in the body, key in the data, field) of every field read, in the schema's order.
         self._shortcut = [(field.data_key or name, field.attribute or name, field)
                           for name, field in self.load_fields.items()] if plain else None
