@@ -7,15 +7,18 @@ so that a repeat would be found.
 
 from __future__ import annotations
 
+import random
 from datetime import date
 from typing import Any
 
 import pytest
+from marshmallow import ValidationError, post_load
 
 from conftest import EXAMPLE_RECORD
 from registry.core import vocabulary as v
-from registry.core.fields import Code, CodeList
-from registry.core.record import RecordSchema
+from registry.core.fields import Code, CodeList, problems_to_list
+from registry.core.record import PutRecordSchema, RecordSchema
+from registry.services.synthetic import synthetic_record
 from rejections import (
     ABSENT, DE_NOVO, DEAD, INTERRUPTED, ONGOING, VIAS, assert_rejected, changed, submit,
 )
@@ -420,3 +423,62 @@ class TestRemissionThreshold:
         errors = schema.validate(one_short)
         assert [problem.code for problem in errors["remission_start_day"]] == [
             "remission_too_short"]
+
+
+def _outcome(load: Any, raw: Any) -> Any:
+    """What a load gives: the data, or every problem (field, code, message) in order."""
+    try:
+        return load(raw)
+    except ValidationError as error:
+        return problems_to_list(error.messages)
+
+
+def _mutations(rng: random.Random, record: dict[str, Any]) -> list[Any]:
+    """A record broken in one way or another: each must get load()'s own answer."""
+    name = rng.choice(sorted(record))
+    return [
+        {key: value for key, value in record.items() if key != name},
+        {**record, name: None},
+        {**record, name: "2020-01-01"},
+        {**record, name: 10 ** 6},
+        {**record, name: [name]},
+        {**record, "version": 3},
+        {**record, "patient_name": "x"},
+        {**record, "remark": 1},
+        {**record, "last_followup_day": record["remission_start_day"] + 1},
+        {**record, "best_response": "partial_response"},
+        [record],
+        "record",
+    ]
+
+
+@pytest.mark.parametrize("schema_class", [PutRecordSchema, RecordSchema])
+def test_load_record_gives_what_load_gives(schema_class: type[RecordSchema]) -> None:
+    """load_record's shortcut for valid records answers as marshmallow's load() does, for valid
+    records (the data) and broken ones (every problem, in order)."""
+    schema = schema_class()
+    assert schema._shortcut is not None  # the shortcut is taken for these schemas
+    rng = random.Random(2026)
+    for index in range(300):
+        record = synthetic_record(rng, "TOR")
+        if schema_class is PutRecordSchema and index % 2:
+            record.pop("subject_id")
+        expected = _outcome(schema.load, record)
+        assert isinstance(expected, dict)
+        assert _outcome(schema.load_record, record) == expected
+        for broken in _mutations(rng, record):
+            assert _outcome(schema.load_record, broken) == _outcome(schema.load, broken)
+
+
+def test_load_record_leaves_a_schema_with_another_hook_to_load() -> None:
+    """A hook the shortcut does not know (here a post_load) turns the shortcut off."""
+
+    class Marked(PutRecordSchema):
+        @post_load
+        def mark(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+            return {**data, "marked": True}
+
+    schema = Marked()
+    assert schema._shortcut is None
+    record = synthetic_record(random.Random(1), "TOR")
+    assert schema.load_record(record)["marked"] is True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response, current_app, jsonify
 
 from registry.api import Blueprint, json_body, no_content
 from registry.auth import current_caller, requires
@@ -31,6 +31,15 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
+def record_answer(record: dict[str, Any]) -> Response:
+    """A record's answer: what RecordOutSchema's dump gives, without running the dump (about
+    0.05 ms of a write's CPU). A record view holds JSON's own types already but for its two
+    timestamps, which the schema writes as ISO 8601; tests/test_records_api.py compares the
+    two byte for byte. The operations still document RecordOutSchema."""
+    return jsonify({**record, "created_at": record["created_at"].isoformat(),
+                    "updated_at": record["updated_at"].isoformat()})
+
+
 @blp.route("/<subject_id>", methods=["PUT"])
 @requires(Action.WRITE_RECORDS)
 @blp.arguments(WriteHeadersSchema(), location="headers")
@@ -51,7 +60,7 @@ def put_record(headers: dict[str, Any], subject_id: str) -> Any:
         if_none_match=version_condition("If-None-Match", headers.get("if_none_match")),
         source=headers["source"])
     count_records("put", {outcome: 1})
-    return record, 201 if outcome == "created" else 200, _etag(record["version"])
+    return record_answer(record), 201 if outcome == "created" else 200, _etag(record["version"])
 
 
 @blp.route("", methods=["POST"])
@@ -64,7 +73,7 @@ def create_record(headers: dict[str, Any]) -> Any:
     """Create a record that does not exist yet (409 if it does)"""
     record = records.create_record(current_caller(), json_body(), source=headers["source"])
     count_records("post", {"created": 1})
-    return record, 201, _etag(record["version"])
+    return record_answer(record), 201, _etag(record["version"])
 
 
 @blp.route("", methods=["GET"])
@@ -96,7 +105,7 @@ def get_record(headers: dict[str, Any], subject_id: str) -> Any:
     unchanged = version_condition("If-None-Match", headers.get("if_none_match"))
     if unchanged is not None and unchanged.names(record["version"]):
         return Response(status=304, headers=_etag(record["version"]))
-    return record, 200, _etag(record["version"])
+    return record_answer(record), 200, _etag(record["version"])
 
 
 @blp.route("/<subject_id>/history", methods=["GET"])

@@ -68,7 +68,7 @@ def validate_put(subject_id: str, raw: Any) -> tuple[dict[str, Any] | None, list
     except ValidationError as error:
         errors.extend(problems_to_list({"subject_id": error.messages}))
     try:
-        data: dict[str, Any] | None = _put_schema.load(raw)
+        data: dict[str, Any] | None = _put_schema.load_record(raw)
     except ValidationError as error:
         data = None
         errors.extend(problems_to_list(error.messages))
