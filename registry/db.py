@@ -280,8 +280,10 @@ def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
             begun = connection.get_transaction()
             if begun is not None:
                 begun.rollback()
-            elif not autocommit:
-                connection._rollback_impl()  # SQLAlchemy's ROLLBACK: events, wrapped errors
+            elif not autocommit and _driver_in_transaction(connection):
+                # SQLAlchemy's ROLLBACK: events, wrapped errors. A driver error has rolled
+                # back already (SQLAlchemy's own, when no transaction of its is open).
+                connection._rollback_impl()
             raise
         begun = connection.get_transaction()
         if begun is not None:
@@ -292,6 +294,15 @@ def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
         state.pop(_REQUEST_CONNECTION_HELD, None)
         if autocommit:
             connection.execution_options(**{name: not value for name, value in flags.items()})
+
+
+def _driver_in_transaction(connection: Connection) -> bool:
+    """Whether the PostgreSQL driver connection under `connection` holds an open transaction
+    (also one failed by an error), i.e. has something to roll back."""
+    from psycopg.pq import TransactionStatus
+
+    return not connection.invalidated and \
+        connection.connection.driver_connection.info.transaction_status != TransactionStatus.IDLE
 
 
 _COMPILED: dict[tuple[int, str], tuple[str, dict[str, Any], type]] = {}

@@ -189,11 +189,17 @@ def test_database_connections_killed_under_load(proxied_app):
 def test_a_driver_error_on_a_put_s_own_path_is_wrapped_and_rolled_back(proxied_app):
     app, _, _, _ = proxied_app
     lock = put_statements()["lock"]
+    rollbacks: list[object] = []
+    engine = get_database_of(app).engine
+    rolled_back = rollbacks.append  # one bound method, to remove the listener again
+    event.listen(engine, "rollback", rolled_back)
     with app.test_request_context():
         with pytest.raises(DBAPIError) as caught:
             with transaction() as connection:
                 assert first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"}) is None
                 first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-\x00-secret"})
+        event.remove(engine, "rollback", rolled_back)
+        assert len(rollbacks) == 1  # SQLAlchemy's own; the block adds none to an idle driver
         assert isinstance(caught.value.orig, psycopg.DataError)
         assert not caught.value.connection_invalidated
         assert "parameters hidden" in str(caught.value) and "secret" not in str(caught.value)
@@ -202,6 +208,29 @@ def test_a_driver_error_on_a_put_s_own_path_is_wrapped_and_rolled_back(proxied_a
         assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         with transaction() as connection:
             assert first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"}) is None
+
+
+def test_an_error_of_the_code_in_a_put_s_transaction_rolls_it_back(proxied_app):
+    # A refusal raised after the row lock (a 409 or 412) leaves the driver's transaction open:
+    # the block rolls it back, once, and the row lock is let go at once.
+    app, _, _, _ = proxied_app
+    lock = put_statements()["lock"]
+    rollbacks: list[object] = []
+    engine = get_database_of(app).engine
+    rolled_back = rollbacks.append  # one bound method, to remove the listener again
+    event.listen(engine, "rollback", rolled_back)
+    try:
+        with app.test_request_context():
+            with pytest.raises(LookupError):
+                with transaction() as connection:
+                    first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"})
+                    driver = connection.connection.driver_connection
+                    assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+                    raise LookupError
+            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        event.remove(engine, "rollback", rolled_back)
+    assert len(rollbacks) == 1
 
 
 def test_a_connection_lost_in_a_put_s_transaction_answers_503_and_invalidates_the_pool(
