@@ -12,6 +12,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,19 +187,27 @@ def test_database_connections_killed_under_load(proxied_app):
 # context (registry.db.first_hot, execute_hot), and its transaction is psycopg's own: their
 # errors must still be wrapped and invalidate the pool as SQLAlchemy's own statements do.
 
+@contextmanager
+def _rollbacks(app: Flask) -> Iterator[list[object]]:
+    """The ROLLBACKs the app's engine sends while the block runs (its rollback events)."""
+    seen: list[object] = []
+    engine = get_database_of(app).engine
+    rolled_back = seen.append  # one bound method, to remove the listener again
+    event.listen(engine, "rollback", rolled_back)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "rollback", rolled_back)
+
+
 def test_a_driver_error_on_a_put_s_own_path_is_wrapped_and_rolled_back(proxied_app):
     app, _, _, _ = proxied_app
     lock = put_statements()["lock"]
-    rollbacks: list[object] = []
-    engine = get_database_of(app).engine
-    rolled_back = rollbacks.append  # one bound method, to remove the listener again
-    event.listen(engine, "rollback", rolled_back)
     with app.test_request_context():
-        with pytest.raises(DBAPIError) as caught:
+        with _rollbacks(app) as rollbacks, pytest.raises(DBAPIError) as caught:
             with transaction() as connection:
                 assert first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"}) is None
                 first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-\x00-secret"})
-        event.remove(engine, "rollback", rolled_back)
         assert len(rollbacks) == 1  # SQLAlchemy's own; the block adds none to an idle driver
         assert isinstance(caught.value.orig, psycopg.DataError)
         assert not caught.value.connection_invalidated
@@ -215,21 +224,14 @@ def test_an_error_of_the_code_in_a_put_s_transaction_rolls_it_back(proxied_app):
     # the block rolls it back, once, and the row lock is let go at once.
     app, _, _, _ = proxied_app
     lock = put_statements()["lock"]
-    rollbacks: list[object] = []
-    engine = get_database_of(app).engine
-    rolled_back = rollbacks.append  # one bound method, to remove the listener again
-    event.listen(engine, "rollback", rolled_back)
-    try:
-        with app.test_request_context():
-            with pytest.raises(LookupError):
-                with transaction() as connection:
-                    first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"})
-                    driver = connection.connection.driver_connection
-                    assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-                    raise LookupError
-            assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    finally:
-        event.remove(engine, "rollback", rolled_back)
+    with app.test_request_context(), _rollbacks(app) as rollbacks:
+        with pytest.raises(LookupError):
+            with transaction() as connection:
+                first_hot(connection, lock, {"site_id": 1, "subject_id": "TOR-0"})
+                driver = connection.connection.driver_connection
+                assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+                raise LookupError
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert len(rollbacks) == 1
 
 
