@@ -333,7 +333,8 @@ def measure(postmaster: int | None, seconds: float, run: Callable[[], dict[str, 
     load = os.getloadavg()[0]
     app_before = _tree_cpu(gunicorn_pid) if gunicorn_pid else 0.0
     db_before = _tree_cpu(postmaster) if postmaster else 0.0
-    backends_before = set(_workers_of(postmaster)) if postmaster and not gunicorn_pid else set()
+    pgbench_phase = postmaster is not None and not gunicorn_pid
+    backends_before = set(_workers_of(postmaster)) if pgbench_phase else set()
     busy_before, all_before = _machine_busy()
     if gunicorn_pid and bind:
         with connection_spread(gunicorn_pid, int(bind.rsplit(":", 1)[1])) as spread:
@@ -342,7 +343,7 @@ def measure(postmaster: int | None, seconds: float, run: Callable[[], dict[str, 
     else:
         figures = run()
     busy_after, all_after = _machine_busy()
-    if postmaster and not gunicorn_pid:  # pgbench's own backends
+    if pgbench_phase:  # pgbench's own backends end just after it
         _backends_gone(postmaster, backends_before)
     requests = figures["rate"] * seconds
     figures["app_ms"] = ((_tree_cpu(gunicorn_pid) - app_before) / requests * 1000

@@ -63,6 +63,19 @@ POSTGRES_NO_TRANSACTION = "registry_postgres_no_transaction"
 _IN_AUTOCOMMIT = "registry_in_autocommit"
 
 
+def _use_autocommit(pooled: Any, on: bool) -> None:
+    """Put a pooled PostgreSQL connection in psycopg's autocommit mode for one-statement work
+    (on), or take it out for a transaction. Only autocommit set here is undone:
+    isolation_level="AUTOCOMMIT" (e.g. CREATE DATABASE) stays SQLAlchemy's own. No round trip:
+    psycopg's mode is an attribute of the connection while no transaction is open."""
+    if on:
+        if not pooled.info.get(_IN_AUTOCOMMIT):
+            pooled.driver_connection.autocommit = True
+            pooled.info[_IN_AUTOCOMMIT] = True
+    elif pooled.info.pop(_IN_AUTOCOMMIT, False):
+        pooled.driver_connection.autocommit = False
+
+
 def _prepare_postgresql(engine: Engine) -> None:
     """Let one-statement work (the token check of every request) run in the driver's
     autocommit mode without SQLAlchemy's isolation-level switch and reset.
@@ -79,15 +92,10 @@ def _prepare_postgresql(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        pooled = connection.connection
-        if connection.get_execution_options().get(POSTGRES_NO_TRANSACTION, False):
-            pooled.driver_connection.autocommit = True
-            pooled.info[_IN_AUTOCOMMIT] = True
-        elif pooled.info.pop(_IN_AUTOCOMMIT, False):
-            # A request's connection serves one-statement work, then a transaction, before it
-            # returns to the pool (request_connection). Only autocommit set here is undone:
-            # isolation_level="AUTOCOMMIT" (e.g. CREATE DATABASE) stays SQLAlchemy's own.
-            pooled.driver_connection.autocommit = False
+        # A request's connection serves one-statement work, then a transaction, before it
+        # returns to the pool (request_connection): each begin sets the mode it needs.
+        _use_autocommit(connection.connection,
+                        connection.get_execution_options().get(POSTGRES_NO_TRANSACTION, False))
 
     @event.listens_for(engine.pool, "checkin")
     def _on_checkin(dbapi_connection: Any, record: Any) -> None:
@@ -228,7 +236,7 @@ def release_request_connection(_error: BaseException | None = None) -> None:
 def transaction() -> Iterator[Connection]:
     """unit_of_work() for Core statements, without a Session around them: one transaction on
     one connection, committed when the block ends, rolled back on any error."""
-    with _begun(get_database().transactions, {}) as connection:
+    with _begun(get_database().transactions, autocommit=False) as connection:
         yield connection
 
 
@@ -237,14 +245,14 @@ def single_statement() -> Iterator[Connection]:
     """A connection for one statement, atomic on its own (a read, or a write that needs nothing
     else): on PostgreSQL it commits by itself. Not a read followed by a write: SQLite, which
     begins this deferred, may refuse a write after a read when another writer came between."""
-    with _begun(get_database().autocommit, {POSTGRES_NO_TRANSACTION: True}) as connection:
+    with _begun(get_database().autocommit, autocommit=True) as connection:
         yield connection
 
 
 @contextmanager
-def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
+def _begun(source: Any, *, autocommit: bool) -> Iterator[Connection]:
     """A transaction on the request's connection (request_connection); without one, begun on a
-    connection of `source` itself, which carries the execution options `flags`.
+    connection of `source` itself (Database.autocommit for one-statement work, `autocommit`).
 
     On the request's connection the transaction is psycopg's own, begun by the driver with the
     first statement, as SQLAlchemy's would be (psycopg's BEGIN is implicit), but without
@@ -253,25 +261,19 @@ def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
     the Connection's own COMMIT or ROLLBACK, which fire the engine's events and wrap errors as
     any statement's. A Core statement executed in the block begins SQLAlchemy's transaction
     on the same driver transaction (autobegin), and the block then ends it. With
-    POSTGRES_NO_TRANSACTION the connection is in autocommit (_prepare_postgresql): each
-    statement commits by itself, and nothing is left to commit."""
+    `autocommit` the connection is in autocommit (_use_autocommit): each statement commits by
+    itself, and nothing is left to commit."""
     connection = request_connection(get_database(), source)
     if connection is None:
         with source.begin() as connection:
             yield connection
         return
     state = g._get_current_object()
-    pooled = connection.connection
-    autocommit = bool(flags)
     if autocommit:
         # A Core statement in the block begins SQLAlchemy's transaction: the option keeps
         # it in autocommit (_on_begin).
-        connection.execution_options(**flags)
-        if not pooled.info.get(_IN_AUTOCOMMIT):
-            pooled.driver_connection.autocommit = True
-            pooled.info[_IN_AUTOCOMMIT] = True
-    elif pooled.info.pop(_IN_AUTOCOMMIT, False):
-        pooled.driver_connection.autocommit = False
+        connection.execution_options(**{POSTGRES_NO_TRANSACTION: True})
+    _use_autocommit(connection.connection, autocommit)
     setattr(state, _REQUEST_CONNECTION_HELD, True)
     try:
         try:
@@ -293,7 +295,7 @@ def _begun(source: Any, flags: dict[str, bool]) -> Iterator[Connection]:
     finally:
         state.pop(_REQUEST_CONNECTION_HELD, None)
         if autocommit:
-            connection.execution_options(**{name: not value for name, value in flags.items()})
+            connection.execution_options(**{POSTGRES_NO_TRANSACTION: False})
 
 
 def _driver_in_transaction(connection: Connection) -> bool:
