@@ -22,11 +22,11 @@ from benchmarks.common import Figure, fresh_database, print_table, timed
 from registry import create_app
 from registry.db import get_database, make_engine, unit_of_work
 from registry.models import QueryLogEntry, Record, Site
-from registry.services.disclosure import Policy
-from registry.services.releases import cut_release
+from registry.services.window.disclosure import Policy
+from registry.services.window.releases import cut_release
 from registry.services.health import alembic_config
-from registry.services.synthetic import synthetic_rows
-from registry.services.tokens import issue_token
+from registry.services.intake.synthetic import synthetic_rows
+from registry.services.access.tokens import issue_token
 
 BAR = 1.5
 QUERY = "/api/v1/aggregates/counts?rows=hr_status&columns=maintenance_status&presentation=de_novo"

@@ -7,7 +7,7 @@ query log is emptied between them, not timed):
   GROUP BY of the same interval counts (bar: ratio <= 1.5), on a cohort not tallied before;
 - log-rank: GET /analyses/survival?by=presentation against lifelines'
   multivariate_logrank_test on the same arrays already in memory (bar: ratio <= 2), as the
-  first question on its cohort: the columns the process keeps (services/release_columns.py
+  first question on its cohort: the columns the process keeps (services/window/release_columns.py
   COLUMNS) are emptied before each timed answer, so it reads them from the release's columnar
   copy, as after a cut; and, without a bar, with the columns kept in the process (another
   question on the same release);
@@ -36,10 +36,10 @@ from benchmarks.common import Figure, fresh_database, print_table, timed
 from registry import create_app
 from registry.db import get_database, unit_of_work
 from registry.models import QueryLogEntry
-from registry.services import release_columns
-from registry.services.disclosure import Policy
-from registry.services.releases import cut_release
-from registry.services.tokens import issue_token
+from registry.services.window import release_columns
+from registry.services.window.disclosure import Policy
+from registry.services.window.releases import cut_release
+from registry.services.access.tokens import issue_token
 
 TABULATION_BAR = 1.5
 MODEL_BAR = 2.0

@@ -20,9 +20,9 @@ from registry.db import get_database
 from registry.models import Record
 from registry.services.health import alembic_config
 from registry.core.record import canonical
-from registry.services.record_rows import row_values
-from registry.services.synthetic import synthetic_record
-from registry.services.tokens import add_site, issue_token
+from registry.services.intake.record_rows import row_values
+from registry.services.intake.synthetic import synthetic_record
+from registry.services.access.tokens import add_site, issue_token
 
 BATCHES, BATCH_SIZE = 10, 1000
 

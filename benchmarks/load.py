@@ -62,7 +62,7 @@ def prepare_database(url: str) -> str:
     from registry import create_app
     from registry.db import get_database
     from registry.services.health import alembic_config
-    from registry.services.tokens import add_site, issue_token
+    from registry.services.access.tokens import add_site, issue_token
 
     command.upgrade(alembic_config(url), "head")
     app = create_app({"DATABASE_URL": url})
@@ -364,8 +364,8 @@ def _reset_subjects(url: str, token: str, records: list[dict]) -> None:
     next phase changes its record (a PUT equal to the stored record writes nothing)."""
     from registry import create_app
     from registry.db import get_database
-    from registry.services.batches import submit_batch
-    from registry.services.tokens import resolve_token
+    from registry.services.intake.batches import submit_batch
+    from registry.services.access.tokens import resolve_token
 
     app = create_app({"DATABASE_URL": url})
     with app.app_context():
@@ -383,8 +383,8 @@ def _pgbench_put(url: str, token: str, before: dict, after: dict, clients: int
     from registry import create_app
     from registry.core.record import canonical
     from registry.db import get_database, utcnow
-    from registry.services.record_rows import changes_between
-    from registry.services.tokens import resolve_token
+    from registry.services.intake.record_rows import changes_between
+    from registry.services.access.tokens import resolve_token
 
     app = create_app({"DATABASE_URL": url})
     with app.app_context():
@@ -421,7 +421,7 @@ def benchmark_b3(url: str, token: str, seconds: float, clients: int,
     """B3 rows. PostgreSQL: pgbench running the statements of a PUT and PUT through gunicorn,
     interleaved A-B-B-A; the PUT/pgbench throughput ratio is the bar. Both databases: p99 of a
     PUT; GET /healthz beside it for context."""
-    from registry.services.synthetic import synthetic_record
+    from registry.services.intake.synthetic import synthetic_record
 
     if shutil.which("wrk") is None:
         raise SystemExit("B3 needs the load generator wrk: apt-get install wrk")
@@ -546,7 +546,7 @@ def _declared_too_large(bind: str, token: str, declared: int) -> tuple[str, floa
 
 def benchmark_b6(url: str, token: str) -> list[tuple]:
     """B6 rows: worker memory growth over one 1,000-record batch, and the 413 before parsing."""
-    from registry.services.synthetic import synthetic_record
+    from registry.services.intake.synthetic import synthetic_record
 
     rng = random.Random(6)
     batch = json.dumps({"records": [synthetic_record(rng, "TOR") for _ in range(1000)]}).encode()

@@ -40,8 +40,8 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 def put_statements() -> dict[str, Any]:
     """The statement objects a PUT of a stored record executes, in order, by name."""
-    from registry.services.tokens import _TOKEN_BY_PUBLIC_ID
-    from registry.services.writes import _ONE_STORED_FOR_UPDATE, _UPDATE_ONE
+    from registry.services.access.tokens import _TOKEN_BY_PUBLIC_ID
+    from registry.services.intake.writes import _ONE_STORED_FOR_UPDATE, _UPDATE_ONE
 
     return {"token": _TOKEN_BY_PUBLIC_ID, "lock": _ONE_STORED_FOR_UPDATE, "write": _UPDATE_ONE}
 
@@ -86,8 +86,8 @@ def pgbench_script(*, public_id: str, site_id: int, token_id: int, record: dict[
 
     Client c updates subjects `subject_prefix` + (first_subject + c * subjects_per_client + k),
     k random below subjects_per_client, so no two clients wait for each other's row lock."""
-    from registry.services.tokens import Caller
-    from registry.services.writes import PlannedWrite, one_write
+    from registry.services.access.tokens import Caller
+    from registry.services.intake.writes import PlannedWrite, one_write
 
     statements = put_statements()
     # The stored row's id and version are read by the row lock (pgbench: \gset p_).

@@ -23,7 +23,7 @@ import sys
 from benchmarks.common import fresh_database
 from registry import create_app
 from registry.services.health import alembic_config
-from registry.services.tokens import issue_token
+from registry.services.access.tokens import issue_token
 
 REGISTRIES = 20
 SURVIVAL_REGISTRIES = 8

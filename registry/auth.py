@@ -16,7 +16,7 @@ from flask import Flask, Request, current_app, g, request
 
 from registry.errors import Forbidden, Unauthenticated
 from registry.permissions import Action, authorize
-from registry.services.tokens import Caller, resolve_token
+from registry.services.access.tokens import Caller, resolve_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 API_PREFIX = "/api/v1"

@@ -75,7 +75,7 @@ sites_cli = AppGroup("sites", help="Partner sites.")
 @click.option("--name", required=True, help="the centre's name")
 def sites_add(code: str, name: str) -> None:
     """Register a site under CODE (2 to 16 letters or digits)."""
-    from registry.services.tokens import add_site
+    from registry.services.access.tokens import add_site
 
     try:
         site = add_site(code, name)
@@ -87,7 +87,7 @@ def sites_add(code: str, name: str) -> None:
 @sites_cli.command("list")
 def sites_list() -> None:
     """List the registered sites."""
-    from registry.services.tokens import list_sites
+    from registry.services.access.tokens import list_sites
 
     for site in list_sites():
         click.echo(f"{site.code}\t{site.name}\t{site.created_at:%Y-%m-%d}")
@@ -102,7 +102,7 @@ tokens_cli = AppGroup("tokens", help="API tokens: issue (shown once), list, revo
 @click.option("--label", help="a note to recognise the token by (who holds it)")
 def tokens_issue(role: str, site_code: str | None, label: str | None) -> None:
     """Issue a token. The token is printed once, alone on the last line; keep it safe."""
-    from registry.services.tokens import issue_token
+    from registry.services.access.tokens import issue_token
 
     try:
         token, secret = issue_token(role, site_code, label)
@@ -117,7 +117,7 @@ def tokens_issue(role: str, site_code: str | None, label: str | None) -> None:
 @click.option("--site", "site_code", help="only the tokens of this site")
 def tokens_list(site_code: str | None) -> None:
     """List tokens: id, role, site, created, last used, revoked. Never the token itself."""
-    from registry.services.tokens import list_tokens
+    from registry.services.access.tokens import list_tokens
 
     click.echo("id\trole\tsite\tcreated\tlast_used\trevoked\tlabel")
     for token in list_tokens(site_code):
@@ -132,7 +132,7 @@ def tokens_list(site_code: str | None) -> None:
 @click.argument("token_id")
 def tokens_revoke(token_id: str) -> None:
     """Revoke a token by its id (see `tokens list`); it fails from the next request on."""
-    from registry.services.tokens import revoke_token
+    from registry.services.access.tokens import revoke_token
 
     try:
         revoke_token(token_id)
@@ -147,7 +147,7 @@ def tokens_revoke(token_id: str) -> None:
 def tokens_budget(token_id: str, questions: int | None) -> None:
     """Let one token ask QUESTIONS distinct aggregate questions per release (a steward's
     decision, privacy.md 2.3); without QUESTIONS, back to REGISTRY_QUESTION_BUDGET."""
-    from registry.services.tokens import set_question_budget
+    from registry.services.access.tokens import set_question_budget
 
     try:
         set_question_budget(token_id, questions)
@@ -167,7 +167,7 @@ def tokens_budget(token_id: str, questions: int | None) -> None:
 @with_appcontext
 def demo_data(records_per_site: int, seed: int, tokens_file: Path | None) -> None:
     """Register eight demo sites and load synthetic (made-up) valid records."""
-    from registry.services.synthetic import issue_demo_tokens, load_demo_data
+    from registry.services.intake.synthetic import issue_demo_tokens, load_demo_data
 
     for site, summary in load_demo_data(records_per_site, seed).items():
         click.echo(f"{site}: " + ", ".join(f"{k} {n}" for k, n in summary.items()))
@@ -189,8 +189,8 @@ releases_cli = AppGroup("releases", help="Releases: frozen states of the data fo
 @click.option("--note", help="a short note: what the release is for")
 def releases_cut(note: str | None) -> None:
     """Cut a release of the current data; its id is printed alone on the last line."""
-    from registry.services.disclosure import Policy
-    from registry.services.releases import cut_release
+    from registry.services.window.disclosure import Policy
+    from registry.services.window.releases import cut_release
 
     try:
         release = cut_release(None, note, Policy.from_config(current_app.config))
@@ -204,7 +204,7 @@ def releases_cut(note: str | None) -> None:
 @releases_cli.command("list")
 def releases_list() -> None:
     """List the releases, newest first: id, time, records, changes, note."""
-    from registry.services.releases import list_releases
+    from registry.services.window.releases import list_releases
 
     click.echo("id\tcut_at\trecords\tchanges\tnote")
     for release in list_releases():

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linprog
 
-from registry.services.disclosure import MAX_ADJUSTMENT, Policy
+from registry.services.window.disclosure import MAX_ADJUSTMENT, Policy
 
 
 def attacker_bounds(published: list[list[int | None]], row_totals: Sequence[int | None],

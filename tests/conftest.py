@@ -23,7 +23,7 @@ from sqlalchemy.orm import sessionmaker
 from registry import create_app
 from registry.db import get_database, make_engine
 from registry.services.health import alembic_config
-from registry.services.tokens import add_site, issue_token
+from registry.services.access.tokens import add_site, issue_token
 
 TEST_DATABASE_URL = os.environ.get("REGISTRY_TEST_DATABASE_URL", "")
 

@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from registry import create_app
 from registry.db import get_database, make_engine
-from registry.services.synthetic import synthetic_record
-from registry.services.tokens import add_site, issue_token
+from registry.services.intake.synthetic import synthetic_record
+from registry.services.access.tokens import add_site, issue_token
 from tests.fake_redcap import ServerThread, site_rows
 
 

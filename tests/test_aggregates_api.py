@@ -21,10 +21,10 @@ from registry.db import unit_of_work
 from registry.models import (
     QueryLogEntry, Record, Release, Site, release_columns, release_records,
 )
-from registry.services.catalogue import dimensions
-from registry.services.disclosure import MIN_CONTRIBUTING_SITES, Policy
-from registry.services.releases import cut_release
-from registry.services.synthetic import synthetic_record, synthetic_rows
+from registry.services.window.catalogue import dimensions
+from registry.services.window.disclosure import MIN_CONTRIBUTING_SITES, Policy
+from registry.services.window.releases import cut_release
+from registry.services.intake.synthetic import synthetic_record, synthetic_rows
 from tests.attacker import check_life_table_published, check_published, life_table_bounds
 
 API = "/api/v1/aggregates"

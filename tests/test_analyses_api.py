@@ -23,11 +23,11 @@ from sqlalchemy import delete, func, insert, select, update
 from registry import models
 from registry.db import unit_of_work
 from registry.models import QueryLogEntry, Record, Site
-from registry.services import release_columns
-from registry.services.disclosure import MAX_ADJUSTMENT, Policy
-from registry.services.release_memo import ReleaseMemo
-from registry.services.releases import cut_release, resolve_release
-from registry.services.synthetic import synthetic_rows
+from registry.services.window import release_columns
+from registry.services.window.disclosure import MAX_ADJUSTMENT, Policy
+from registry.services.window.release_memo import ReleaseMemo
+from registry.services.window.releases import cut_release, resolve_release
+from registry.services.intake.synthetic import synthetic_rows
 
 API = "/api/v1/analyses"
 K = 11
@@ -237,7 +237,7 @@ def test_logrank_equals_lifelines(client: FlaskClient, coordinator, no_noise) ->
 
 
 def test_logrank_with_delayed_entry_equals_a_direct_count_of_the_risk_sets() -> None:
-    from registry.services.estimators import logrank
+    from registry.services.analysis.estimators import logrank
 
     rng = np.random.default_rng(4)
     size = 400

@@ -33,8 +33,8 @@ from sqlalchemy import delete, func, insert, select, update
 from registry.db import unit_of_work
 from registry.models import Record, Site
 from registry.models import release_columns as release_columns_table
-from registry.services.catalogue import dimensions
-from registry.services.disclosure import MAX_ADJUSTMENT, Policy, is_suppressed, perturb
+from registry.services.window.catalogue import dimensions
+from registry.services.window.disclosure import MAX_ADJUSTMENT, Policy, is_suppressed, perturb
 from tests.attacker import check_published
 from tests.test_aggregates_api import cut, remove_rows
 from tests.test_analyses_api import cox_truth, design, survival_bounds, textbook
@@ -60,7 +60,7 @@ def timed_rows(seed: int, size: int, small: int = SMALL, group: dict[str, Any] |
     them, 5 % dead, de novo presentation in `de_novo_share`, no cardiac event) and `small`
     records of the target group (`group` columns, relapse and stop on the given days from
     remission start). Only records the inclusion rule admits (730 days in remission)."""
-    from registry.services.synthetic import synthetic_rows
+    from registry.services.intake.synthetic import synthetic_rows
 
     rng = random.Random(seed)
     with unit_of_work() as session:
@@ -749,7 +749,7 @@ def test_withdrawal_leaves_no_trace_in_the_columnar_copies_of_releases(
     them, in the withdrawal's transaction: no stored copy holds their values any more, the
     copies written again by the next questions are byte for byte those of a registry that
     never held them, and so is every analysis answer on every release."""
-    from registry.services import release_columns
+    from registry.services.window import release_columns
 
     remove_rows()  # this module's shared registry, if loaded (rolled back after the test)
     rows = timed_rows(seed=61, size=300)

@@ -178,7 +178,7 @@ def test_a_resend_is_confirmed_under_the_write_lock(client, site_a, example_reco
                                                     monkeypatch):
     """The first read only hints that a record is resent: one withdrawn, or changed, since that
     read is planned as what it is now, never answered unchanged."""
-    from registry.services import batches
+    from registry.services.intake import batches
 
     subject_id = example_record["subject_id"]
     first = {"records": [example_record]}

@@ -27,8 +27,8 @@ from registry import create_app
 from registry.core.record import canonical
 from registry.db import unit_of_work, utcnow
 from registry.models import AuditEntry, Record, RecordVersion
-from registry.services.record_rows import changes_between
-from registry.services.tokens import add_site, issue_token, resolve_token
+from registry.services.intake.record_rows import changes_between
+from registry.services.access.tokens import add_site, issue_token, resolve_token
 
 pytestmark = [pytest.mark.postgres_only, needs_postgres]
 
@@ -193,7 +193,7 @@ def test_a_request_takes_one_pooled_connection_and_gives_it_back(bench_app):
     # The token lookup (autocommit) and the PUT's transaction share the request's one pooled
     # connection, which is back in the pool, out of autocommit, when the answer is out; also
     # after a refused request. A token revoked between two requests fails the second.
-    from registry.services.tokens import revoke_token
+    from registry.services.access.tokens import revoke_token
 
     app, _, _ = bench_app
     engine = get_database_of(app).engine

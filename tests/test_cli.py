@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from registry.cli import main
 from registry.db import unit_of_work
 from registry.models import ApiToken, Record
-from registry.services.synthetic import DEMO_SITES
+from registry.services.intake.synthetic import DEMO_SITES
 
 
 def invoke(app, *args: str):  # noqa: ANN001, ANN201

@@ -22,7 +22,7 @@ from live import needs_postgres, own_database
 from registry import create_app
 from registry.db import unit_of_work
 from registry.models import AuditEntry
-from registry.services.tokens import add_site, issue_token
+from registry.services.access.tokens import add_site, issue_token
 
 pytestmark = [pytest.mark.postgres_only, needs_postgres]
 

@@ -18,10 +18,10 @@ from conftest import get_database_of
 from registry import create_app
 from registry.db import transaction, utcnow
 from registry.models import ConsoleSession
-from registry.services.disclosure import Policy
-from registry.services.releases import cut_release
-from registry.services.synthetic import load_demo_data
-from registry.services.tokens import issue_token, revoke_token
+from registry.services.window.disclosure import Policy
+from registry.services.window.releases import cut_release
+from registry.services.intake.synthetic import load_demo_data
+from registry.services.access.tokens import issue_token, revoke_token
 from registry.web import presentation
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -14,11 +14,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from registry.services.analyses import numbers_at_risk
-from registry.services.disclosure import Policy
-from registry.services.releases import cut_release, list_releases
-from registry.services.synthetic import load_demo_data
-from registry.services.tokens import issue_token
+from registry.services.analysis.analyses import numbers_at_risk
+from registry.services.window.disclosure import Policy
+from registry.services.window.releases import cut_release, list_releases
+from registry.services.intake.synthetic import load_demo_data
+from registry.services.access.tokens import issue_token
 from registry.web.citation import cite
 from test_console import sign_in
 

@@ -17,8 +17,8 @@ from sqlalchemy import select, update
 from registry.core.vocabulary import SOURCES
 from registry.db import transaction, utcnow
 from registry.models import AuditEntry, Record, RecordVersion, Tombstone
-from registry.services.site_overview import completeness_fields, site_summary
-from registry.services.tokens import Caller, issue_token, resolve_token
+from registry.services.intake.site_overview import completeness_fields, site_summary
+from registry.services.access.tokens import Caller, issue_token, resolve_token
 from test_console import csrf_token, sign_in
 
 SOURCE = "X-Registry-Source"

@@ -23,7 +23,7 @@ from schemathesis.config import PositiveDataAcceptanceConfig
 from conftest import EXAMPLE_RECORD, get_database_of, migrate
 from live import ROOT, own_database
 from registry import create_app
-from registry.services.tokens import add_site, issue_token
+from registry.services.access.tokens import add_site, issue_token
 
 ROLES = ("submitter", "coordinator", "steward", "no token")
 # Examples per operation, role and mode: enough to walk each operation's edges in CI time.

@@ -1,5 +1,6 @@
 """Disclosure control (privacy.md section 2) on random tables, checked by the attacker's own
-linear program (tests/attacker.py, written independently of registry/services/disclosure.py)."""
+linear program (tests/attacker.py, written independently of
+registry/services/window/disclosure.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registry.models.record import CELL_KEY_MODULUS
-from registry.services.disclosure import (
+from registry.services.window.disclosure import (
     MAX_ADJUSTMENT, Policy, adjustment, cell_key, contributing_sites, is_suppressed, perturb,
     protect,
 )

@@ -85,7 +85,7 @@ def test_readyz_is_503_when_the_schema_is_behind(tmp_path):
 
 def test_unexpected_errors_are_500_problems_without_details(app, client, site_a, monkeypatch,
                                                             caplog):
-    from registry.services import records
+    from registry.services.intake import records
 
     def explode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("secret-value-4242 leaked into an exception")

@@ -29,7 +29,7 @@ from live import TcpProxy, needs_postgres, own_database
 from registry import create_app
 from registry.db import first_hot, transaction, unit_of_work
 from registry.models import Record
-from registry.services.tokens import add_site, issue_token
+from registry.services.access.tokens import add_site, issue_token
 
 pytestmark = [pytest.mark.postgres_only, needs_postgres]
 

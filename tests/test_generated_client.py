@@ -39,10 +39,10 @@ from registry import create_app
 from registry.db import unit_of_work
 from registry.errors import PROBLEM_JSON
 from registry.models import Record, Site
-from registry.services.disclosure import Policy
-from registry.services.releases import cut_release
-from registry.services.synthetic import synthetic_rows
-from registry.services.tokens import add_site, issue_token, set_question_budget
+from registry.services.window.disclosure import Policy
+from registry.services.window.releases import cut_release
+from registry.services.intake.synthetic import synthetic_rows
+from registry.services.access.tokens import add_site, issue_token, set_question_budget
 
 PACKAGE = "registry_generated_client"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -125,7 +125,7 @@ def test_the_rank_table_knows_every_module():
 # declaration, the rule table, the derived fields that read it, the demo data, and the REDCap
 # layout (the first field of each instrument, the visit date).
 NAMED_BY_HAND = {"registry/core/record.py", "registry/core/rules.py", "registry/core/derived.py",
-                 "registry/services/synthetic.py", "registry/core/redcap_dictionary.py",
+                 "registry/services/intake/synthetic.py", "registry/core/redcap_dictionary.py",
                  "registry/core/deidentify.py"}
 
 

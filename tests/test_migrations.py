@@ -123,7 +123,7 @@ def test_0005_applies_the_clinical_ruling_to_records_stored_before_it(
     from sqlalchemy import insert
 
     from registry.models import Record, Site
-    from registry.services.synthetic import synthetic_rows
+    from registry.services.intake.synthetic import synthetic_rows
 
     config = alembic_config(scratch_database_url)
     command.upgrade(config, "0004")

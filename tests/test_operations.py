@@ -22,7 +22,7 @@ from live import needs_postgres
 from registry import create_app, db, db_sqlite
 from registry.db import unit_of_work
 from registry.models import ApiToken, Record, Site
-from registry.services.tokens import add_site, issue_token, resolve_token
+from registry.services.access.tokens import add_site, issue_token, resolve_token
 
 
 @pytest.fixture()

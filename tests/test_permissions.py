@@ -12,8 +12,9 @@ import pytest
 from registry.core.vocabulary import ROLES
 from registry.errors import Forbidden
 from registry.permissions import PERMISSIONS, Action, allowed
-from registry.services import aggregates, batches, records
-from registry.services.tokens import Caller
+from registry.services.intake import batches, records
+from registry.services.window import aggregates
+from registry.services.access.tokens import Caller
 
 ROOT = Path(__file__).resolve().parents[1]
 

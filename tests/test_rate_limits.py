@@ -24,7 +24,7 @@ from conftest import get_database_of
 from live import entrypoint_server, own_database, server_environment
 from registry import create_app
 from registry.ratelimit_storage import SQLiteStorage
-from registry.services.tokens import add_site, issue_token
+from registry.services.access.tokens import add_site, issue_token
 from test_operations import _redis_answers
 
 needs_redis = pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379")

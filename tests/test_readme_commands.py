@@ -31,9 +31,9 @@ from werkzeug.serving import make_server
 from conftest import get_database_of, migrate
 from live import ROOT, own_database
 from registry import create_app
-from registry.services.disclosure import Policy
-from registry.services.releases import cut_release
-from registry.services.synthetic import issue_demo_tokens, load_demo_data
+from registry.services.window.disclosure import Policy
+from registry.services.window.releases import cut_release
+from registry.services.intake.synthetic import issue_demo_tokens, load_demo_data
 
 README = (ROOT / "README.md").read_text()
 README_HOST = "http://127.0.0.1:8000"

@@ -18,7 +18,7 @@ from conftest import EXAMPLE_RECORD
 from registry.core import vocabulary as v
 from registry.core.fields import Code, CodeList, problems_to_list
 from registry.core.record import PutRecordSchema, RecordSchema
-from registry.services.synthetic import synthetic_record
+from registry.services.intake.synthetic import synthetic_record
 from rejections import (
     ABSENT, DE_NOVO, DEAD, INTERRUPTED, ONGOING, VIAS, assert_rejected, changed, submit,
 )

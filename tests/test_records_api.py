@@ -14,9 +14,9 @@ from registry.api.records import record_answer
 from registry.db import unit_of_work
 from registry.models import AuditEntry, Record, RecordVersion, Tombstone
 from registry.schemas.api import RecordOutSchema
-from registry.services import records
-from registry.services.synthetic import synthetic_record
-from registry.services.tokens import resolve_token
+from registry.services.intake import records
+from registry.services.intake.synthetic import synthetic_record
+from registry.services.access.tokens import resolve_token
 
 URL = "/api/v1/records"
 
@@ -271,7 +271,7 @@ def test_updated_since_honours_the_time_zone_of_the_parameter(client, site_a, ex
 def _stored_state(subject_id: str) -> dict[str, Any]:
     """What a write left of one subject: its record's written columns, its versions and its
     audit entries (without ids and times, which differ between two writes)."""
-    from registry.services.record_rows import ROW_COLUMNS
+    from registry.services.intake.record_rows import ROW_COLUMNS
 
     with unit_of_work() as session:
         record = session.scalar(select(Record).where(Record.subject_id == subject_id))
@@ -314,7 +314,7 @@ def test_single_record_writes_stay_in_psycopgs_statement_cache():
     writes of a record must stay under both, columns added to the record included."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    from registry.services.writes import _CREATE_ONE, _UPDATE_ONE
+    from registry.services.intake.writes import _CREATE_ONE, _UPDATE_ONE
 
     for statement in (_CREATE_ONE, _UPDATE_ONE):
         compiled = statement.compile(dialect=psycopg.dialect())
@@ -323,7 +323,7 @@ def test_single_record_writes_stay_in_psycopgs_statement_cache():
 
 def test_row_columns_are_the_columns_a_record_sets(example_record):
     from registry.core.record import canonical
-    from registry.services.record_rows import ROW_COLUMNS, row_values
+    from registry.services.intake.record_rows import ROW_COLUMNS, row_values
 
     assert set(row_values(canonical(example_record))) == set(ROW_COLUMNS)
     assert set(ROW_COLUMNS) <= {column.name for column in Record.__table__.columns}

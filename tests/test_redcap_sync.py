@@ -16,7 +16,7 @@ from registry.models import Site as Site_
 from registry.core.deidentify import build_record, subject_id
 from registry.core.fields import check_subject_id
 from registry.core.record import DICTIONARY_VERSION, validate_record
-from registry.services.record_rows import record_from_row
+from registry.services.intake.record_rows import record_from_row
 from registry.site.redcap.cli import main
 from registry.site.redcap.client import (
     LOG_FORMS, RENAME_EXAMPLE, is_rename, looks_hashed, parse_log_entry,

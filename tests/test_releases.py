@@ -13,11 +13,11 @@ from sqlalchemy import func, select, update
 
 from registry.db import unit_of_work
 from registry.models import Record, release_columns, release_records
-from registry.services import release_columns as release_columns_service
-from registry.services.records import withdraw_record
-from registry.services.release_columns import coded_names
-from registry.services.tokens import resolve_token
-from registry.services.synthetic import synthetic_record
+from registry.services.window import release_columns as release_columns_service
+from registry.services.intake.records import withdraw_record
+from registry.services.window.release_columns import coded_names
+from registry.services.access.tokens import resolve_token
+from registry.services.intake.synthetic import synthetic_record
 from tests.test_aggregates_api import K, insert_rows
 
 RELEASES = "/api/v1/releases"

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from conftest import without_subject
 from registry.db import unit_of_work
 from registry.models import ApiToken, AuditEntry, Record, Tombstone
-from registry.services import tokens as token_service
-from registry.services.tokens import revoke_token
+from registry.services.access import tokens as token_service
+from registry.services.access.tokens import revoke_token
 
 SUBJECT = "TOR-7f3a9c2e"
 

@@ -28,7 +28,7 @@ from registry.core.deidentify import subject_id
 from registry.core.redcap_dictionary import checkbox_column
 from registry.db import Base, unit_of_work
 from registry.models import Record, RecordVersion, Site
-from registry.services.record_rows import record_from_row
+from registry.services.intake.record_rows import record_from_row
 from tests.fake_redcap import FakeRedcap, ServerThread, site_values
 from tests.redcap_support import load_project, new_site, registry_server, source_records
 

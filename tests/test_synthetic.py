@@ -12,8 +12,8 @@ import pytest
 from registry.core import rules
 from registry.core.fields import Code, WholeNumber
 from registry.core.record import validate_record
-from registry.services import synthetic
-from registry.services.synthetic import fill_required_fields, synthetic_record
+from registry.services.intake import synthetic
+from registry.services.intake.synthetic import fill_required_fields, synthetic_record
 
 
 @pytest.mark.parametrize("realistic", [False, True])

@@ -25,10 +25,10 @@ from sqlalchemy import select, update
 
 from registry.db import unit_of_work
 from registry.models import Record, Site, release_records
-from registry.services.catalogue import SITE, dimensions
-from registry.services.disclosure import MAX_ADJUSTMENT, Policy, is_suppressed
-from registry.services.records import get_record, put_record
-from registry.services.tokens import Caller
+from registry.services.window.catalogue import SITE, dimensions
+from registry.services.window.disclosure import MAX_ADJUSTMENT, Policy, is_suppressed
+from registry.services.intake.records import get_record, put_record
+from registry.services.access.tokens import Caller
 from tests.attacker import check_life_table_published, check_published
 from tests.test_aggregates_api import (
     K, as_one_column, as_table, cut, insert_rows, remove_rows,

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from conftest import EXAMPLE_RECORD, get_database_of, migrate, without_subject
 from live import on_postgres, own_database
 from registry import create_app
-from registry.services.tokens import add_site, issue_token
+from registry.services.access.tokens import add_site, issue_token
 
 RACES = 50
 HELD = "withdrawal-held"  # the name of the thread whose commit waits

@@ -1,7 +1,7 @@
 """release_columns: a columnar copy of each release for the analyses
 
 Each release keeps, per column the survival analyses and Cox models read, the values of every
-record state it holds as the bytes of a numpy array (services/release_columns.py), so that an
+record state it holds as the bytes of a numpy array (services/window/release_columns.py), so that an
 analysis reads a few arrays instead of scanning and grouping the release (docs/quality.md B7).
 The table starts empty: a release cut before this migration gets its copy written by the first
 question asked of it. Withdrawal of consent deletes the copies of the releases that held the

@@ -20,8 +20,9 @@ from registry.schemas.aggregates import (
     JsonOnlyQuerySchema, QueryLogQuerySchema, QueryLogSchema, RemissionCsvQuerySchema,
     RemissionQuerySchema, RemissionSchema,
 )
-from registry.services import aggregates, analyses, exports
-from registry.services.disclosure import Policy
+from registry.services.analysis import analyses
+from registry.services.window import aggregates, exports
+from registry.services.window.disclosure import Policy
 
 blp = Blueprint("aggregates", __name__, url_prefix="/api/v1/aggregates",
                 description="Pooled counts under disclosure control (coordinator, steward)")
@@ -55,12 +56,12 @@ def _csv_response(body: str, disclosure: dict[str, Any], name: str) -> Response:
 
 
 def counts_csv(table: dict[str, Any]) -> Response:
-    """The table as CSV (services/exports.py, the console's CSV too)."""
+    """The table as CSV (services/window/exports.py, the console's CSV too)."""
     return _csv_response(exports.count_table_csv(table), table["disclosure"], "counts")
 
 
 def remission_csv(table: dict[str, Any]) -> Response:
-    """The life tables as CSV (services/exports.py)."""
+    """The life tables as CSV (services/window/exports.py)."""
     return _csv_response(exports.remission_table_csv(table), table["disclosure"], "remission")
 
 

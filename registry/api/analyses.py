@@ -17,7 +17,8 @@ from registry.schemas.analyses import (
     RESERVED, HazardRatiosCsvQuerySchema, HazardRatiosQuerySchema, HazardRatiosSchema,
     SurvivalCsvQuerySchema, SurvivalQuerySchema, SurvivalSchema,
 )
-from registry.services import analyses, exports, hazards
+from registry.services.analysis import analyses, hazards
+from registry.services.window import exports
 
 blp = Blueprint("analyses", __name__, url_prefix="/api/v1/analyses",
                 description="Survival analyses under disclosure control (coordinator, steward)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from registry.errors import BadRequest
-from registry.services.records import VersionCondition
+from registry.services.intake.records import VersionCondition
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; etagc = %x21 / %x23-7E (ASCII only here).
 _TAG = r'\s*(?:W/)?"[\x21\x23-\x7e]*"\s*'

@@ -17,7 +17,7 @@ from registry.schemas.api import (
     WithdrawQuerySchema, WriteHeadersSchema,
 )
 from registry.core.record import PutRecordSchema, RecordSchema
-from registry.services import batches, records
+from registry.services.intake import batches, records
 
 blp = Blueprint("records", __name__, url_prefix="/api/v1/records",
                 description="A site's records (submitter tokens only)")

@@ -10,8 +10,8 @@ from registry.api import Blueprint
 from registry.auth import current_caller, requires
 from registry.permissions import Action
 from registry.schemas.releases import ReleaseCutSchema, ReleaseListSchema, ReleaseSchema
-from registry.services import releases
-from registry.services.disclosure import Policy
+from registry.services.window import releases
+from registry.services.window.disclosure import Policy
 
 blp = Blueprint("releases", __name__, url_prefix="/api/v1/releases",
                 description="Releases of the data (cut: steward; list: coordinator, steward)")

@@ -13,7 +13,7 @@ states it holds (`release_columns`, written when it is cut: one row per column t
 read, its values as a numpy array's bytes in record order), so that a survival curve, a
 log-rank test or a Cox model reads a few arrays instead of scanning and grouping the release
 (docs/quality.md B7). Withdrawal deletes the copies of every release that held the record
-(services/release_columns.py), and the next question writes them again without it.
+(services/window/release_columns.py), and the next question writes them again without it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from marshmallow import INCLUDE, Schema, fields
 from marshmallow.validate import Range
 
 from registry.core.fields import Code
-from registry.services.analyses import REMISSION_ORIGINS as ORIGINS
-from registry.services.catalogue import SITE, dimensions
+from registry.services.analysis.analyses import REMISSION_ORIGINS as ORIGINS
+from registry.services.window.catalogue import SITE, dimensions
 
 # The answer formats: every aggregate endpoint takes `format`, naming one it offers (400 else).
 FORMATS = ("json", "csv")

@@ -8,7 +8,7 @@ from registry.core.fields import Code
 from registry.schemas.aggregates import (
     _FORMAT_MEANING, FORMATS, DisclosureSchema, _filters, _release, _without_format,
 )
-from registry.services.analyses import (
+from registry.services.analysis.analyses import (
     AT_LANDMARK, DEFAULT_YEARS, MAX_COVARIATES, MAX_LANDMARK_YEARS, MAX_YEARS, ORIGINS, OUTCOMES,
 )
 

@@ -1,11 +1,11 @@
 """The web console at `/`: Jinja pages for people, calling the same services as the API.
 
 Sign-in exchanges a registry token, pasted once, for a server-side session (see
-services/console_sessions.py and web/session.py). Every page declares the action it performs with
-auth.requires (or auth.public), exactly as the API's endpoints do; a page with neither is refused.
-Pages are listed once in PAGES, which builds the navigation: a role sees the pages whose action
-the permission table (registry/permissions.py) allows it, so no role is named here.
-"""
+services/access/console_sessions.py and web/session.py). Every page declares the action it
+performs with auth.requires (or auth.public), exactly as the API's endpoints do; a page with
+neither is refused. Pages are listed once in PAGES, which builds the navigation: a role sees the
+pages whose action the permission table (registry/permissions.py) allows it, so no role is named
+here."""
 
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ from flask import current_app, g, render_template, request
 from registry.auth import current_caller, requires
 from registry.errors import BadRequest, Conflict, QueryRefused, RegistryError, TooManyRequests
 from registry.permissions import Action, allowed
-from registry.services import aggregates, analyses, exports, hazards, releases
-from registry.services.catalogue import SITE
-from registry.services.disclosure import Policy
+from registry.services.analysis import analyses, hazards
+from registry.services.window import aggregates, exports, releases
+from registry.services.window.catalogue import SITE
+from registry.services.window.disclosure import Policy
 from registry.web import presentation
 from registry.web.citation import Citation, cite_release
 from registry.web.views import bp, chosen_filters

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from registry import __version__
-from registry.services.disclosure import Policy
+from registry.services.window.disclosure import Policy
 
 REGISTRY_NAME = "HER2+ MBC prolonged-remission registry"
 

@@ -15,7 +15,7 @@ from flask import Flask, Request, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from registry.auth import API_PREFIX
-from registry.services.console_sessions import console_secret
+from registry.services.access.console_sessions import console_secret
 
 COOKIE_NAME = "registry_console"
 ASSETS_PATH = "/assets"

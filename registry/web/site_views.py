@@ -18,7 +18,7 @@ from registry.core.record import DAY_FIELDS
 from registry.core.redcap_dictionary import code_label
 from registry.errors import BadRequest, NotFound
 from registry.permissions import Action
-from registry.services import records, site_overview
+from registry.services.intake import records, site_overview
 from registry.web import presentation
 from registry.web.views import bp
 

@@ -5,7 +5,7 @@ Nothing identifying reaches these views: the page converts the file with the des
 the site-side fields the server publishes (`site-fields.json`, from core/site_fields.py), keeps
 the site secret in its own memory, and sends only de-identified records. Its JSON endpoints sit
 behind the console's session and CSRF header (X-CSRFToken) and call the same services as the
-API's (services/uploads.py, services/batches.py); the API itself stays bearer-only.
+API's (services/intake/uploads.py, services/intake/batches.py); the API itself stays bearer-only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from registry.errors import BadRequest, RegistryError, problem_response
 from registry.jsonbody import load_json_body
 from registry.observability import count_records
 from registry.permissions import Action
-from registry.services import batches, uploads
+from registry.services.intake import batches, uploads
 from registry.web.views import bp
 
 SOURCE_HEADER = "X-Registry-Source"

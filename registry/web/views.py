@@ -21,10 +21,11 @@ from registry.auth import current_caller, public, requires
 from registry.errors import BadRequest, Conflict, QueryRefused, RegistryError, \
     TooManyRequests, Unauthenticated
 from registry.permissions import Action, allowed
-from registry.services import aggregates, console_sessions, releases
-from registry.services.console_sessions import Lifetime, SessionEnded
-from registry.services.disclosure import Policy
-from registry.services.exports import count_table_csv
+from registry.services.access import console_sessions
+from registry.services.window import aggregates, releases
+from registry.services.access.console_sessions import Lifetime, SessionEnded
+from registry.services.window.disclosure import Policy
+from registry.services.window.exports import count_table_csv
 from registry.web import csrf, pages_for, presentation
 from registry.web.citation import cite_release
 from registry.web.session import ASSETS_PATH

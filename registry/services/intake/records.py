@@ -1,7 +1,7 @@
 """Records of one site, the use cases: create, replace, read, list, history and withdraw.
 
-Writes are planned and applied by services/writes.py (the same path as a batch); rows map to
-records through services/record_rows.py.
+Writes are planned and applied by services/intake/writes.py (the same path as a batch); rows map to
+records through services/intake/record_rows.py.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from registry.db import transaction, unit_of_work
 from registry.errors import BadRequest, Conflict, NotFound, PreconditionFailed, RecordInvalid
 from registry.models import AuditEntry, Record, RecordVersion, Tombstone
 from registry.permissions import Action, authorize
-from registry.services.record_rows import derived_from_row, record_from_row
-from registry.services.releases import erase_from_releases
-from registry.services.tokens import Caller
-from registry.services.writes import PlannedWrite, apply_writes, plan_write, retrying_races
+from registry.services.intake.record_rows import derived_from_row, record_from_row
+from registry.services.window.releases import erase_from_releases
+from registry.services.access.tokens import Caller
+from registry.services.intake.writes import PlannedWrite, apply_writes, plan_write, retrying_races
 
 
 def stored_view(row: Record) -> dict[str, Any]:

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session
 from registry.errors import QueryRefused
 from registry.models import Release
 from registry.permissions import Action, authorize
-from registry.services import aggregates
-from registry.services.analyses import (
+from registry.services.window import aggregates
+from registry.services.analysis.analyses import (
     LANDMARK, MAX_COVARIATES, OUTCOME_MEANING, Design, Grouping, checked_question, read_cohort,
 )
-from registry.services.disclosure import Equation, Policy, is_suppressed, protect
-from registry.services.estimators import Z95, cox, significant
-from registry.services.tokens import Caller
+from registry.services.window.disclosure import Equation, Policy, is_suppressed, protect
+from registry.services.analysis.estimators import Z95, cox, significant
+from registry.services.access.tokens import Caller
 
 PH_ALPHA = 0.05
 

@@ -3,7 +3,7 @@
 The page de-identifies in the browser; the server gives it the description of the site-side
 fields (core/site_fields.py) and checks the de-identified records with the registry's rules,
 exactly as registry-submit checks them locally before its dry run, so that both send the same
-batches. Writing goes through services/batches.py like the API's batches.
+batches. Writing goes through services/intake/batches.py like the API's batches.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from registry.core.site_fields import site_fields_description
 from registry.core.template import template_xlsx
 from registry.errors import PayloadTooLarge
 from registry.permissions import Action, authorize
-from registry.services.tokens import Caller
+from registry.services.access.tokens import Caller
 
 
 def describe_site_fields(caller: Caller, max_batch: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, delete, or_, select, update
 from registry.db import single_statement, transaction, unit_of_work, utcnow
 from registry.errors import ServiceUnavailable
 from registry.models import CONSOLE_SECRET, ApiToken, ConsoleSession, RegistrySecret, Site
-from registry.services.tokens import Caller, resolve_token
+from registry.services.access.tokens import Caller, resolve_token
 
 # How stale last_seen_at may get before a request refreshes it (saves a write per page).
 LAST_SEEN_RESOLUTION = timedelta(seconds=30)

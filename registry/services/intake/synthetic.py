@@ -16,9 +16,9 @@ from registry.db import unit_of_work
 from registry.models import Site
 from registry.models.record import CELL_KEY_MODULUS
 from registry.core.record import MAX_DAY, RecordFieldsSchema, canonical
-from registry.services.batches import submit_batch
-from registry.services.record_rows import row_values
-from registry.services.tokens import (
+from registry.services.intake.batches import submit_batch
+from registry.services.intake.record_rows import row_values
+from registry.services.access.tokens import (
     Caller, add_site, issue_token, list_tokens, revoke_token,
 )
 

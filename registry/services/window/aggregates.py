@@ -1,7 +1,7 @@
 """Pooled counts for coordinators: the catalogue, count tables and the query log (the remission
-life table is the survival analysis of services/analyses.py). Every answer is computed from a
-release (services/releases.py), counted in the database (GROUP BY), protected by disclosure
-control (services/disclosure.py) and logged.
+life table is the survival analysis of services/analysis/analyses.py). Every answer is computed
+from a release (services/window/releases.py), counted in the database (GROUP BY), protected by
+disclosure control (services/window/disclosure.py) and logged.
 
 Questions are normalised (privacy.md 2.2 item 8): every rewording of the same table (parameter
 order, rows and columns swapped, JSON or CSV) is one question. A question already answered on a
@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session
 from registry.db import single_statement, unit_of_work, utcnow
 from registry.errors import BadRequest, QueryRefused, TooManyRequests
 from registry.models import ApiToken, QueryLogEntry, Release, Site, in_release
-from registry.services.catalogue import RECORDS, SITE, Dimension, dimensions
-from registry.services.disclosure import (
+from registry.services.window.catalogue import RECORDS, SITE, Dimension, dimensions
+from registry.services.window.disclosure import (
     Equation, Policy, contributing_sites, is_suppressed, protect,
 )
-from registry.services.releases import next_release_earliest, newest_release, resolve_release
+from registry.services.window.releases import next_release_earliest, newest_release, resolve_release
 from registry.core.identifiers import printable_field_name
-from registry.services.tokens import Caller
+from registry.services.access.tokens import Caller
 from registry.permissions import Action, authorize
 
 MAX_FILTERS = 2

@@ -23,9 +23,9 @@ from registry.models import (
     AuditEntry, Record, Release, Tombstone, in_release, release_records,
 )
 from registry.permissions import Action, allowed, authorize
-from registry.services import release_columns
-from registry.services.disclosure import Policy, protect
-from registry.services.tokens import Caller
+from registry.services.window import release_columns
+from registry.services.window.disclosure import Policy, protect
+from registry.services.access.tokens import Caller
 
 RECORDS = Record.__table__
 RELEASED = release_records

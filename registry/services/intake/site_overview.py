@@ -26,8 +26,8 @@ from registry.db import unit_of_work, utcnow
 from registry.errors import BadRequest, Forbidden, NotFound
 from registry.models import Record, RecordVersion, Site, Tombstone
 from registry.permissions import Action, authorize
-from registry.services.records import get_record
-from registry.services.tokens import Caller
+from registry.services.intake.records import get_record
+from registry.services.access.tokens import Caller
 
 RECORDS = Record.__table__
 # The orders of the records list, each with its SQL ordering (a tie is broken by the pseudonym).

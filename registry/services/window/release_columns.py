@@ -5,16 +5,15 @@ written once, for every record state the release holds, in record order, as the 
 numpy array:
 
 - `record_key`, `site_id` and the day columns (DAYS) as 32-bit integers, NULL as NULL_DAY;
-- every catalogue dimension (services/catalogue.py, the site apart) coded as an 8-bit integer:
-  code i stands for the i-th value of the column's `domain` (the stored values, in the order of
-  the dimension's categories, then any other value found), -1 for NULL.
+- every catalogue dimension (services/window/catalogue.py, the site apart) coded as an 8-bit
+  integer: code i stands for the i-th value of the column's `domain` (the stored values, in the
+  order of the dimension's categories, then any other value found), -1 for NULL.
 
 A question reads the columns it needs in one statement and keeps them in the process (COLUMNS,
 bounded by bytes); the cohort rules, filters and groupings are then numpy over those arrays
-(services/analyses.py). Withdrawal of consent deletes the copies of every release that held the
-record, in the withdrawal's transaction (erase(), privacy.md 2.1); the next question on such a
-release writes its copy again from release_records (build(), the same as at the cut).
-"""
+(services/analysis/analyses.py). Withdrawal of consent deletes the copies of every release that
+held the record, in the withdrawal's transaction (erase(), privacy.md 2.1); the next question on
+such a release writes its copy again from release_records (build(), the same as at the cut)."""
 
 from __future__ import annotations
 
@@ -32,8 +31,8 @@ from sqlalchemy.orm import Session
 
 from registry.db import unit_of_work
 from registry.models import Release, in_release, release_columns, release_records
-from registry.services.catalogue import SITE, dimensions
-from registry.services.release_memo import ReleaseMemo
+from registry.services.window.catalogue import SITE, dimensions
+from registry.services.window.release_memo import ReleaseMemo
 
 _RELEASED = release_records.c
 # The record's columns the analyses' rules read, by the released records' own names.

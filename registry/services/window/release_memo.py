@@ -3,7 +3,7 @@ release never changes, so neither does anything computed from its records).
 
 The memo needs no invalidation: its key holds the release as it stands, so a release that
 changes is a different key. The only change a release admits is a withdrawal of consent
-(services/releases.py erase_from_releases), which lowers its record count; the database (its
+(services/window/releases.py erase_from_releases), which lowers its record count; the database (its
 URL) and the cut time tell apart releases of the same number in two databases, or cut again
 after a rolled-back one. It is bounded by the size of what it holds (oldest use evicted first)
 and lives in the process: each worker keeps its own. It saves work only: every question is
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from registry.models import Release
 
 # Bound on the memo's total size, in the callers' own measure (bytes, for the columns of
-# services/release_columns.py).
+# services/window/release_columns.py).
 MAX_SIZE = 256 * 2**20
 
 

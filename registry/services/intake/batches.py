@@ -14,11 +14,11 @@ from registry.core.fields import check_subject_id
 from registry.models import Record
 from registry.permissions import Action, authorize
 from registry.core.record import validate_record
-from registry.services.writes import (
+from registry.services.intake.writes import (
     PlannedWrite, apply_writes, plan_writes, rejected, retrying_races, rules_in_force,
     submission_digest,
 )
-from registry.services.tokens import Caller
+from registry.services.access.tokens import Caller
 
 OUTCOMES = ("created", "updated", "unchanged", "rejected")
 

@@ -20,7 +20,7 @@ from registry.core.record import RecordFieldsSchema
 from registry.core.vocabulary import met_dx_periods
 from registry.models import release_records
 
-# Dimensions count the records of a release (services/releases.py), never the live table.
+# Dimensions count the records of a release (services/window/releases.py), never the live table.
 RECORDS = release_records
 SITE = "site"
 NOT_RECORDED = "not_recorded"  # an optional field left empty

@@ -1,14 +1,13 @@
 """The study's analyses for coordinators: survival in fixed yearly intervals with delayed entry,
 the log-rank test, and Cox hazard ratios, all under the disclosure control of privacy.md
-section 2 (counts protected by services/disclosure.py; every estimate derived from the
+section 2 (counts protected by services/window/disclosure.py; every estimate derived from the
 protected counts; models only on large enough levels, rounded).
 
-Records are read from the columnar copy of a release (services/release_columns.py): the
+Records are read from the columnar copy of a release (services/window/release_columns.py): the
 columns a question needs, as arrays, kept in the process once read; the cohort rules of a
 design, its filters and groupings are numpy over them, written once here (cohort()) for the
-survival curves, the log-rank test and the Cox model (services/hazards.py). The cohorts, the
-time scales and the estimators are described in docs/methods.md.
-"""
+survival curves, the log-rank test and the Cox model (services/analysis/hazards.py). The
+cohorts, the time scales and the estimators are described in docs/methods.md."""
 
 from __future__ import annotations
 
@@ -21,17 +20,17 @@ from sqlalchemy.orm import Session
 
 from registry.models import Release
 from registry.permissions import Action, authorize
-from registry.services import aggregates, release_columns
-from registry.services.catalogue import SITE, Dimension, dimensions
-from registry.services.disclosure import Equation, Policy, is_suppressed, protect
-from registry.services.estimators import (
+from registry.services.window import aggregates, release_columns
+from registry.services.window.catalogue import SITE, Dimension, dimensions
+from registry.services.window.disclosure import Equation, Policy, is_suppressed, protect
+from registry.services.analysis.estimators import (
     IntervalCounts, actuarial, logrank, median, significant, year_start,
 )
-from registry.services.release_columns import (
+from registry.services.window.release_columns import (
     LAST_FOLLOWUP, MAINTENANCE, NULL_DAY, PROGRESSION, REMISSION_START, RESUME, STOP, VITAL,
     Column,
 )
-from registry.services.tokens import Caller
+from registry.services.access.tokens import Caller
 
 ORIGINS = ("remission_start", "trastuzumab_stop", "landmark")
 OUTCOMES = ("relapse", "relapse_or_death")
@@ -90,7 +89,7 @@ def design(origin: str, outcome: str, landmark_years: int | None,
     return Design(origin, outcome, min_remission_days, landmark_years)
 
 
-# Columns every design reads besides the days (services/release_columns.py).
+# Columns every design reads besides the days (services/window/release_columns.py).
 _ALWAYS = ("record_key", "site_id", REMISSION_START, PROGRESSION,
            LAST_FOLLOWUP)
 

@@ -33,10 +33,10 @@ from registry.db import UtcDateTime, bulk_insert, execute_hot, first_hot, utcnow
 from registry.errors import Conflict
 from registry.models import AuditEntry, RecordVersion, Tombstone
 from registry.models.record import CELL_KEY_MODULUS
-from registry.services.record_rows import (
+from registry.services.intake.record_rows import (
     RECORDS, ROW_COLUMNS, SUBMITTED_COLUMNS, changes_between, record_from_row, row_values,
 )
-from registry.services.tokens import Caller
+from registry.services.access.tokens import Caller
 
 VERSIONS, AUDIT = RecordVersion.__table__, AuditEntry.__table__
 T = TypeVar("T")

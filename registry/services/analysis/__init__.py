@@ -1,0 +1,1 @@
+"""The study's answer: survival analyses, hazard ratios and their estimators."""
